@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CostwatchConfig(AppConfig):
+    name = "costwatch"
+    verbose_name = "Cost watch"

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Start a PostgreSQL and a Redis server for the test suite on this machine, installing the
+# Debian packages first when they are missing. Idempotent: servers already running are reused.
+# Prints the environment to use, as `export` lines (eval "$(scripts/services.sh)").
+set -euo pipefail
+
+PG_PORT="${TEST_PG_PORT:-55432}"
+REDIS_PORT="${TEST_REDIS_PORT:-56379}"
+SERVICES_DIR="${SERVICES_DIR:-/tmp/billing-platform-services}"
+PG_DATA="$SERVICES_DIR/pg"
+log() { echo "services: $*" >&2; }
+
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+need_install=()
+[ -n "$(pg_bindir)" ] && [ -x "$(pg_bindir)/initdb" ] || need_install+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+if [ "${#need_install[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing ${need_install[*]}; install them (sudo apt-get install ${need_install[*]}) or run as root"
+    exit 1
+  fi
+  log "installing ${need_install[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  # The packages' own init scripts may try to start default instances; that may fail in a
+  # container and does not matter: we run our own instances on our own ports.
+  apt-get install -y -qq --no-install-recommends "${need_install[@]}" >&2 || {
+    log "apt-get install ${need_install[*]} failed"; exit 1; }
+fi
+BIN="$(pg_bindir)"
+
+# PostgreSQL refuses to run as root: run it as the `postgres` user when we are root.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+mkdir -p "$SERVICES_DIR"
+chmod 755 "$SERVICES_DIR"
+if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$SERVICES_DIR" 2>/dev/null || true; fi
+
+if ! as_pg "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+  if [ ! -s "$PG_DATA/PG_VERSION" ]; then
+    log "initdb $PG_DATA"
+    as_pg mkdir -p "$PG_DATA"
+    as_pg "$BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  # fsync off: a test server that is thrown away after the run need not survive power loss.
+  as_pg "$BIN/pg_ctl" -D "$PG_DATA" -l "$SERVICES_DIR/pg.log" -w -t 60 start \
+    -o "-p $PG_PORT -k $SERVICES_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >&2 || {
+    log "PostgreSQL did not start; its log:"; tail -n 30 "$SERVICES_DIR/pg.log" >&2; exit 1; }
+fi
+as_pg "$BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -c \
+  "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing') THEN CREATE ROLE billing LOGIN SUPERUSER PASSWORD 'billing'; END IF; END \$\$;" >&2
+
+if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  log "starting Redis on 127.0.0.1:$REDIS_PORT"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no \
+    --dir "$SERVICES_DIR" --logfile "$SERVICES_DIR/redis.log" --pidfile "$SERVICES_DIR/redis.pid" >&2
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$REDIS_PORT" ping >/dev/null || { log "Redis did not start"; exit 1; }
+fi
+
+echo "export DATABASE_URL=postgres://billing:billing@127.0.0.1:$PG_PORT/billing"
+echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+echo "export TEST_REDIS_PORT=$REDIS_PORT"

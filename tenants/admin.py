@@ -1,0 +1,185 @@
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import Count, Q
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from tenants.models import Tenant, TenantAPIKey, TenantChange
+from tenants.services import (
+    TenantError,
+    api_key_issue,
+    api_key_revoke,
+    tenant_change_plan,
+    tenant_history_record,
+    tenant_reactivate,
+    tenant_suspend,
+)
+
+
+def _key_state(key: TenantAPIKey) -> str:
+    if key.revoked:
+        return "revoked"
+    if key.has_expired:
+        return "expired"
+    return "active"
+
+
+class TenantAPIKeyInline(admin.TabularInline):
+    """Keys are listed, never edited here: the secret is not stored, and a key is made by the
+    'Create API key' action so that it can be shown once."""
+
+    model = TenantAPIKey
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["name", "prefix", "state", "created", "last_used_at", "revoked_at", "expiry_date"]
+    readonly_fields = fields
+
+    @admin.display(description="state")
+    def state(self, obj):
+        return _key_state(obj)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class TenantChangeInline(admin.TabularInline):
+    model = TenantChange
+    extra = 0
+    can_delete = False
+    verbose_name = "plan/status change"
+    verbose_name_plural = "plan and status history"
+    fields = ["created_at", "field", "old_value", "new_value", "source", "actor", "reason"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "plan", "status", "active_keys", "stripe_customer", "created_at"]
+    list_filter = ["plan", "status"]
+    search_fields = ["name", "slug", "stripe_customer__id"]
+    readonly_fields = ["status", "created_at", "updated_at"]
+    raw_id_fields = ["stripe_customer"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [TenantAPIKeyInline, TenantChangeInline]
+    actions = ["create_api_key", "suspend", "reactivate"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("stripe_customer")
+            .annotate(_active_keys=Count("api_keys", filter=Q(api_keys__revoked=False)))
+        )
+
+    @admin.display(description="active keys", ordering="_active_keys")
+    def active_keys(self, obj):
+        return obj._active_keys
+
+    @admin.action(description="Create an API key (shown once)")
+    def create_api_key(self, request, queryset):
+        if "apply" not in request.POST:
+            return TemplateResponse(
+                request,
+                "admin/tenants/tenant/create_api_key.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Create API keys",
+                    "opts": self.model._meta,
+                    "tenants": queryset,
+                    "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                    "default_name": f"admin {timezone.now():%Y-%m-%d}",
+                },
+            )
+        name = request.POST.get("key_name", "")
+        for tenant in queryset:
+            try:
+                issued = api_key_issue(tenant=tenant, name=name)
+            except TenantError as exc:
+                self.message_user(request, f"{tenant}: {exc}", messages.ERROR)
+                return None
+            self.log_change(request, tenant, f"Created API key {issued.api_key.prefix} ({name})")
+            self.message_user(
+                request,
+                format_html(
+                    "New API key for {}: <code>{}</code> — copy it now, it will not be shown again.",
+                    tenant.slug,
+                    issued.secret,
+                ),
+                messages.WARNING,
+            )
+        return None
+
+    @admin.action(description="Suspend (their API keys get 403)")
+    def suspend(self, request, queryset):
+        changed = 0
+        for tenant in queryset:
+            if tenant_suspend(tenant=tenant, actor=request.user, source="admin"):
+                self.log_change(request, tenant, "Suspended")
+                changed += 1
+        self.message_user(request, f"Suspended {changed} tenant(s).")
+
+    @admin.action(description="Reactivate")
+    def reactivate(self, request, queryset):
+        changed = 0
+        for tenant in queryset:
+            if tenant_reactivate(tenant=tenant, actor=request.user, source="admin"):
+                self.log_change(request, tenant, "Reactivated")
+                changed += 1
+        self.message_user(request, f"Reactivated {changed} tenant(s).")
+
+    def save_model(self, request, obj, form, change):
+        # Status changes only through the actions, plan changes through the service: both
+        # leave a history row with the operator's name.
+        new_plan = obj.plan
+        plan_changed = change and "plan" in form.changed_data
+        if plan_changed:
+            obj.plan = form.initial["plan"]
+        super().save_model(request, obj, form, change)
+        if not change:
+            tenant_history_record(tenant=obj, field=TenantChange.Field.CREATED, old="",
+                                  new=f"{obj.plan}/{obj.status}", actor=request.user, source="admin")
+        elif plan_changed:
+            tenant_change_plan(tenant=obj, plan=new_plan, actor=request.user, source="admin")
+
+
+@admin.register(TenantAPIKey)
+class TenantAPIKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "tenant_link", "prefix", "state", "created", "last_used_at", "revoked_at"]
+    list_filter = ["revoked", ("tenant", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "prefix", "tenant__slug", "tenant__name"]
+    list_select_related = ["tenant"]
+    fields = ["tenant", "name", "prefix", "state", "created", "last_used_at", "revoked_at", "expiry_date"]
+    readonly_fields = ["tenant", "prefix", "state", "created", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        # A key is created by the tenant's "Create API key" action, which shows it once.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Keep revoked keys: they explain past calls. Revoke instead of delete.
+        return False
+
+    @admin.display(description="tenant", ordering="tenant__slug")
+    def tenant_link(self, obj):
+        url = reverse("admin:tenants_tenant_change", args=[obj.tenant_id])
+        return format_html('<a href="{}">{}</a>', url, obj.tenant.slug)
+
+    @admin.display(description="state")
+    def state(self, obj):
+        return _key_state(obj)
+
+    @admin.action(description="Revoke selected keys (cannot be undone)")
+    def revoke(self, request, queryset):
+        revoked = 0
+        for api_key in queryset.select_related("tenant"):
+            if api_key_revoke(api_key=api_key):
+                self.log_change(request, api_key, "Revoked")
+                revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).")

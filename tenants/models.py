@@ -1,0 +1,108 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    class Plan(models.TextChoices):
+        FREE = "free", "Free"
+        METERED = "metered", "Metered"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    plan = models.CharField(max_length=16, choices=Plan.choices, default=Plan.FREE)
+    monthly_free_allowance = models.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Units of each meter the tenant may use free every calendar month (UTC).",
+    )
+    stripe_customer = models.OneToOneField(
+        "djstripe.Customer",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="tenant",
+        help_text="The tenant's Stripe customer; set when the tenant is onboarded to Stripe.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["status", "plan"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(monthly_free_allowance__gte=0),
+                name="tenant_free_allowance_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class TenantChange(models.Model):
+    """Append-only history of a tenant's plan and status, with who or what changed it."""
+
+    class Field(models.TextChoices):
+        STATUS = "status", "Status"
+        PLAN = "plan", "Plan"
+        CREATED = "created", "Created"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="changes")
+    field = models.CharField(max_length=16, choices=Field.choices)
+    old_value = models.CharField(max_length=32, blank=True)
+    new_value = models.CharField(max_length=32, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(
+        max_length=64, help_text="What caused the change: admin, command, a Stripe event id, ..."
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}: {self.field} {self.old_value} -> {self.new_value}"
+
+
+class TenantAPIKeyManager(BaseAPIKeyManager):
+    pass
+
+
+class TenantAPIKey(AbstractAPIKey):
+    """An API key that belongs to one tenant.
+
+    The key a client sends is `<prefix>.<secret>`; only the prefix (public, unique) and a SHA-512
+    hash of the whole key are stored, by djangorestframework-api-key.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantAPIKeyManager()
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
