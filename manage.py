@@ -14,7 +14,7 @@ def main() -> None:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
         # A missing or malformed environment variable: one line naming it, no traceback.
-        sys.stderr.write(f"configuration error: {exc}\n")
+        sys.stderr.write(f"configuration error: {' '.join(str(exc).split())}\n")
         sys.exit(2)
 
 

@@ -142,8 +142,14 @@ class TenantAdmin(admin.ModelAdmin):
             obj.plan = form.initial["plan"]
         super().save_model(request, obj, form, change)
         if not change:
-            tenant_history_record(tenant=obj, field=TenantChange.Field.CREATED, old="",
-                                  new=f"{obj.plan}/{obj.status}", actor=request.user, source="admin")
+            tenant_history_record(
+                tenant=obj,
+                field=TenantChange.Field.CREATED,
+                old="",
+                new=f"{obj.plan}/{obj.status}",
+                actor=request.user,
+                source="admin",
+            )
         elif plan_changed:
             tenant_change_plan(tenant=obj, plan=new_plan, actor=request.user, source="admin")
 

@@ -46,9 +46,7 @@ class TenantApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Malformed API key: expected `Authorization: Api-Key <prefix>.<secret>`."
             )
-        api_key = (
-            TenantAPIKey.objects.select_related("tenant").filter(prefix=prefix).first()
-        )
+        api_key = TenantAPIKey.objects.select_related("tenant").filter(prefix=prefix).first()
         if api_key is None or not api_key.is_valid(key):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if api_key.revoked:

@@ -84,7 +84,13 @@ class TenantChange(models.Model):
 
 
 class TenantAPIKeyManager(BaseAPIKeyManager):
-    pass
+    def assign_key(self, obj: "TenantAPIKey") -> str:
+        # The library makes "<prefix>.<hash>" the primary key, which would put the hash in every
+        # admin URL and form; our keys have an integer id and keep the hash out of sight.
+        key, prefix, hashed_key = self.key_generator.generate()
+        obj.prefix = prefix
+        obj.hashed_key = hashed_key
+        return key
 
 
 class TenantAPIKey(AbstractAPIKey):
@@ -94,6 +100,7 @@ class TenantAPIKey(AbstractAPIKey):
     hash of the whole key are stored, by djangorestframework-api-key.
     """
 
+    id = models.BigAutoField(primary_key=True)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

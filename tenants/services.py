@@ -22,7 +22,9 @@ class IssuedKey:
     secret: str  # the full key; shown once and never stored
 
 
-def tenant_history_record(*, tenant: Tenant, field: str, old: str, new: str, actor, source: str, reason: str = ""):
+def tenant_history_record(
+    *, tenant: Tenant, field: str, old: str, new: str, actor, source: str, reason: str = ""
+):
     TenantChange.objects.create(
         tenant=tenant,
         field=field,
@@ -59,8 +61,14 @@ def tenant_create(
     tenant = Tenant.objects.create(
         name=name, slug=slug, plan=plan, monthly_free_allowance=monthly_free_allowance
     )
-    tenant_history_record(tenant=tenant, field=TenantChange.Field.CREATED, old="", new=f"{plan}/{tenant.status}",
-            actor=actor, source=source)
+    tenant_history_record(
+        tenant=tenant,
+        field=TenantChange.Field.CREATED,
+        old="",
+        new=f"{plan}/{tenant.status}",
+        actor=actor,
+        source=source,
+    )
     return tenant
 
 
@@ -100,25 +108,32 @@ def _change(*, tenant: Tenant, field: str, value: str, actor, source: str, reaso
         if old != value:
             setattr(locked, field, value)
             locked.save(update_fields=[field, "updated_at"])
-            tenant_history_record(tenant=locked, field=field, old=old, new=value, actor=actor, source=source,
-                    reason=reason)
+            tenant_history_record(
+                tenant=locked, field=field, old=old, new=value, actor=actor, source=source, reason=reason
+            )
     setattr(tenant, field, value)
     return old != value
 
 
 def tenant_suspend(*, tenant: Tenant, actor=None, source: str = "admin", reason: str = "") -> bool:
     """Suspend a tenant: its keys stop working (403). Returns False if it already was."""
-    return _change(tenant=tenant, field="status", value=Tenant.Status.SUSPENDED, actor=actor,
-                   source=source, reason=reason)
+    return _change(
+        tenant=tenant,
+        field="status",
+        value=Tenant.Status.SUSPENDED,
+        actor=actor,
+        source=source,
+        reason=reason,
+    )
 
 
 def tenant_reactivate(*, tenant: Tenant, actor=None, source: str = "admin", reason: str = "") -> bool:
-    return _change(tenant=tenant, field="status", value=Tenant.Status.ACTIVE, actor=actor,
-                   source=source, reason=reason)
+    return _change(
+        tenant=tenant, field="status", value=Tenant.Status.ACTIVE, actor=actor, source=source, reason=reason
+    )
 
 
 def tenant_change_plan(*, tenant: Tenant, plan: str, actor=None, source: str, reason: str = "") -> bool:
     if plan not in Tenant.Plan.values:
         raise TenantError(f"unknown plan {plan!r}; choose one of {', '.join(Tenant.Plan.values)}")
-    return _change(tenant=tenant, field="plan", value=plan, actor=actor, source=source,
-                   reason=reason)
+    return _change(tenant=tenant, field="plan", value=plan, actor=actor, source=source, reason=reason)

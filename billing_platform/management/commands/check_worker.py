@@ -14,9 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, timeout, **options):
         if not settings.REDIS_URL:
-            raise CommandError(
-                "REDIS_URL is not set: the embedded demo has no result backend to wait on"
-            )
+            raise CommandError("REDIS_URL is not set: the embedded demo has no result backend to wait on")
         try:
             result = worker_check.apply_async().get(timeout=timeout)
         except CeleryTimeoutError:

@@ -1,0 +1,125 @@
+"""Fixtures shared by every app's tests."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from tenants.tests.factories import TenantFactory, issue_key
+
+ROOT = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    on_postgres = connection.vendor == "postgresql"
+    skip_pg = pytest.mark.skip(reason="needs PostgreSQL (DATABASE_URL)")
+    for item in items:
+        if "worker" in item.keywords and "postgres" not in item.keywords:
+            item.add_marker(pytest.mark.postgres)  # a worker process cannot see an in-memory DB
+        if not on_postgres and "postgres" in item.keywords:
+            item.add_marker(skip_pg)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def tenant(db):
+    return TenantFactory(slug="tenant-a", name="Tenant A")
+
+
+@pytest.fixture
+def other_tenant(db):
+    return TenantFactory(slug="tenant-b", name="Tenant B")
+
+
+@pytest.fixture
+def tenant_key(tenant):
+    return issue_key(tenant)
+
+
+@pytest.fixture
+def tenant_client(tenant_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {tenant_key}")
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url_for_subprocess() -> str:
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("needs the test Redis server (REDIS_URL; scripts/services.sh starts one)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, redis_url, tmp_path_factory):
+    """A real `celery worker` process on the test Redis and the test database."""
+    from billing_platform.celery import app
+
+    with django_db_blocker.unblock():
+        database_url = _database_url_for_subprocess()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    node = f"test-{os.getpid()}@%h"
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "billing_platform",
+            "worker",
+            "--pool",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+            "-n",
+            node,
+            "--logfile",
+            str(log),
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    hostname = node.replace("%h", socket.gethostname())
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        replies = app.control.ping(destination=[hostname], timeout=0.5)
+        if replies:
+            break
+    else:
+        proc.kill()
+        raise RuntimeError(f"celery worker did not answer a ping in 60s: {log.read_text()[-2000:]}")
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)

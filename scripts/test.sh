@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, migration check, then pytest on real PostgreSQL and Redis (started
+# here, installed from Debian's packages when missing), then the non-PostgreSQL parts on SQLite.
+# Extra arguments go to both pytest runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+mkdir -p test-output
+
+echo "== ruff"
+$BIN/ruff check .
+
+eval "$(scripts/services.sh)"
+export DJANGO_SETTINGS_MODULE=billing_platform.settings
+echo "== makemigrations --check"
+$BIN/python manage.py makemigrations --check --dry-run --no-input >/dev/null \
+  || { echo "missing migrations: run manage.py makemigrations"; exit 1; }
+
+run_pytest() {
+  # pytest exit code 5 means it collected no test: that is a failure, never a pass.
+  set +e
+  "$@"
+  local rc=$?
+  set -e
+  if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing"; return 1; fi
+  return "$rc"
+}
+
+echo "== pytest on PostgreSQL ($DATABASE_URL) and Redis ($REDIS_URL)"
+reuse=()
+[ "${CI:-}" = "true" ] || reuse=(--reuse-db)
+run_pytest $BIN/pytest "${reuse[@]}" --junitxml=test-output/postgres.xml "$@"
+
+echo "== pytest on SQLite (the demo's database), PostgreSQL-only tests deselected"
+DATABASE_URL="sqlite:///$PWD/test-output/sqlite.db" run_pytest $BIN/pytest "${reuse[@]}" \
+  -m "not postgres" --junitxml=test-output/sqlite.xml "$@"
