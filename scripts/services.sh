@@ -53,6 +53,10 @@ if ! as_pg "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
 fi
 as_pg "$BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -c \
   "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing') THEN CREATE ROLE billing LOGIN SUPERUSER PASSWORD 'billing'; END IF; END \$\$;" >&2
+if [ -z "$(as_pg "$BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
+  "SELECT 1 FROM pg_database WHERE datname = 'billing'")" ]; then
+  as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres -O billing billing
+fi
 
 if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
