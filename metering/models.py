@@ -1,0 +1,245 @@
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+
+from tenants.models import Tenant
+
+# Quantities: up to 20 integer digits and 12 decimals (Stripe's unit_amount_decimal precision).
+QUANTITY_MAX_DIGITS = 32
+QUANTITY_DECIMAL_PLACES = 12
+# Aggregates add many quantities: room for 26 integer digits.
+TOTAL_MAX_DIGITS = 38
+
+
+class Meter(models.Model):
+    """What is billable: events whose `meter` field equals `code`, aggregated per hour."""
+
+    class Aggregation(models.TextChoices):
+        COUNT = "count", "Count of events"
+        SUM = "sum", "Sum of quantity"
+        MAX = "max", "Maximum quantity"
+        UNIQUE_COUNT = "unique_count", "Distinct values of a property"
+        LATEST = "latest", "Latest quantity in the hour"
+
+    code = models.CharField(
+        max_length=100,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9][a-z0-9_.\-]*$",
+                "Lower-case letters, digits, '_', '.', '-'; it starts with a letter or digit.",
+            )
+        ],
+        help_text="The `meter` field of events, and the Stripe meter's event name.",
+    )
+    name = models.CharField(max_length=200)
+    unit = models.CharField(max_length=50, default="unit", help_text="e.g. request, GB, seat")
+    aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
+    unique_property = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="For 'Distinct values of a property': the property whose distinct values count.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(aggregation="unique_count") | ~models.Q(unique_property=""),
+                name="meter_unique_count_needs_property",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class MeterFilter(models.Model):
+    """Only events whose property equals (or is in) the given values count for the meter.
+
+    Values are compared as text, so `200` and `"200"` both match the value 200.
+    """
+
+    class Operator(models.TextChoices):
+        EQUALS = "eq", "equals"
+        IN = "in", "is one of"
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="filters")
+    property = models.CharField(max_length=100)
+    operator = models.CharField(max_length=4, choices=Operator.choices, default=Operator.EQUALS)
+    values = models.JSONField(help_text="A list of accepted values (one for 'equals').")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["meter", "property"], name="meter_filter_one_per_property"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.property} {self.get_operator_display()} {self.values}"
+
+    def text_values(self) -> list[str]:
+        return [str(value) for value in self.values]
+
+
+class UsageEvent(models.Model):
+    """One usage event as the tenant sent it. Append-only; (tenant, event_id) is the idempotency key."""
+
+    id = models.BigAutoField(primary_key=True)
+    # No single-column FK indexes: the composite indexes below lead with tenant, and every index
+    # costs on the ingestion path. (A meter with events is never deleted; see the admin.)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+", db_index=False)
+    event_id = models.CharField(max_length=100)
+    timestamp = models.DateTimeField()
+    quantity = models.DecimalField(
+        max_digits=QUANTITY_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES, default=Decimal("1")
+    )
+    properties = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "event_id"], name="usage_event_idempotency"),
+        ]
+        indexes = [
+            # Aggregation and read-back: one tenant's events of one meter in a time range.
+            models.Index(fields=["tenant", "meter", "timestamp"], name="usage_event_tmt"),
+            # Retention pruning walks the oldest events first.
+            models.Index(fields=["received_at"], name="usage_event_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.meter_id} x {self.quantity})"
+
+
+class PendingHour(models.Model):
+    """An hour that received events since it was last aggregated (a work queue, not history).
+
+    Ingestion upserts a row here in the same transaction as the events; aggregation locks, reads
+    and deletes it in one transaction, so an event is either seen by that aggregation or leaves
+    the hour pending again.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    marked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "meter", "hour"], name="pending_hour_unique"),
+        ]
+
+
+class HourlyAggregate(models.Model):
+    """The value of one meter for one tenant in one UTC hour. `revision` grows on every change."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="hourly_aggregates", db_index=False
+    )
+    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="hourly_aggregates")
+    hour = models.DateTimeField()
+    value = models.DecimalField(max_digits=TOTAL_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES)
+    event_count = models.PositiveBigIntegerField()
+    revision = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "meter", "hour"], name="hourly_aggregate_unique"),
+        ]
+        ordering = ["-hour"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.meter_id} {self.hour:%Y-%m-%d %H}:00 = {self.value}"
+
+
+class HourlyAggregateChange(models.Model):
+    """Append-only record of each change of an hourly aggregate (late events, re-aggregation)."""
+
+    id = models.BigAutoField(primary_key=True)
+    aggregate = models.ForeignKey(HourlyAggregate, on_delete=models.CASCADE, related_name="changes")
+    revision = models.PositiveIntegerField()
+    old_value = models.DecimalField(
+        max_digits=TOTAL_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES, null=True
+    )
+    new_value = models.DecimalField(max_digits=TOTAL_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES)
+    old_event_count = models.PositiveBigIntegerField(null=True)
+    new_event_count = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["aggregate", "revision"], name="aggregate_change_revision"),
+        ]
+        ordering = ["-created_at", "-id"]
+
+
+class AggregationRun(models.Model):
+    """One run of aggregation, for operators: when, how long, what it did, how it ended."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    trigger = models.CharField(max_length=32, help_text="beat, command, admin, ...")
+    hours_aggregated = models.PositiveIntegerField(default=0)
+    hours_changed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+
+class Price(models.Model):
+    """How a meter's monthly usage is charged on a plan (the pricing preview).
+
+    Amounts are in minor units of `currency` (cents), as Decimals so that sub-cent unit prices
+    (Stripe's unit_amount_decimal) are exact; a charge is rounded to whole minor units once.
+    """
+
+    class Model(models.TextChoices):
+        PER_UNIT = "per_unit", "Per unit"
+        PACKAGE = "package", "Per package (rounded up)"
+        GRADUATED = "graduated", "Graduated tiers"
+        VOLUME = "volume", "Volume tiers"
+
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="prices")
+    plan = models.CharField(max_length=16, choices=Tenant.Plan.choices)
+    currency = models.CharField(max_length=3, default="usd")
+    model = models.CharField(max_length=16, choices=Model.choices, default=Model.PER_UNIT)
+    unit_amount = models.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Minor units per unit (per_unit) or per package (package).",
+    )
+    package_size = models.PositiveBigIntegerField(
+        default=1, help_text="Units per package, for the package model (e.g. 1000 calls)."
+    )
+    tiers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Tiers, for the tiered models: [{"up_to": 1000, "unit_amount": "0.5", '
+        '"flat_amount": "0"}, ..., {"up_to": null, ...}]; amounts in minor units.',
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["meter", "plan"], name="price_one_per_meter_and_plan"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meter.code} on {self.plan}: {self.get_model_display()}"
