@@ -180,6 +180,14 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
+# --- Cache (rate limits): shared through Redis when there is one -----------------------------
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                "KEY_PREFIX": "bp", "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 # --- Stripe ---------------------------------------------------------------------------------
 STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="")
 # Tests point this at the suite's local Stripe server; production leaves Stripe's own.
@@ -218,6 +226,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# Requests per API key and window on the ingestion endpoint ("100/s", "3000/m"; "0" for none).
+INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="100/s")
 # Re-stamp a key's last_used_at at most this often, so authentication is not a write per request.
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SECONDS", default=60)
 

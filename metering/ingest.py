@@ -1,0 +1,293 @@
+"""Usage ingestion: validate a batch all-or-nothing, store it once per (tenant, event id).
+
+Validation is plain Python rather than DRF serializers: it runs for every event of every batch,
+and a serializer per event costs more than the database insert it guards.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, InvalidOperation
+
+from django.db import OperationalError, connection, transaction
+
+from metering.models import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS, Meter, PendingHour, UsageEvent
+from tenants.models import Tenant
+
+MAX_BATCH = 1000
+MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENT_ID_LENGTH = 100
+MAX_PROPERTIES_BYTES = 8 * 1024
+# Stripe accepts meter events up to 35 days old and 5 minutes in the future.
+BACKFILL_WINDOW = timedelta(days=35)
+FUTURE_SKEW = timedelta(minutes=5)
+INTEGER_DIGITS = QUANTITY_MAX_DIGITS - QUANTITY_DECIMAL_PLACES
+EVENT_FIELDS = frozenset({"id", "meter", "quantity", "timestamp", "properties"})
+METER_CACHE_SECONDS = 10.0
+_EXACT = Context(prec=200)
+
+
+class EventsInvalid(Exception):
+    """The batch is rejected whole. `errors` maps an event's index (None: a single event) to
+    {field: [messages]}."""
+
+    def __init__(self, errors: dict):
+        super().__init__("invalid events")
+        self.errors = errors
+
+
+@dataclass(slots=True, frozen=True)
+class ValidEvent:
+    event_id: str
+    meter_id: int
+    timestamp: datetime
+    quantity: Decimal
+    properties_json: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+class _MeterCache:
+    """Meter codes change rarely and are read on every request: keep them a few seconds in
+    process, and reload at once on an unknown code so a new meter works immediately."""
+
+    def __init__(self):
+        self._by_code: dict[str, int] = {}
+        self._loaded_at = float("-inf")
+
+    def lookup(self, codes: set[str]) -> dict[str, int]:
+        now = time.monotonic()
+        stale = now - self._loaded_at > METER_CACHE_SECONDS
+        if stale or not codes <= self._by_code.keys():
+            self._by_code = dict(Meter.objects.values_list("code", "id"))
+            self._loaded_at = now
+        return self._by_code
+
+    def clear(self) -> None:
+        self._loaded_at = float("-inf")
+
+
+meter_cache = _MeterCache()
+
+
+def _quantity(value) -> Decimal | str:
+    """The quantity as a Decimal, or the reason it is refused."""
+    if value is None:
+        return Decimal(1)
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str | float):
+        return "must be a number (or a string holding one)"
+    try:
+        quantity = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
+    except InvalidOperation:
+        return "must be a decimal number"
+    if not quantity.is_finite():
+        return "must be a finite number"
+    if quantity < 0:
+        return "must not be negative"
+    # normalize() under the default 28-digit context would round; strip zeros exactly instead.
+    _, digits, exponent = quantity.normalize(_EXACT).as_tuple()
+    places = max(0, -exponent)
+    whole = max(0, len(digits) + exponent)
+    if places > QUANTITY_DECIMAL_PLACES:
+        return f"has more than {QUANTITY_DECIMAL_PLACES} decimal places"
+    if whole > INTEGER_DIGITS:
+        return f"has more than {INTEGER_DIGITS} digits before the decimal point"
+    return quantity
+
+
+def _timestamp(value, now: datetime) -> datetime | str:
+    if value is None:
+        return now
+    if not isinstance(value, str):
+        return "must be an ISO-8601 string such as 2026-11-21T10:00:00Z"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return "must be an ISO-8601 string such as 2026-11-21T10:00:00Z"
+    if moment.tzinfo is None:
+        return "must include a time zone offset (e.g. Z or +00:00)"
+    moment = moment.astimezone(UTC)
+    if moment < now - BACKFILL_WINDOW:
+        return "is more than 35 days in the past; Stripe does not accept usage that old"
+    if moment > now + FUTURE_SKEW:
+        return "is more than 5 minutes in the future"
+    return moment
+
+
+def _properties(value) -> str:
+    if value is None:
+        return "{}"
+    if not isinstance(value, dict):
+        return ""  # the caller reports it
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
+    """Check every event of the request; raise EventsInvalid listing every problem."""
+    if isinstance(payload, dict) and "events" in payload:
+        extra = set(payload) - {"events"}
+        if extra:
+            raise EventsInvalid({None: {name: ["unknown field"] for name in sorted(extra)}})
+        raw_events = payload["events"]
+        if not isinstance(raw_events, list):
+            raise EventsInvalid({None: {"events": ["must be a list of events"]}})
+        if not raw_events:
+            raise EventsInvalid({None: {"events": ["must hold at least one event"]}})
+        if len(raw_events) > MAX_BATCH:
+            raise EventsInvalid(
+                {None: {"events": [f"holds {len(raw_events)} events; the limit is {MAX_BATCH}"]}}
+            )
+        indexed = True
+    elif isinstance(payload, dict):
+        raw_events, indexed = [payload], False
+    else:
+        raise EventsInvalid({None: {"non_field_errors": ["expected an event object or {\"events\": [...]}"]}})
+
+    codes = {e.get("meter") for e in raw_events if isinstance(e, dict) and isinstance(e.get("meter"), str)}
+    meters = meter_cache.lookup(codes)
+    errors: dict = {}
+    valid: list[ValidEvent] = []
+    for index, raw in enumerate(raw_events):
+        problems: dict[str, list[str]] = {}
+        if not isinstance(raw, dict):
+            errors[index if indexed else None] = {"non_field_errors": ["must be an object"]}
+            continue
+        for name in raw.keys() - EVENT_FIELDS:
+            problems[name] = ["unknown field"]
+
+        event_id = raw.get("id")
+        if not isinstance(event_id, str) or not event_id.strip():
+            problems["id"] = ["is required: a non-empty string, unique per event"]
+        elif len(event_id) > MAX_EVENT_ID_LENGTH:
+            problems["id"] = [f"must be at most {MAX_EVENT_ID_LENGTH} characters"]
+
+        code = raw.get("meter")
+        meter_id = meters.get(code) if isinstance(code, str) else None
+        if not isinstance(code, str) or not code:
+            problems["meter"] = ["is required: the code of a meter"]
+        elif meter_id is None:
+            problems["meter"] = [f"unknown meter {code[:100]!r}"]
+
+        quantity = _quantity(raw.get("quantity"))
+        if isinstance(quantity, str):
+            problems["quantity"] = [quantity]
+
+        timestamp = _timestamp(raw.get("timestamp"), now)
+        if isinstance(timestamp, str):
+            problems["timestamp"] = [timestamp]
+
+        properties_json = _properties(raw.get("properties"))
+        if not properties_json:
+            problems["properties"] = ["must be an object"]
+        elif len(properties_json.encode()) > MAX_PROPERTIES_BYTES:
+            problems["properties"] = [f"must be at most {MAX_PROPERTIES_BYTES} bytes as JSON"]
+
+        if problems:
+            errors[index if indexed else None] = problems
+        elif not errors:
+            valid.append(ValidEvent(event_id, meter_id, timestamp, quantity, properties_json))
+    if errors:
+        raise EventsInvalid(errors)
+    return valid
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+_PG_INSERT = """
+WITH new AS (
+    INSERT INTO metering_usageevent
+        (tenant_id, meter_id, event_id, "timestamp", quantity, properties, received_at)
+    SELECT %(tenant)s, u.meter_id, u.event_id, u.ts, u.quantity, u.properties::jsonb, %(now)s
+    FROM unnest(%(meter_ids)s::bigint[], %(event_ids)s::varchar[], %(timestamps)s::timestamptz[],
+                %(quantities)s::numeric[], %(properties)s::text[])
+         AS u(meter_id, event_id, ts, quantity, properties)
+    ORDER BY u.event_id
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING meter_id, "timestamp"
+), pending AS (
+    INSERT INTO metering_pendinghour (tenant_id, meter_id, hour, marked_at)
+    SELECT DISTINCT %(tenant)s, meter_id, date_trunc('hour', "timestamp", 'UTC'), %(now)s::timestamptz
+    FROM new
+    ORDER BY 2, 3
+    ON CONFLICT (tenant_id, meter_id, hour) DO UPDATE SET marked_at = EXCLUDED.marked_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM pending)
+"""
+
+
+def _record_postgresql(tenant_id: int, events: list[ValidEvent], now: datetime) -> int:
+    # One statement: insert the new events (a duplicate id is skipped; a concurrent insert of the
+    # same id waits for the other transaction and is then skipped) and mark their hours pending.
+    # The pending upsert takes a row lock that aggregation's claim respects (see aggregation.py).
+    # Rows go in sorted order so that two overlapping batches lock in the same order.
+    params = {
+        "tenant": tenant_id,
+        "now": now,
+        "meter_ids": [e.meter_id for e in events],
+        "event_ids": [e.event_id for e in events],
+        "timestamps": [e.timestamp for e in events],
+        "quantities": [e.quantity for e in events],
+        "properties": [e.properties_json for e in events],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_INSERT, params)
+        accepted, _ = cursor.fetchone()
+    return accepted
+
+
+def _record_portable(tenant_id: int, events: list[ValidEvent], now: datetime) -> int:
+    # SQLite runs write transactions one at a time (BEGIN IMMEDIATE), so look-then-insert is exact.
+    ids = [e.event_id for e in events]
+    seen = set(
+        UsageEvent.objects.filter(tenant_id=tenant_id, event_id__in=ids).values_list("event_id", flat=True)
+    )
+    new = []
+    for event in events:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        new.append(event)
+    UsageEvent.objects.bulk_create(
+        UsageEvent(
+            tenant_id=tenant_id,
+            meter_id=e.meter_id,
+            event_id=e.event_id,
+            timestamp=e.timestamp,
+            quantity=e.quantity,
+            properties=json.loads(e.properties_json),
+            received_at=now,
+        )
+        for e in new
+    )
+    hours = sorted({(e.meter_id, _hour(e.timestamp)) for e in new})
+    PendingHour.objects.bulk_create(
+        [PendingHour(tenant_id=tenant_id, meter_id=m, hour=h, marked_at=now) for m, h in hours],
+        update_conflicts=True,
+        unique_fields=["tenant", "meter", "hour"],
+        update_fields=["marked_at"],
+    )
+    return len(new)
+
+
+def usage_events_record(*, tenant: Tenant, events: list[ValidEvent], now: datetime) -> IngestResult:
+    """Store the events not seen before for this tenant; committed when this returns."""
+    record = _record_postgresql if connection.vendor == "postgresql" else _record_portable
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                accepted = record(tenant.pk, events, now)
+            break
+        except OperationalError as exc:
+            # Two batches that share event ids and hours can still deadlock in rare orders;
+            # PostgreSQL aborts one of them, which is safe to run again.
+            if attempt == 2 or "deadlock" not in str(exc).lower():
+                raise
+    return IngestResult(accepted=accepted, duplicates=len(events) - accepted)

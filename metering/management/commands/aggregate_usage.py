@@ -1,0 +1,51 @@
+from datetime import UTC, datetime, timedelta
+
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from billing_platform.commands import BaseCommand
+from metering.aggregation import usage_aggregate, usage_mark_for_recompute
+from metering.ingest import BACKFILL_WINDOW
+from tenants.models import Tenant
+from tenants.selectors import tenant_get_by_ref
+
+
+def _since(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"--since must be an ISO date or time, got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Command(BaseCommand):
+    help = "Aggregate every hour that received events since the last run (what the hourly task does)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--full",
+            action="store_true",
+            help="recompute every hour that has events (since --since, default 35 days back)",
+        )
+        parser.add_argument("--since", type=_since, help="with --full: from this date/time (UTC)")
+        parser.add_argument("--tenant", help="with --full: only this tenant (slug or id)")
+        parser.add_argument("--batch-size", type=int, default=500, help="pending hours per transaction")
+
+    def handle(self, *args, full, since, tenant, batch_size, **options):
+        if (since or tenant) and not full:
+            raise CommandError("--since and --tenant only apply with --full")
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+        if full:
+            try:
+                tenant_id = tenant_get_by_ref(ref=tenant).pk if tenant else None
+            except Tenant.DoesNotExist as exc:
+                raise CommandError(str(exc)) from None
+            since = since or timezone.now() - BACKFILL_WINDOW - timedelta(hours=1)
+            marked = usage_mark_for_recompute(since=since, tenant_id=tenant_id)
+            self.stdout.write(f"marked {marked} hour(s) for recompute since {since:%Y-%m-%d %H:%M}Z")
+        run = usage_aggregate(trigger="command", batch_size=batch_size)
+        seconds = (run.finished_at - run.started_at).total_seconds()
+        self.stdout.write(
+            f"aggregated {run.hours_aggregated} hour(s), {run.hours_changed} changed, in {seconds:.2f}s"
+        )

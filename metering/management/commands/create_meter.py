@@ -1,0 +1,45 @@
+from django.core.management.base import CommandError
+
+from billing_platform.commands import BaseCommand
+from metering.models import Meter
+from metering.services import MeterError, meter_create
+
+
+def _filter(value: str) -> tuple[str, list[str]]:
+    prop, sep, values = value.partition("=")
+    if not sep or not prop or not values:
+        raise CommandError(f"--filter must look like PROPERTY=VALUE[,VALUE...], got {value!r}")
+    return prop, [v.strip() for v in values.split(",") if v.strip()]
+
+
+class Command(BaseCommand):
+    help = "Create a meter: the code events carry in their `meter` field, and how an hour aggregates."
+
+    def add_arguments(self, parser):
+        parser.add_argument("code")
+        parser.add_argument("--aggregation", required=True, choices=Meter.Aggregation.values)
+        parser.add_argument("--property", default="", help="for unique_count: the property to count")
+        parser.add_argument("--name", default="", help="display name (default: the code)")
+        parser.add_argument("--unit", default="unit")
+        parser.add_argument(
+            "--filter",
+            action="append",
+            default=[],
+            metavar="PROPERTY=VALUE[,VALUE]",
+            help="only events whose property has one of these values count (repeatable)",
+        )
+
+    def handle(self, *args, code, aggregation, property, name, unit, filter, **options):  # noqa: A002
+        filters = dict(_filter(value) for value in filter)
+        try:
+            meter = meter_create(
+                code=code,
+                aggregation=aggregation,
+                name=name,
+                unit=unit,
+                unique_property=property,
+                filters=filters,
+            )
+        except MeterError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"meter {meter.code} (id {meter.pk}, {meter.get_aggregation_display()})")

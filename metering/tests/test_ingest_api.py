@@ -1,0 +1,267 @@
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from freezegun import freeze_time
+from rest_framework.test import APIClient
+
+from metering.models import PendingHour, UsageEvent
+from tenants.tests.factories import issue_key
+
+pytestmark = pytest.mark.django_db
+NOW = datetime(2026, 11, 21, 12, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _frozen():
+    with freeze_time(NOW):
+        yield
+
+
+def post(client, body, **extra):
+    return client.post("/api/v1/events", json.dumps(body), content_type="application/json", **extra)
+
+
+def event(n=1, **fields):
+    return {"id": f"evt-{n}", "meter": "api_calls", **fields}
+
+
+def test_single_event_is_stored_with_defaults(tenant_client, tenant, api_calls):
+    response = post(tenant_client, event(1))
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "duplicates": 0}
+    stored = UsageEvent.objects.get()
+    assert (stored.tenant, stored.meter, stored.event_id) == (tenant, api_calls, "evt-1")
+    assert stored.quantity == Decimal(1)
+    assert stored.timestamp == NOW
+    assert stored.properties == {}
+    assert PendingHour.objects.filter(tenant=tenant, meter=api_calls, hour=NOW.replace(minute=0)).exists()
+
+
+def test_batch_is_stored_exactly_and_a_resend_is_all_duplicates(tenant_client, storage):
+    batch = {
+        "events": [
+            {"id": "a", "meter": "storage_gb", "quantity": 0.1, "timestamp": "2026-11-21T10:15:00Z"},
+            {"id": "b", "meter": "storage_gb", "quantity": "2.000000000001",
+             "timestamp": "2026-11-21T11:15:00+01:00", "properties": {"region": "eu", "n": 3}},
+            {"id": "c", "meter": "storage_gb", "quantity": 12345678901234567890},
+        ]
+    }
+    first = post(tenant_client, batch)
+    assert first.status_code == 202
+    assert first.json() == {"accepted": 3, "duplicates": 0}
+    rows = {e.event_id: e for e in UsageEvent.objects.all()}
+    assert rows["a"].quantity == Decimal("0.1")  # exact, not a binary float
+    assert rows["b"].quantity == Decimal("2.000000000001")
+    assert rows["b"].timestamp == datetime(2026, 11, 21, 10, 15, tzinfo=UTC)
+    assert rows["b"].properties == {"region": "eu", "n": 3}
+    assert rows["c"].quantity == Decimal("12345678901234567890")
+
+    again = post(tenant_client, batch)
+    assert again.status_code == 202
+    assert again.json() == {"accepted": 0, "duplicates": 3}
+    assert UsageEvent.objects.count() == 3
+
+
+def test_a_repeated_id_within_a_batch_counts_once(tenant_client, api_calls):
+    response = post(tenant_client, {"events": [event(1), event(1, quantity=5), event(2)]})
+    assert response.json() == {"accepted": 2, "duplicates": 1}
+    assert UsageEvent.objects.get(event_id="evt-1").quantity == 1
+
+
+def test_same_event_id_in_two_tenants_is_two_events(tenant_client, other_tenant, api_calls):
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {issue_key(other_tenant)}")
+    assert post(tenant_client, event(1)).json()["accepted"] == 1
+    assert post(other, event(1)).json()["accepted"] == 1
+    assert UsageEvent.objects.filter(event_id="evt-1").count() == 2
+
+
+def test_an_invalid_event_rejects_the_whole_batch_listing_each_problem(tenant_client, api_calls):
+    batch = {
+        "events": [
+            event(1),
+            event(2, quantity=-1),
+            {"id": "", "meter": "nope", "timestamp": "yesterday", "properties": [1], "qty": 1},
+            event(4),
+        ]
+    }
+    response = post(tenant_client, batch)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["message"] == "2 event(s) are invalid; nothing of the batch was stored."
+    assert error["fields"] == {
+        "events": {
+            "1": {"quantity": ["must not be negative"]},
+            "2": {
+                "qty": ["unknown field"],
+                "id": ["is required: a non-empty string, unique per event"],
+                "meter": ["unknown meter 'nope'"],
+                "timestamp": ["must be an ISO-8601 string such as 2026-11-21T10:00:00Z"],
+                "properties": ["must be an object"],
+            },
+        }
+    }
+    assert UsageEvent.objects.count() == 0
+    assert PendingHour.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"meter": "unknown"}, "meter", "unknown meter 'unknown'"),
+        ({"meter": None}, "meter", "is required: the code of a meter"),
+        ({"quantity": "abc"}, "quantity", "must be a decimal number"),
+        ({"quantity": "NaN"}, "quantity", "must be a finite number"),
+        ({"quantity": "Infinity"}, "quantity", "must be a finite number"),
+        ({"quantity": -0.5}, "quantity", "must not be negative"),
+        ({"quantity": True}, "quantity", "must be a number (or a string holding one)"),
+        ({"quantity": [1]}, "quantity", "must be a number (or a string holding one)"),
+        ({"quantity": "0.0000000000001"}, "quantity", "has more than 12 decimal places"),
+        ({"quantity": "1e21"}, "quantity", "has more than 20 digits before the decimal point"),
+        ({"quantity": 123456789012345678901}, "quantity", "has more than 20 digits before the decimal point"),
+        ({"timestamp": "2026-10-17T12:29:00Z"}, "timestamp", "is more than 35 days in the past"),
+        ({"timestamp": "2026-11-21T12:36:00Z"}, "timestamp", "is more than 5 minutes in the future"),
+        ({"timestamp": "2026-11-21T12:00:00"}, "timestamp", "must include a time zone offset"),
+        ({"timestamp": 1763726400}, "timestamp", "must be an ISO-8601 string"),
+        ({"properties": "x"}, "properties", "must be an object"),
+        ({"properties": {"blob": "x" * 8200}}, "properties", "must be at most 8192 bytes as JSON"),
+        ({"id": ""}, "id", "is required"),
+        ({"id": "   "}, "id", "is required"),
+        ({"id": 7}, "id", "is required"),
+        ({"id": "x" * 101}, "id", "must be at most 100 characters"),
+    ],
+)
+def test_each_limit_has_its_own_message(tenant_client, api_calls, fields, field, message):
+    response = post(tenant_client, {**event(1), **fields})
+    assert response.status_code == 400
+    problems = response.json()["error"]["fields"]
+    assert list(problems) == [field]
+    assert message in problems[field][0]
+    assert UsageEvent.objects.count() == 0
+
+
+def test_limits_at_the_edges_are_accepted(tenant_client, api_calls):
+    batch = {
+        "events": [
+            event(1, timestamp="2026-10-17T12:31:00Z"),  # just inside 35 days
+            event(2, timestamp="2026-11-21T12:34:59Z"),  # just inside 5 minutes ahead
+            event(3, quantity="99999999999999999999.999999999999"),
+            {"id": "x" * 100, "meter": "api_calls", "properties": {"blob": "x" * 8000}},
+        ]
+    }
+    response = post(tenant_client, batch)
+    assert response.status_code == 202, response.json()
+    assert response.json()["accepted"] == 4
+
+
+def test_more_than_1000_events_is_refused(tenant_client, api_calls):
+    response = post(tenant_client, {"events": [event(n) for n in range(1001)]})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"events": ["holds 1001 events; the limit is 1000"]}
+
+
+def test_exactly_1000_events_are_accepted(tenant_client, api_calls):
+    response = post(tenant_client, {"events": [event(n) for n in range(1000)]})
+    assert response.json() == {"accepted": 1000, "duplicates": 0}
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"events": []}, {"events": ["must hold at least one event"]}),
+        ({"events": "x"}, {"events": ["must be a list of events"]}),
+        ({"events": [event(1)], "extra": 1}, {"extra": ["unknown field"]}),
+        ([event(1)], {"non_field_errors": ['expected an event object or {"events": [...]}']}),
+    ],
+)
+def test_malformed_envelopes_are_400(tenant_client, api_calls, body, fields):
+    response = post(tenant_client, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == fields
+
+
+def test_body_over_1_mib_is_413(tenant_client, api_calls):
+    body = json.dumps({"events": [event(n, properties={"pad": "x" * 7000}) for n in range(160)]})
+    assert len(body) > 1024 * 1024
+    response = tenant_client.post("/api/v1/events", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert UsageEvent.objects.count() == 0
+
+
+def test_not_json_is_400_and_other_media_types_415(tenant_client, api_calls):
+    response = tenant_client.post("/api/v1/events", "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+    response = tenant_client.post("/api/v1/events", '{"quantity": NaN}', content_type="application/json")
+    assert response.status_code == 400
+    response = tenant_client.post("/api/v1/events", "id=1", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_per_key_rate_limit_answers_429_with_retry_after(tenant_client, api_calls, settings):
+    settings.INGEST_RATE_LIMIT = "3/m"
+    statuses = [post(tenant_client, event(n)).status_code for n in range(3)]
+    assert statuses == [202, 202, 202]
+    limited = post(tenant_client, event(99))
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "throttled"
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert not UsageEvent.objects.filter(event_id="evt-99").exists()
+
+
+def test_rate_limit_is_per_key(tenant, tenant_client, api_calls, settings):
+    settings.INGEST_RATE_LIMIT = "1/m"
+    second = APIClient()
+    second.credentials(HTTP_AUTHORIZATION=f"Api-Key {issue_key(tenant, name='second')}")
+    assert post(tenant_client, event(1)).status_code == 202
+    assert post(second, event(2)).status_code == 202
+    assert post(tenant_client, event(3)).status_code == 429
+
+
+def test_ingestion_needs_a_key(db, api_calls):
+    assert post(APIClient(), event(1)).status_code == 401
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_identical_batches_store_each_event_once(tenant_key, api_calls):
+    batch = {"events": [event(n, timestamp=f"2026-11-21T{n % 12:02d}:00:00Z") for n in range(500)]}
+    results, barrier = [], threading.Barrier(4)
+
+    def send():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {tenant_key}")
+        barrier.wait()
+        try:
+            results.append(post(client, batch))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.status_code for r in results] == [202] * 4
+    assert sum(r.json()["accepted"] for r in results) == 500
+    assert sum(r.json()["duplicates"] for r in results) == 1500
+    assert UsageEvent.objects.count() == 500
+    assert PendingHour.objects.count() == 12
+
+
+def test_openapi_documents_the_ingestion_endpoint(client):
+    spec = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    assert "post" in spec["paths"]["/api/v1/events"]
+    assert "get" in spec["paths"]["/api/v1/usage"]
+
+
+def test_events_older_than_the_window_are_not_a_server_error(tenant_client, api_calls):
+    old = (NOW - timedelta(days=400)).isoformat()
+    assert post(tenant_client, event(1, timestamp=old)).status_code == 400

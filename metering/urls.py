@@ -1,0 +1,8 @@
+from django.urls import path
+
+from metering import api
+
+urlpatterns = [
+    path("events", api.events_ingest, name="events-ingest"),
+    path("usage", api.usage_read, name="usage-read"),
+]
