@@ -64,7 +64,7 @@ def _hourly_values(meter: Meter, events: QuerySet) -> dict[datetime, tuple[Decim
         Meter.Aggregation.COUNT: Count("id"),
         Meter.Aggregation.SUM: Sum("quantity"),
         Meter.Aggregation.MAX: Max("quantity"),
-        Meter.Aggregation.LATEST: Max("timestamp"),  # replaced by the quantity below
+        Meter.Aggregation.LATEST: Count("id"),  # replaced by the last quantity below
         Meter.Aggregation.UNIQUE_COUNT: Count(_property_text(meter.unique_property), distinct=True)
         if meter.unique_property
         else Count("id"),
@@ -134,7 +134,9 @@ def _write(tenant_id: int, meter: Meter, hour: datetime, value: Decimal, count: 
 
 def _claim(batch_size: int) -> list[tuple[int, int, datetime]]:
     claimed = list(
-        PendingHour.objects.select_for_update(skip_locked=connection.features.has_select_for_update_skip_locked)
+        PendingHour.objects.select_for_update(
+            skip_locked=connection.features.has_select_for_update_skip_locked
+        )
         .order_by("id")
         .values_list("id", "tenant_id", "meter_id", "hour")[:batch_size]
     )
@@ -171,7 +173,9 @@ def usage_aggregate_batch(*, batch_size: int = DEFAULT_BATCH) -> AggregationResu
     return AggregationResult(aggregated, changed)
 
 
-def usage_aggregate(*, trigger: str, batch_size: int = DEFAULT_BATCH, max_batches: int | None = None) -> AggregationRun:
+def usage_aggregate(
+    *, trigger: str, batch_size: int = DEFAULT_BATCH, max_batches: int | None = None
+) -> AggregationRun:
     """Aggregate every pending hour, batch by batch, and record the run."""
     run = AggregationRun.objects.create(started_at=timezone.now(), trigger=trigger)
     batches = 0

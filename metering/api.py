@@ -11,7 +11,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from billing_platform.api_errors import error_body
-from metering.ingest import MAX_BODY_BYTES, EventsInvalid, usage_events_record, usage_events_validate
+from metering.ingest import EXACT, MAX_BODY_BYTES, EventsInvalid, usage_events_record, usage_events_validate
 from metering.models import Meter
 from metering.selectors import usage_series
 from metering.throttling import ApiKeyRateThrottle
@@ -58,8 +58,10 @@ def _invalid_response(errors: dict) -> Response:
         if None in errors:
             fields.update(errors[None])
     count = len(errors)
-    message = "The event is invalid; nothing was stored." if count == 1 and None in errors else (
-        f"{count} event(s) are invalid; nothing of the batch was stored."
+    message = (
+        "The event is invalid; nothing was stored."
+        if count == 1 and None in errors
+        else (f"{count} event(s) are invalid; nothing of the batch was stored.")
     )
     return Response(error_body("invalid", message, fields), status=status.HTTP_400_BAD_REQUEST)
 
@@ -82,7 +84,7 @@ EVENT_SCHEMA = inline_serializer(
 
 @extend_schema(
     summary="Record usage events",
-    description="One event, or `{\"events\": [...]}` of up to 1,000. All-or-nothing validation; "
+    description='One event, or `{"events": [...]}` of up to 1,000. All-or-nothing validation; '
     "an event id already seen for this tenant counts as a duplicate and changes nothing. "
     "Answers 202 once the events are committed.",
     request=OpenApiTypes.OBJECT,
@@ -97,7 +99,12 @@ EVENT_SCHEMA = inline_serializer(
     examples=[
         OpenApiExample(
             "One event",
-            value={"id": "req-81f2", "meter": "api_calls", "quantity": 1, "timestamp": "2026-11-21T10:00:00Z"},
+            value={
+                "id": "req-81f2",
+                "meter": "api_calls",
+                "quantity": 1,
+                "timestamp": "2026-11-21T10:00:00Z",
+            },
             request_only=True,
         ),
         OpenApiExample(
@@ -124,7 +131,9 @@ def events_ingest(request):
 
 class UsageQuery(serializers.Serializer):
     meter = serializers.SlugRelatedField(
-        slug_field="code", queryset=Meter.objects.all(), required=False,
+        slug_field="code",
+        queryset=Meter.objects.all(),
+        required=False,
         error_messages={"does_not_exist": "unknown meter {value!r}"},
     )
     start = serializers.DateTimeField(required=False)
@@ -137,15 +146,22 @@ class UsageQuery(serializers.Serializer):
     def validate(self, attrs):
         granularity = attrs["granularity"]
         unit = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
-        end = attrs.get("end") or timezone.now()
-        start = attrs.get("start") or end - self.DEFAULT_SPAN[granularity]
-        start, end = _floor(start, granularity), _ceil(end, granularity, unit)
+        end = _ceil(attrs.get("end") or timezone.now(), granularity, unit)
+        start = attrs.get("start")
+        start = _floor(start, granularity) if start else end - self.DEFAULT_SPAN[granularity]
         if start >= end:
             raise serializers.ValidationError({"end": ["must be after start"]})
         if end - start > self.MAX_SPAN[granularity]:
             days = self.MAX_SPAN[granularity].days
             raise serializers.ValidationError({"start": [f"the range may span at most {days} days"]})
         return {**attrs, "start": start, "end": end}
+
+
+def _plain(value: Decimal | None) -> str:
+    """Exact decimal text without exponent or trailing zeros: 1000, 2.5, 0."""
+    if not value:
+        return "0"
+    return format(value.normalize(EXACT), "f")
 
 
 def _floor(moment: datetime, granularity: str) -> datetime:
@@ -191,7 +207,7 @@ def usage_read(request):
                 {
                     "meter": p.meter,
                     "start": p.start,
-                    "value": str(p.value.normalize() if p.value else Decimal(0)),
+                    "value": _plain(p.value),
                     "events": p.events,
                 }
                 for p in points

@@ -25,7 +25,7 @@ FUTURE_SKEW = timedelta(minutes=5)
 INTEGER_DIGITS = QUANTITY_MAX_DIGITS - QUANTITY_DECIMAL_PLACES
 EVENT_FIELDS = frozenset({"id", "meter", "quantity", "timestamp", "properties"})
 METER_CACHE_SECONDS = 10.0
-_EXACT = Context(prec=200)
+EXACT = Context(prec=200)
 
 
 class EventsInvalid(Exception):
@@ -90,7 +90,7 @@ def _quantity(value) -> Decimal | str:
     if quantity < 0:
         return "must not be negative"
     # normalize() under the default 28-digit context would round; strip zeros exactly instead.
-    _, digits, exponent = quantity.normalize(_EXACT).as_tuple()
+    _, digits, exponent = quantity.normalize(EXACT).as_tuple()
     places = max(0, -exponent)
     whole = max(0, len(digits) + exponent)
     if places > QUANTITY_DECIMAL_PLACES:
@@ -146,7 +146,7 @@ def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
     elif isinstance(payload, dict):
         raw_events, indexed = [payload], False
     else:
-        raise EventsInvalid({None: {"non_field_errors": ["expected an event object or {\"events\": [...]}"]}})
+        raise EventsInvalid({None: {"non_field_errors": ['expected an event object or {"events": [...]}']}})
 
     codes = {e.get("meter") for e in raw_events if isinstance(e, dict) and isinstance(e.get("meter"), str)}
     meters = meter_cache.lookup(codes)

@@ -134,6 +134,9 @@ class PendingHour(models.Model):
             models.UniqueConstraint(fields=["tenant", "meter", "hour"], name="pending_hour_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.meter_id} {self.hour:%Y-%m-%d %H}:00 pending"
+
 
 class HourlyAggregate(models.Model):
     """The value of one meter for one tenant in one UTC hour. `revision` grows on every change."""
@@ -180,6 +183,9 @@ class HourlyAggregateChange(models.Model):
         ]
         ordering = ["-created_at", "-id"]
 
+    def __str__(self) -> str:
+        return f"revision {self.revision}: {self.old_value} -> {self.new_value}"
+
 
 class AggregationRun(models.Model):
     """One run of aggregation, for operators: when, how long, what it did, how it ended."""
@@ -200,6 +206,9 @@ class AggregationRun(models.Model):
     class Meta:
         ordering = ["-started_at"]
         get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"aggregation {self.started_at:%Y-%m-%d %H:%M} ({self.status})"
 
 
 class Price(models.Model):

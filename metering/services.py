@@ -74,4 +74,3 @@ def meter_filters_changed(*, meter: Meter) -> int:
     window, so aggregates (and what is reported) follow the new definition."""
     since = (timezone.now() - BACKFILL_WINDOW).replace(minute=0, second=0, microsecond=0)
     return usage_mark_for_recompute(since=since - timedelta(hours=1), meter_id=meter.pk)
-

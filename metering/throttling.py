@@ -39,11 +39,8 @@ class ApiKeyRateThrottle(BaseThrottle):
         window_index = int(now // window)
         key = f"ingest-rate:{request.auth.pk}:{window}:{window_index}"
         try:
-            if cache.add(key, 1, timeout=window + 1):
-                count = 1
-            else:
-                count = cache.incr(key)
-        except Exception:  # noqa: BLE001 - a cache outage must not stop ingestion
+            count = 1 if cache.add(key, 1, timeout=window + 1) else cache.incr(key)
+        except Exception:
             logger.warning("rate limit cache unavailable; allowing the request", exc_info=True)
             return True
         if count <= allowed:

@@ -45,8 +45,13 @@ def test_batch_is_stored_exactly_and_a_resend_is_all_duplicates(tenant_client, s
     batch = {
         "events": [
             {"id": "a", "meter": "storage_gb", "quantity": 0.1, "timestamp": "2026-11-21T10:15:00Z"},
-            {"id": "b", "meter": "storage_gb", "quantity": "2.000000000001",
-             "timestamp": "2026-11-21T11:15:00+01:00", "properties": {"region": "eu", "n": 3}},
+            {
+                "id": "b",
+                "meter": "storage_gb",
+                "quantity": "2.000000000001",
+                "timestamp": "2026-11-21T11:15:00+01:00",
+                "properties": {"region": "eu", "n": 3},
+            },
             {"id": "c", "meter": "storage_gb", "quantity": 12345678901234567890},
         ]
     }
@@ -230,7 +235,7 @@ def test_ingestion_needs_a_key(db, api_calls):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_concurrent_identical_batches_store_each_event_once(tenant_key, api_calls):
     batch = {"events": [event(n, timestamp=f"2026-11-21T{n % 12:02d}:00:00Z") for n in range(500)]}
     results, barrier = [], threading.Barrier(4)

@@ -29,7 +29,7 @@ class Command(BaseCommand):
             help="only events whose property has one of these values count (repeatable)",
         )
 
-    def handle(self, *args, code, aggregation, property, name, unit, filter, **options):  # noqa: A002
+    def handle(self, *args, code, aggregation, property, name, unit, filter, **options):
         filters = dict(_filter(value) for value in filter)
         try:
             meter = meter_create(
