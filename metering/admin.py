@@ -1,0 +1,545 @@
+import json
+from collections import defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, localcontext
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connections
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+
+from metering.models import (
+    AggregationRun,
+    HourlyAggregate,
+    HourlyAggregateChange,
+    Meter,
+    MeterFilter,
+    PendingHour,
+    Price,
+    UsageEvent,
+)
+from metering.selectors import UsagePoint, usage_series
+from metering.services import (
+    MeterError,
+    meter_check_aggregation_change,
+    meter_filters_changed,
+    meter_has_usage,
+)
+from tenants.models import Tenant
+
+CHART_DAYS = 30
+CHART_HEIGHT = 120
+CHART_SLOT = 20  # pixels per day
+CHART_BAR_WIDTH = 16
+# Stripe's zero-decimal currencies: their minor unit is the major unit.
+# https://docs.stripe.com/currencies#zero-decimal
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    }
+)
+
+
+def format_quantity(value: Decimal) -> str:
+    # normalize() drops the 12 stored decimals, "f" keeps it out of exponent notation, and the
+    # wide context keeps all 38 digits an aggregate may have (the default rounds to 28).
+    with localcontext(prec=100):
+        return f"{value.normalize():,f}"
+
+
+def format_money(amount_minor: int, currency: str) -> str:
+    exponent = 0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else 2
+    major = Decimal(amount_minor).scaleb(-exponent)
+    return f"{major:,.{exponent}f} {currency.upper()}"
+
+
+def _exact_sum(values) -> Decimal:
+    with localcontext(prec=100):
+        return sum(values, Decimal(0))
+
+
+def usage_charts(points: list[UsagePoint], units: dict[str, str], days: list[date]) -> list[dict]:
+    """Bar geometry per meter from the daily usage points: the template only places it."""
+    totals_by_meter: dict[str, dict[date, Decimal]] = defaultdict(dict)
+    for point in points:
+        totals_by_meter[point.meter][point.start.astimezone(UTC).date()] = point.value
+    charts = []
+    for code, totals in totals_by_meter.items():
+        peak = max(totals.values())
+        bars = []
+        for index, day in enumerate(days):
+            total = totals.get(day)
+            if total is None or total <= 0:
+                continue
+            # At least a pixel, so that a small day next to a big one still shows.
+            height = max(1, round(float(total / peak) * CHART_HEIGHT))
+            bars.append(
+                {
+                    "x": index * CHART_SLOT + (CHART_SLOT - CHART_BAR_WIDTH) // 2,
+                    "y": CHART_HEIGHT - height,
+                    "height": height,
+                    "day": day,
+                    "total": format_quantity(total),
+                }
+            )
+        charts.append(
+            {
+                "code": code,
+                "unit": units.get(code, ""),
+                "bars": bars,
+                "peak": format_quantity(peak),
+                "total": format_quantity(_exact_sum(totals.values())),
+                "days": [(day, format_quantity(total)) for day, total in sorted(totals.items())],
+            }
+        )
+    return charts
+
+
+class EstimatedCountPaginator(Paginator):
+    """A paginator that never counts a whole big table.
+
+    COUNT(*) on PostgreSQL reads every row; on 10M events that is seconds per list page. An
+    unfiltered list takes the planner's row estimate; anything else, or a table too small or
+    not yet analyzed for the estimate to matter, counts at most `count_cap + 1` rows.
+    """
+
+    count_cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not queryset.query.where:
+            estimate = self._planner_estimate(queryset)
+            if estimate > self.count_cap:
+                return estimate
+        return queryset.order_by().values("pk")[: self.count_cap + 1].count()
+
+    @staticmethod
+    def _planner_estimate(queryset) -> int:
+        connection = connections[queryset.db]
+        if connection.vendor != "postgresql":
+            return -1
+        with connection.cursor() as cursor:
+            # reltuples is -1 for a table never vacuumed or analyzed (PostgreSQL 14+).
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                [queryset.model._meta.db_table],
+            )
+            row = cursor.fetchone()
+        return row[0] if row and row[0] is not None else -1
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by ingestion and aggregation: operators look, never touch."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class BigTableAdmin(ReadOnlyAdmin):
+    """Lists over tables of millions of rows: no full counts, no facet counts, and ordering
+    only by the primary key (sorting by another column would sort the whole table)."""
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    ordering = ["-id"]
+    sortable_by = ()
+
+
+class CommaSeparatedValuesField(forms.CharField):
+    """A JSON list of values edited as text: "200, 201" <-> ["200", "201"]."""
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value):
+        values = []
+        for token in super().to_python(value).split(","):
+            token = token.strip()
+            if token and token not in values:
+                values.append(token)
+        return values
+
+
+class MeterFilterForm(forms.ModelForm):
+    # Kept as text: the filter compares an event's property as text (MeterFilter.text_values), so
+    # "200" matches both 200 and "200", and "007" is not silently turned into 7.
+    values = CommaSeparatedValuesField(
+        help_text="Comma-separated; stored as text and compared as text, so 200 matches 200 and "
+        "\"200\". A value cannot contain a comma. 'equals' takes exactly one value.",
+        widget=forms.TextInput(attrs={"size": 40}),
+    )
+
+    class Meta:
+        model = MeterFilter
+        fields = ["property", "operator", "values"]
+
+    def clean(self):
+        cleaned = super().clean()
+        values = cleaned.get("values")
+        if cleaned.get("operator") == MeterFilter.Operator.EQUALS and values and len(values) != 1:
+            self.add_error("values", "'equals' takes exactly one value; use 'is one of' for several.")
+        return cleaned
+
+
+class MeterFilterInline(admin.TabularInline):
+    model = MeterFilter
+    form = MeterFilterForm
+    extra = 0
+    verbose_name = "filter"
+    verbose_name_plural = "filters (an event counts only if every filter matches)"
+
+
+class PriceForm(forms.ModelForm):
+    class Meta:
+        model = Price
+        fields = ["meter", "plan", "currency", "model", "unit_amount", "package_size", "tiers"]
+        widgets = {"tiers": forms.Textarea(attrs={"rows": 4, "cols": 70})}
+
+    def clean_currency(self):
+        currency = self.cleaned_data["currency"].strip().lower()
+        if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
+            raise forms.ValidationError("A three-letter ISO currency code, e.g. usd.")
+        return currency
+
+    def clean_tiers(self):
+        tiers = self.cleaned_data["tiers"]
+        if tiers is None:  # an emptied textarea
+            return []
+        if not isinstance(tiers, list):
+            raise forms.ValidationError("A JSON list of tiers, or [] for per-unit and package prices.")
+        return tiers
+
+    def clean(self):
+        cleaned = super().clean()
+        if any(field in self.errors for field in ("model", "tiers", "package_size")):
+            return cleaned
+        # Imported here so that the admin loads even where the pricing module is not deployed yet.
+        from metering.pricing import PricingError, price_tiers_validate
+
+        try:
+            price_tiers_validate(
+                model=cleaned["model"], tiers=cleaned["tiers"], package_size=cleaned["package_size"]
+            )
+        except PricingError as exc:
+            self.add_error("tiers", str(exc))
+        return cleaned
+
+
+class PriceInline(admin.StackedInline):
+    model = Price
+    form = PriceForm
+    extra = 0
+
+
+class MeterForm(forms.ModelForm):
+    class Meta:
+        model = Meter
+        fields = ["code", "name", "unit", "aggregation", "unique_property"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("aggregation") == Meter.Aggregation.UNIQUE_COUNT and not cleaned.get(
+            "unique_property"
+        ):
+            self.add_error("unique_property", "A distinct-values meter needs the property to count.")
+        locked = [field for field in ("aggregation", "unique_property") if field in self.changed_data]
+        if self.instance.pk and locked and {"aggregation", "unique_property"} <= cleaned.keys():
+            try:
+                meter_check_aggregation_change(
+                    meter=self.instance,
+                    aggregation=cleaned["aggregation"],
+                    unique_property=cleaned["unique_property"],
+                )
+            except MeterError as exc:
+                for field in locked:
+                    self.add_error(field, str(exc))
+        return cleaned
+
+
+@admin.register(Meter)
+class MeterAdmin(admin.ModelAdmin):
+    form = MeterForm
+    list_display = ["code", "name", "unit", "aggregation", "filters_summary"]
+    list_filter = ["aggregation"]
+    search_fields = ["code", "name"]
+    fields = ["code", "name", "unit", "aggregation", "unique_property", "created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [MeterFilterInline, PriceInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("filters")
+
+    @admin.display(description="filters")
+    def filters_summary(self, obj):
+        parts = []
+        for meter_filter in obj.filters.all():
+            operator = "=" if meter_filter.operator == MeterFilter.Operator.EQUALS else "in"
+            parts.append(f"{meter_filter.property} {operator} {', '.join(meter_filter.text_values())}")
+        return "; ".join(parts) or "—"
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        filters_changed = any(formset.model is MeterFilter and formset.has_changed() for formset in formsets)
+        if change and filters_changed and meter_has_usage(meter=form.instance):
+            # Hours still in Stripe's window are aggregated again under the new filters.
+            hours = meter_filters_changed(meter=form.instance)
+            self.message_user(request, f"Filters changed: {hours} hour(s) will be aggregated again.")
+
+    def has_delete_permission(self, request, obj=None):
+        # Events and aggregates refer to the meter; deleting it would orphan billed usage.
+        if obj is not None and meter_has_usage(meter=obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        # Bulk delete would skip the per-meter check above and list a meter's protected events,
+        # a query by meter alone that no index of UsageEvent serves.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    form = PriceForm
+    list_display = ["meter", "plan", "currency", "model", "unit_amount", "package_size"]
+    list_filter = ["plan", "model", "currency"]
+    search_fields = ["meter__code"]
+    list_select_related = ["meter"]
+
+
+class UtcDayFilter(admin.SimpleListFilter):
+    """The last 14 UTC days: a range on the timestamp, unlike date_hierarchy, which first runs
+    a query over the whole table to find the dates that have rows."""
+
+    title = "day (UTC)"
+    parameter_name = "day"
+    days = 14
+
+    def lookups(self, request, model_admin):
+        today = timezone.now().astimezone(UTC).date()
+        return [
+            (day.isoformat(), f"{day:%Y-%m-%d (%a)}")
+            for day in (today - timedelta(days=offset) for offset in range(self.days))
+        ]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            day = date.fromisoformat(self.value())
+        except ValueError as exc:
+            raise IncorrectLookupParameters(f"Not a date: {self.value()!r}") from exc
+        start = datetime.combine(day, time.min, tzinfo=UTC)
+        return queryset.filter(timestamp__gte=start, timestamp__lt=start + timedelta(days=1))
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(BigTableAdmin):
+    list_display = ["event_id", "tenant", "meter", "timestamp", "quantity", "received_at"]
+    list_filter = ["tenant", "meter", UtcDayFilter]
+    list_select_related = ["tenant", "meter"]
+    search_fields = ["=event_id"]
+    search_help_text = "An exact event id. Pick a tenant too for an indexed lookup."
+    fields = ["event_id", "tenant", "meter", "timestamp", "quantity", "properties_json", "received_at"]
+    readonly_fields = ["properties_json"]
+
+    def get_search_results(self, request, queryset, search_term):
+        # Exact and case-sensitive, unlike "=event_id" (iexact: UPPER(event_id) = UPPER(...)),
+        # which no index can serve. With a tenant filter this is a (tenant, event_id) index lookup.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(event_id=term), False
+
+    @admin.display(description="properties")
+    def properties_json(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.properties, indent=2, sort_keys=True))
+
+
+class HourlyAggregateChangeInline(admin.TabularInline):
+    model = HourlyAggregateChange
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "change history"
+    fields = ["revision", "old_value", "new_value", "old_event_count", "new_event_count", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(HourlyAggregate)
+class HourlyAggregateAdmin(BigTableAdmin):
+    list_display = [
+        "tenant",
+        "meter",
+        "hour",
+        "value",
+        "event_count",
+        "revision",
+        "updated_at",
+        "tenant_reports",
+    ]
+    list_filter = ["tenant", "meter"]
+    list_select_related = ["tenant", "meter"]
+    inlines = [HourlyAggregateChangeInline]
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "usage-chart/<int:tenant_id>/",
+                self.admin_site.admin_view(self.usage_chart_view),
+                name="{}_{}_usage_chart".format(*info),
+            ),
+            path(
+                "estimate/<int:tenant_id>/",
+                self.admin_site.admin_view(self.estimate_view),
+                name="{}_{}_estimate".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="tenant reports")
+    def tenant_reports(self, obj):
+        return format_html(
+            '<a href="{}">usage chart</a> · <a href="{}">month estimate</a>',
+            reverse("admin:metering_hourlyaggregate_usage_chart", args=[obj.tenant_id]),
+            reverse("admin:metering_hourlyaggregate_estimate", args=[obj.tenant_id]),
+        )
+
+    def _report_context(self, request, tenant: Tenant, title: str) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "tenant": tenant,
+            "aggregates_url": reverse("admin:metering_hourlyaggregate_changelist")
+            + f"?tenant__id__exact={tenant.pk}",
+            "chart_url": reverse("admin:metering_hourlyaggregate_usage_chart", args=[tenant.pk]),
+            "estimate_url": reverse("admin:metering_hourlyaggregate_estimate", args=[tenant.pk]),
+        }
+
+    def usage_chart_view(self, request, tenant_id: int):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        tenant = get_object_or_404(Tenant, pk=tenant_id)
+        today = timezone.now().astimezone(UTC).date()
+        days = [today - timedelta(days=offset) for offset in range(CHART_DAYS - 1, -1, -1)]
+        points = usage_series(
+            tenant=tenant,
+            start=datetime.combine(days[0], time.min, tzinfo=UTC),
+            end=datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC),
+            granularity="day",
+        )
+        units = dict(
+            Meter.objects.filter(code__in={point.meter for point in points}).values_list("code", "unit")
+        )
+        context = self._report_context(request, tenant, f"Usage of {tenant.name}, last {CHART_DAYS} days")
+        context.update(
+            charts=usage_charts(points, units, days),
+            chart_days=CHART_DAYS,
+            first_day=days[0],
+            last_day=days[-1],
+            chart_width=CHART_SLOT * CHART_DAYS,
+            chart_height=CHART_HEIGHT,
+            svg_height=CHART_HEIGHT + 16,
+            label_y=CHART_HEIGHT + 12,
+            bar_width=CHART_BAR_WIDTH,
+        )
+        return TemplateResponse(request, "admin/metering/hourlyaggregate/usage_chart.html", context)
+
+    def estimate_view(self, request, tenant_id: int):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        tenant = get_object_or_404(Tenant, pk=tenant_id)
+        # Imported here so that the admin loads even where the estimates module is not deployed yet.
+        from metering.estimates import tenant_month_estimate, tenant_month_total_minor
+
+        estimates = tenant_month_estimate(tenant=tenant)
+        rows = [
+            {
+                "meter": estimate.meter,
+                "usage": format_quantity(estimate.usage),
+                "free_allowance_applied": format_quantity(estimate.free_allowance_applied),
+                "billable": format_quantity(estimate.billable),
+                "charge": (
+                    format_money(estimate.charge.amount_minor, estimate.currency)
+                    if estimate.charge is not None
+                    else None
+                ),
+            }
+            for estimate in estimates
+        ]
+        totals = [
+            format_money(amount, currency)
+            for currency, amount in sorted(tenant_month_total_minor(estimates).items())
+        ]
+        now = timezone.now().astimezone(UTC)
+        context = self._report_context(request, tenant, f"Estimate for {tenant.name}, {now:%B %Y}")
+        context.update(rows=rows, totals=totals, now=now)
+        return TemplateResponse(request, "admin/metering/hourlyaggregate/estimate.html", context)
+
+
+@admin.register(PendingHour)
+class PendingHourAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "meter", "hour", "marked_at"]
+    list_filter = ["meter"]
+    list_select_related = ["tenant", "meter"]
+    ordering = ["hour"]
+
+
+@admin.register(AggregationRun)
+class AggregationRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "finished_at",
+        "status",
+        "trigger",
+        "hours_aggregated",
+        "hours_changed",
+        "short_error",
+    ]
+    list_filter = ["status", "trigger"]
+
+    @admin.display(description="error")
+    def short_error(self, obj):
+        first_line = obj.error.strip().splitlines()[0] if obj.error.strip() else ""
+        return first_line[:120]

@@ -1,0 +1,406 @@
+import re
+from datetime import UTC, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django.utils.html import escape
+
+from metering.admin import EstimatedCountPaginator
+from metering.models import (
+    AggregationRun,
+    HourlyAggregate,
+    HourlyAggregateChange,
+    Meter,
+    MeterFilter,
+    PendingHour,
+    Price,
+    UsageEvent,
+)
+from tenants.models import Tenant
+from tenants.tests.factories import TenantFactory
+
+pytestmark = pytest.mark.django_db
+
+AGGREGATION_LOCKED_MESSAGE = (
+    "This meter already has events; its aggregation cannot change. Create a new meter instead."
+)
+
+
+@pytest.fixture
+def staff_client():
+    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-for-tests-only")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def meter():
+    return Meter.objects.create(
+        code="api-calls", name="API calls", unit="call", aggregation=Meter.Aggregation.COUNT
+    )
+
+
+def this_hour():
+    return timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def make_event(tenant, meter, event_id, **fields):
+    fields.setdefault("timestamp", timezone.now())
+    return UsageEvent.objects.create(
+        tenant=tenant, meter=meter, event_id=event_id, received_at=timezone.now(), **fields
+    )
+
+
+def make_aggregate(tenant, meter, hour, value, event_count=1):
+    return HourlyAggregate.objects.create(
+        tenant=tenant, meter=meter, hour=hour, value=Decimal(value), event_count=event_count
+    )
+
+
+def meter_form_data(meter, *, filters=(), **overrides):
+    """The POST of the meter change form, with the management forms of both inlines."""
+    data = {
+        "code": meter.code,
+        "name": meter.name,
+        "unit": meter.unit,
+        "aggregation": meter.aggregation,
+        "unique_property": meter.unique_property,
+        "filters-TOTAL_FORMS": str(len(filters)),
+        "filters-INITIAL_FORMS": str(sum(1 for row in filters if row.get("id"))),
+        "filters-MIN_NUM_FORMS": "0",
+        "filters-MAX_NUM_FORMS": "1000",
+        "prices-TOTAL_FORMS": "0",
+        "prices-INITIAL_FORMS": "0",
+        "prices-MIN_NUM_FORMS": "0",
+        "prices-MAX_NUM_FORMS": "1000",
+    }
+    for index, row in enumerate(filters):
+        data[f"filters-{index}-meter"] = str(meter.pk)
+        data[f"filters-{index}-id"] = str(row.get("id", ""))
+        for field in ("property", "operator", "values"):
+            data[f"filters-{index}-{field}"] = row[field]
+    data.update(overrides)
+    return data
+
+
+def change_url(meter):
+    return f"/admin/metering/meter/{meter.pk}/change/"
+
+
+def test_every_metering_admin_page_loads(staff_client, tenant, meter):
+    event = make_event(tenant, meter, "evt-1", properties={"status": 200})
+    aggregate = make_aggregate(tenant, meter, this_hour(), "3", event_count=3)
+    HourlyAggregateChange.objects.create(
+        aggregate=aggregate, revision=1, old_value=None, new_value=Decimal(3), new_event_count=3
+    )
+    pending = PendingHour.objects.create(
+        tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now()
+    )
+    run = AggregationRun.objects.create(
+        started_at=timezone.now(), trigger="command", status=AggregationRun.Status.FAILED, error="boom\ntrace"
+    )
+    price = Price.objects.create(meter=meter, plan="metered", unit_amount=Decimal("0.5"))
+    MeterFilter.objects.create(meter=meter, property="status", operator="in", values=["200", "201"])
+
+    pages = [
+        "/admin/metering/",
+        "/admin/metering/meter/",
+        "/admin/metering/meter/add/",
+        change_url(meter),
+        "/admin/metering/price/",
+        "/admin/metering/price/add/",
+        f"/admin/metering/price/{price.pk}/change/",
+        "/admin/metering/usageevent/",
+        f"/admin/metering/usageevent/{event.pk}/change/",
+        "/admin/metering/hourlyaggregate/",
+        f"/admin/metering/hourlyaggregate/{aggregate.pk}/change/",
+        "/admin/metering/pendinghour/",
+        f"/admin/metering/pendinghour/{pending.pk}/change/",
+        "/admin/metering/aggregationrun/",
+        f"/admin/metering/aggregationrun/{run.pk}/change/",
+    ]
+    for url in pages:
+        assert staff_client.get(url).status_code == 200, url
+
+    html = staff_client.get("/admin/metering/meter/").content.decode()
+    assert "status in 200, 201" in html
+    assert "boom" in staff_client.get("/admin/metering/aggregationrun/").content.decode()
+    html = staff_client.get(f"/admin/metering/hourlyaggregate/{aggregate.pk}/change/").content.decode()
+    assert "Change history" in html
+
+
+def test_event_pages_are_read_only(staff_client, tenant, meter):
+    event = make_event(tenant, meter, "evt-1")
+    assert staff_client.get("/admin/metering/usageevent/add/").status_code == 403
+    assert staff_client.get(f"/admin/metering/usageevent/{event.pk}/delete/").status_code == 403
+    response = staff_client.post(
+        f"/admin/metering/usageevent/{event.pk}/change/", {"event_id": "other", "quantity": "9"}
+    )
+    assert response.status_code == 403
+    event.refresh_from_db()
+    assert event.event_id == "evt-1"
+
+
+def test_aggregation_change_is_refused_once_the_meter_has_aggregates(staff_client, tenant, meter):
+    make_aggregate(tenant, meter, this_hour(), "5")
+    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
+    assert response.status_code == 200
+    assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
+    meter.refresh_from_db()
+    assert meter.aggregation == Meter.Aggregation.COUNT
+
+
+def test_aggregation_change_is_refused_while_an_hour_is_pending(staff_client, tenant, meter):
+    PendingHour.objects.create(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
+    data = meter_form_data(meter, aggregation="unique_count", unique_property="user")
+    response = staff_client.post(change_url(meter), data)
+    assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
+    meter.refresh_from_db()
+    assert meter.aggregation == Meter.Aggregation.COUNT
+
+
+def test_aggregation_change_is_allowed_before_any_usage(staff_client, meter):
+    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
+    assert response.status_code == 302
+    meter.refresh_from_db()
+    assert meter.aggregation == Meter.Aggregation.SUM
+
+
+def test_other_fields_still_change_when_the_meter_has_usage(staff_client, tenant, meter):
+    make_aggregate(tenant, meter, this_hour(), "5")
+    response = staff_client.post(change_url(meter), meter_form_data(meter, name="API requests"))
+    assert response.status_code == 302
+    meter.refresh_from_db()
+    assert meter.name == "API requests"
+
+
+def test_unique_count_needs_a_property(staff_client, meter):
+    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="unique_count"))
+    assert response.status_code == 200
+    assert "A distinct-values meter needs the property to count." in response.content.decode()
+    meter.refresh_from_db()
+    assert meter.aggregation == Meter.Aggregation.COUNT
+
+
+def test_meter_with_usage_cannot_be_deleted(staff_client, tenant, meter):
+    assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 200
+    make_aggregate(tenant, meter, this_hour(), "1")
+    assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 403
+    assert 'class="deletelink"' not in staff_client.get(change_url(meter)).content.decode()
+
+
+def test_filter_editor_round_trip(staff_client, meter):
+    row = {"property": "status", "operator": "in", "values": "200, 201"}
+    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    assert response.status_code == 302
+    meter_filter = MeterFilter.objects.get(meter=meter)
+    assert meter_filter.values == ["200", "201"]
+
+    html = staff_client.get(change_url(meter)).content.decode()
+    assert 'value="200, 201"' in html
+
+    row = {"id": meter_filter.pk, "property": "status", "operator": "in", "values": "200,201, 404, 201"}
+    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    assert response.status_code == 302
+    meter_filter.refresh_from_db()
+    assert meter_filter.values == ["200", "201", "404"]
+
+
+def test_changing_filters_of_a_meter_with_usage_recomputes_its_hours(staff_client, tenant, meter):
+    event = make_event(tenant, meter, "evt-1", properties={"status": 404})
+    hour = event.timestamp.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    make_aggregate(tenant, meter, hour, "1")
+    row = {"property": "status", "operator": "eq", "values": "200"}
+    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
+    assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
+    assert PendingHour.objects.filter(tenant=tenant, meter=meter, hour=hour).exists()
+
+
+def test_equals_filter_takes_exactly_one_value(staff_client, meter):
+    row = {"property": "region", "operator": "eq", "values": "eu, us"}
+    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    assert response.status_code == 200
+    assert "&#x27;equals&#x27; takes exactly one value" in response.content.decode()
+    assert not MeterFilter.objects.filter(meter=meter).exists()
+
+    row = {"property": "region", "operator": "eq", "values": " , "}
+    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    assert response.status_code == 200
+    assert not MeterFilter.objects.filter(meter=meter).exists()
+
+    row = {"property": "region", "operator": "eq", "values": "eu"}
+    assert staff_client.post(change_url(meter), meter_form_data(meter, filters=[row])).status_code == 302
+    assert MeterFilter.objects.get(meter=meter).values == ["eu"]
+
+
+def test_price_tiers_are_validated_by_the_pricing_module(staff_client, meter):
+    pricing = pytest.importorskip("metering.pricing")
+    data = {
+        "meter": meter.pk,
+        "plan": "metered",
+        "currency": "USD",
+        "model": "graduated",
+        "unit_amount": "0",
+        "package_size": "1",
+        "tiers": "[]",
+    }
+    with pytest.raises(pricing.PricingError) as expected:
+        pricing.price_tiers_validate(model="graduated", tiers=[], package_size=1)
+    response = staff_client.post("/admin/metering/price/add/", data)
+    assert response.status_code == 200
+    assert escape(str(expected.value)) in response.content.decode()
+    assert not Price.objects.exists()
+
+    data["model"] = "per_unit"
+    data["unit_amount"] = "0.25"
+    response = staff_client.post("/admin/metering/price/add/", data)
+    assert response.status_code == 302
+    assert Price.objects.get().currency == "usd"
+
+
+def bare_count_queries(queries) -> list[str]:
+    # The capped count wraps a LIMITed subquery; a bare count reads the whole table.
+    return [
+        query["sql"]
+        for query in queries
+        if re.search(r"COUNT\(", query["sql"], re.IGNORECASE)
+        and '"metering_usageevent"' in query["sql"]
+        and "LIMIT" not in query["sql"].upper()
+    ]
+
+
+def test_event_list_never_counts_the_whole_table(staff_client, tenant, meter):
+    for index in range(3):
+        make_event(tenant, meter, f"evt-{index}")
+    with CaptureQueriesContext(connection) as captured:
+        response = staff_client.get("/admin/metering/usageevent/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "evt-0" in html
+    assert "evt-2" in html
+    assert bare_count_queries(captured.captured_queries) == []
+
+    with CaptureQueriesContext(connection) as captured:
+        response = staff_client.get(
+            "/admin/metering/usageevent/", {"tenant__id__exact": tenant.pk, "meter__id__exact": meter.pk}
+        )
+    assert response.status_code == 200
+    assert bare_count_queries(captured.captured_queries) == []
+
+
+@pytest.mark.postgres
+def test_unfiltered_count_uses_the_planner_estimate(tenant, meter):
+    for index in range(5):
+        make_event(tenant, meter, f"evt-{index}")
+    with connection.cursor() as cursor:
+        cursor.execute('ANALYZE "metering_usageevent"')
+
+    class SmallCapPaginator(EstimatedCountPaginator):
+        count_cap = 2
+
+    with CaptureQueriesContext(connection) as captured:
+        assert SmallCapPaginator(UsageEvent.objects.order_by("-id"), 100).count == 5
+    assert any("reltuples" in query["sql"] for query in captured.captured_queries)
+    assert bare_count_queries(captured.captured_queries) == []
+
+    filtered = UsageEvent.objects.filter(event_id__in=["evt-0", "evt-1", "evt-2", "evt-3"]).order_by("-id")
+    assert SmallCapPaginator(filtered, 100).count == 3  # capped at count_cap + 1
+    assert EstimatedCountPaginator(filtered, 100).count == 4
+
+
+def test_event_search_finds_the_exact_id(staff_client, tenant, other_tenant, meter):
+    make_event(tenant, meter, "req-42")
+    make_event(tenant, meter, "req-420")
+    make_event(other_tenant, meter, "req-7")
+    response = staff_client.get("/admin/metering/usageevent/", {"q": "req-42"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert ">req-42<" in html
+    assert "req-420" not in html
+    assert "req-7" not in html
+
+    response = staff_client.get("/admin/metering/usageevent/", {"q": "REQ-42"})
+    assert ">req-42<" not in response.content.decode()
+
+
+def test_event_day_filter_keeps_one_utc_day(staff_client, tenant, meter):
+    today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    make_event(tenant, meter, "yesterday-late", timestamp=today - timedelta(minutes=1))
+    make_event(tenant, meter, "yesterday-early", timestamp=today - timedelta(hours=23, minutes=59))
+    make_event(tenant, meter, "today", timestamp=today)
+    yesterday = (today - timedelta(days=1)).date().isoformat()
+    html = staff_client.get("/admin/metering/usageevent/", {"day": yesterday}).content.decode()
+    assert "yesterday-late" in html
+    assert "yesterday-early" in html
+    assert ">today<" not in html
+
+    response = staff_client.get("/admin/metering/usageevent/", {"day": "not-a-day"})
+    assert response.status_code == 302  # the admin's "?e=1" answer to bad lookup parameters
+
+
+def test_usage_chart_draws_one_bar_per_day_with_usage(staff_client, tenant, other_tenant, meter):
+    storage = Meter.objects.create(code="storage-gb", name="Storage", unit="GB", aggregation="max")
+    today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    make_aggregate(tenant, meter, today - timedelta(days=1) + timedelta(hours=3), "1000")
+    make_aggregate(tenant, meter, today - timedelta(days=1) + timedelta(hours=4), "500")
+    make_aggregate(tenant, meter, today - timedelta(days=6) + timedelta(hours=7), "250")
+    make_aggregate(tenant, storage, today - timedelta(days=2), "12.5")
+    make_aggregate(tenant, meter, today - timedelta(days=31), "31337")  # outside the window
+    make_aggregate(other_tenant, meter, today - timedelta(days=1), "4242")  # another tenant
+
+    response = staff_client.get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
+    assert response.status_code == 200
+    html = response.content.decode().split('id="content"')[1]  # past the header's CSRF token
+    assert html.count('<svg class="usage-chart"') == 2
+    assert html.count('<rect class="bar"') == 3
+    api_calls, storage_chart = html.split("<h2>api-calls</h2>")[1].split("<h2>storage-gb</h2>")
+    assert api_calls.count('<rect class="bar"') == 2
+    assert 'height="120"' in api_calls  # the busiest day fills the chart
+    assert 'height="20"' in api_calls  # 250 of 1,500
+    assert "1,500" in api_calls
+    assert "250" in api_calls
+    assert "1,750 call" in api_calls
+    assert "31,337" not in html
+    assert "4,242" not in html
+    assert storage_chart.count('<rect class="bar"') == 1
+    assert "12.5" in storage_chart
+
+    changelist = staff_client.get("/admin/metering/hourlyaggregate/").content.decode()
+    assert f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/" in changelist
+
+
+def test_usage_chart_without_usage_says_so(staff_client, tenant):
+    response = staff_client.get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
+    assert response.status_code == 200
+    assert "No usage in the last 30 days." in response.content.decode()
+    assert staff_client.get("/admin/metering/hourlyaggregate/usage-chart/999999/").status_code == 404
+
+
+def test_report_pages_need_a_staff_login(tenant):
+    response = Client().get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+def test_estimate_page_shows_the_month_amounts(staff_client, meter):
+    pytest.importorskip("metering.estimates")
+    tenant = TenantFactory(slug="estimated", plan=Tenant.Plan.FREE, monthly_free_allowance=Decimal("500"))
+    unpriced = Meter.objects.create(code="storage-gb", name="Storage", unit="GB", aggregation="sum")
+    Price.objects.create(meter=meter, plan=tenant.plan, currency="usd", unit_amount=Decimal("2"))
+    make_aggregate(tenant, meter, this_hour(), "1500", event_count=1500)
+    make_aggregate(tenant, unpriced, this_hour(), "3")
+
+    response = staff_client.get(f"/admin/metering/hourlyaggregate/estimate/{tenant.pk}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    row = html.split("<td>api-calls</td>")[1].split("</tr>")[0]
+    # 1,500 calls, 500 free, 1,000 billable at 2 cents: 20.00 USD.
+    assert re.findall(r"<td>([^<]*)</td>", row) == ["1,500", "500", "1,000", "20.00 USD"]
+    assert "no price on this plan" in html.split("<td>storage-gb</td>")[1].split("</tr>")[0]
+    assert '<th class="estimate-total">20.00 USD</th>' in html
