@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
+from metering.models import HourlyAggregate, Meter, Price, UsageEvent
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +31,12 @@ def _snapshot():
         sorted(TenantAPIKey.objects.values_list("tenant__slug", "prefix", "hashed_key")),
         list(get_user_model().objects.values_list("username", "password", "is_superuser")),
         TenantChange.objects.count(),
+        sorted(Meter.objects.values_list("code", "aggregation")),
+        Price.objects.count(),
+        UsageEvent.objects.count(),
+        sorted(
+            HourlyAggregate.objects.values_list("tenant__slug", "meter__code", "hour", "value", "revision")
+        ),
     )
 
 
@@ -42,7 +49,10 @@ def test_seed_demo_twice_leaves_the_same_rows(monkeypatch, settings, tmp_path):
     keys = [line.rsplit(" ", 1)[-1] for line in first if "new API key" in line]
     assert len(keys) == 3
     assert {_works(key) for key in keys} == {"acme", "globex", "initech"}
+    assert any(line.startswith("demo usage: ") for line in first)
     before = _snapshot()
+    assert before[-2] > 1000  # a week of events
+    assert {code for code, _ in before[-4]} == {"api_calls", "storage_gb", "active_users"}
 
     second = run("seed_demo")
     assert second[0] == "admin login: admin / demo-password-for-tests"
