@@ -230,3 +230,35 @@ def usage_mark_for_recompute(
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, (timezone.now(), *params))
         return cursor.rowcount
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: int
+    cutoff: datetime
+
+
+def usage_events_prune(*, older_than: timedelta, batch_size: int = 10_000) -> PruneResult:
+    """Delete raw events received before now - older_than, in batches, once their hours are
+    aggregated. Aggregates stay forever; raw events are kept at least as long as Stripe accepts
+    usage (35 days) so that idempotency per event id holds for the whole window."""
+    if older_than <= timedelta(days=35):
+        raise ValueError("raw events must be kept longer than Stripe's 35-day window")
+    cutoff = timezone.now() - older_than
+    # A pending hour that old means aggregation is stuck: keep its events until it has run.
+    stuck = (
+        PendingHour.objects.filter(hour__lt=cutoff).order_by("hour").values_list("hour", flat=True).first()
+    )
+    if stuck is not None:
+        cutoff = min(cutoff, stuck)
+    deleted = 0
+    while True:
+        ids = list(
+            UsageEvent.objects.filter(received_at__lt=cutoff, timestamp__lt=cutoff)
+            .order_by("received_at")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return PruneResult(deleted=deleted, cutoff=cutoff)
+        with transaction.atomic():
+            deleted += UsageEvent.objects.filter(id__in=ids).delete()[0]

@@ -1,6 +1,8 @@
+from datetime import timedelta
+
 from celery import shared_task
 
-from metering.aggregation import usage_aggregate
+from metering.aggregation import usage_aggregate, usage_events_prune
 
 
 @shared_task(name="metering.aggregate_usage")
@@ -8,3 +10,10 @@ def aggregate_usage() -> dict:
     """Hourly (Celery Beat): aggregate every hour that received events since the last run."""
     run = usage_aggregate(trigger="beat")
     return {"run": run.pk, "hours_aggregated": run.hours_aggregated, "hours_changed": run.hours_changed}
+
+
+@shared_task(name="metering.prune_usage_events")
+def prune_usage_events(older_than_days: int = 45) -> dict:
+    """Daily (Celery Beat): drop raw events past the retention window; aggregates stay."""
+    result = usage_events_prune(older_than=timedelta(days=older_than_days))
+    return {"deleted": result.deleted, "cutoff": result.cutoff.isoformat()}
