@@ -318,6 +318,14 @@ class MeterAdmin(admin.ModelAdmin):
             hours = meter_filters_changed(meter=form.instance)
             self.message_user(request, f"Filters changed: {hours} hour(s) will be aggregated again.")
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        # Tenants' services send this code and Stripe's meter carries it as its event name:
+        # once events exist, renaming it would orphan both.
+        if obj is not None and meter_has_usage(meter=obj):
+            fields.append("code")
+        return fields
+
     def has_delete_permission(self, request, obj=None):
         # Events and aggregates refer to the meter; deleting it would orphan billed usage.
         if obj is not None and meter_has_usage(meter=obj):

@@ -180,6 +180,16 @@ def test_other_fields_still_change_when_the_meter_has_usage(staff_client, tenant
     assert meter.name == "API requests"
 
 
+def test_meter_code_is_read_only_once_the_meter_has_usage(staff_client, tenant, meter):
+    assert 'name="code"' in staff_client.get(change_url(meter)).content.decode()
+    make_aggregate(tenant, meter, this_hour(), "5")
+    assert 'name="code"' not in staff_client.get(change_url(meter)).content.decode()
+    response = staff_client.post(change_url(meter), meter_form_data(meter, code="renamed"))
+    assert response.status_code == 302
+    meter.refresh_from_db()
+    assert meter.code != "renamed"
+
+
 def test_unique_count_needs_a_property(staff_client, meter):
     response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="unique_count"))
     assert response.status_code == 200
