@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,28 @@ def tenant_client(tenant_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {tenant_key}")
     return client
+
+
+def run_at_once(target, count: int) -> list:
+    """Run `target()` in `count` threads released together; return their results.
+
+    Each thread has its own database connection, closed when it ends.
+    """
+    results, barrier = [], threading.Barrier(count)
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(target())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def free_port() -> int:

@@ -3,26 +3,12 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from rest_framework.test import APIClient
 
 from metering.models import HourlyAggregate, Meter, Price, UsageEvent
 from tenants.models import Tenant, TenantAPIKey, TenantChange
+from tenants.tests.factories import run_command, slug_of_key
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args) -> list[str]:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue().strip().splitlines()
-
-
-def _works(key: str) -> str:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
-    response = client.get("/api/v1/tenant")
-    assert response.status_code == 200
-    return response.json()["slug"]
 
 
 def _snapshot():
@@ -44,17 +30,17 @@ def test_seed_demo_twice_leaves_the_same_rows(monkeypatch, settings, tmp_path):
     settings.BASE_DIR = tmp_path
     settings.DEBUG = True
     monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "demo-password-for-tests")
-    first = run("seed_demo")
+    first = run_command("seed_demo")
     assert first[0] == "admin login: admin / demo-password-for-tests (created)"
     keys = [line.rsplit(" ", 1)[-1] for line in first if "new API key" in line]
     assert len(keys) == 3
-    assert {_works(key) for key in keys} == {"acme", "globex", "initech"}
+    assert {slug_of_key(key) for key in keys} == {"acme", "globex", "initech"}
     assert any(line.startswith("demo usage: ") for line in first)
     before = _snapshot()
     assert before[-2] > 1000  # a week of events
     assert {code for code, _ in before[-4]} == {"api_calls", "storage_gb", "active_users"}
 
-    second = run("seed_demo")
+    second = run_command("seed_demo")
     assert second[0] == "admin login: admin / demo-password-for-tests"
     assert not any("new API key" in line for line in second)
     assert _snapshot() == before
@@ -64,10 +50,10 @@ def test_seed_demo_remembers_a_generated_password(monkeypatch, settings, tmp_pat
     settings.BASE_DIR = tmp_path
     settings.DEBUG = True
     monkeypatch.delenv("DEMO_ADMIN_PASSWORD", raising=False)
-    first = run("seed_demo")[0]
+    first = run_command("seed_demo")[0]
     password = first.split(" / ")[1].removesuffix(" (created)")
     assert get_user_model().objects.get(username="admin").check_password(password)
-    assert run("seed_demo")[0] == f"admin login: admin / {password}"
+    assert run_command("seed_demo")[0] == f"admin login: admin / {password}"
 
 
 def test_seed_demo_refuses_production(settings):

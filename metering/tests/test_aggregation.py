@@ -9,6 +9,7 @@ from django.db import connection
 from django_celery_beat.models import PeriodicTask
 from freezegun import freeze_time
 
+from conftest import run_at_once
 from metering.aggregation import usage_aggregate, usage_aggregate_batch
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import AggregationRun, HourlyAggregate, HourlyAggregateChange, MeterFilter, PendingHour
@@ -227,20 +228,7 @@ def test_two_runs_at_once_neither_corrupt_nor_double(tenant, other_tenant, api_c
     for t in (tenant, other_tenant):
         for h in range(12):
             ingest(t, *[ev("api_calls", f"{h:02d}:{m:02d}") for m in range(0, 60, 6)])
-    results, barrier = [], threading.Barrier(3)
-
-    def run():
-        barrier.wait()
-        try:
-            results.append(usage_aggregate(trigger="test", batch_size=2))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_at_once(lambda: usage_aggregate(trigger="test", batch_size=2), 3)
     assert sum(r.hours_aggregated for r in results) == 24
     assert HourlyAggregate.objects.count() == 24
     assert set(HourlyAggregate.objects.values_list("value", "event_count", "revision")) == {

@@ -1,13 +1,12 @@
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 from freezegun import freeze_time
 from rest_framework.test import APIClient
 
+from conftest import run_at_once
 from metering.models import PendingHour, UsageEvent
 from tenants.tests.factories import issue_key
 
@@ -238,22 +237,9 @@ def test_ingestion_needs_a_key(db, api_calls):
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_concurrent_identical_batches_store_each_event_once(tenant_key, api_calls):
     batch = {"events": [event(n, timestamp=f"2026-11-21T{n % 12:02d}:00:00Z") for n in range(500)]}
-    results, barrier = [], threading.Barrier(4)
-
-    def send():
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {tenant_key}")
-        barrier.wait()
-        try:
-            results.append(post(client, batch))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {tenant_key}")
+    results = run_at_once(lambda: post(client, batch), 4)
     assert [r.status_code for r in results] == [202] * 4
     assert sum(r.json()["accepted"] for r in results) == 500
     assert sum(r.json()["duplicates"] for r in results) == 1500

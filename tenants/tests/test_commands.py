@@ -5,49 +5,35 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from rest_framework.test import APIClient
 
 from tenants.models import Tenant, TenantAPIKey, TenantChange
+from tenants.tests.factories import run_command, slug_of_key
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
 
 
-def run(*args) -> list[str]:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue().strip().splitlines()
-
-
-def _works(key: str) -> str:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
-    response = client.get("/api/v1/tenant")
-    assert response.status_code == 200
-    return response.json()["slug"]
-
-
 def test_create_tenant_prints_its_id_and_a_working_key_last():
-    lines = run("create_tenant", "Umbrella Corp", "--plan", "metered")
+    lines = run_command("create_tenant", "Umbrella Corp", "--plan", "metered")
     tenant = Tenant.objects.get(slug="umbrella-corp")
     assert f"tenant id: {tenant.pk}" in lines[0]
     assert tenant.plan == "metered"
-    assert _works(lines[-1]) == "umbrella-corp"
+    assert slug_of_key(lines[-1]) == "umbrella-corp"
     assert tenant.changes.get().field == TenantChange.Field.CREATED
 
 
 def test_create_tenant_defaults_to_the_free_plan():
-    run("create_tenant", "Small Shop")
+    run_command("create_tenant", "Small Shop")
     assert Tenant.objects.get(slug="small-shop").plan == "free"
 
 
 def test_create_api_key_adds_a_second_working_key(tenant):
-    run("create_tenant", "Keyed")
-    lines = run("create_api_key", "keyed", "--name", "second")
-    assert _works(lines[-1]) == "keyed"
+    run_command("create_tenant", "Keyed")
+    lines = run_command("create_api_key", "keyed", "--name", "second")
+    assert slug_of_key(lines[-1]) == "keyed"
     assert TenantAPIKey.objects.filter(tenant__slug="keyed").count() == 2
-    by_id = run("create_api_key", str(Tenant.objects.get(slug="keyed").pk))
-    assert _works(by_id[-1]) == "keyed"
+    by_id = run_command("create_api_key", str(Tenant.objects.get(slug="keyed").pk))
+    assert slug_of_key(by_id[-1]) == "keyed"
 
 
 @pytest.mark.parametrize(
@@ -63,7 +49,7 @@ def test_create_api_key_adds_a_second_working_key(tenant):
     ],
 )
 def test_bad_arguments_give_one_clear_error_and_write_nothing(args, message):
-    run("create_tenant", "Dup")
+    run_command("create_tenant", "Dup")
     tenants, keys = Tenant.objects.count(), TenantAPIKey.objects.count()
     with pytest.raises(CommandError, match=message):
         call_command(*args, stdout=StringIO())
