@@ -28,6 +28,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_pg)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_cache(settings, request):
+    """Each test gets an empty cache of its own (rate-limit counters must not leak across tests
+    or runs); tests that want Redis set it themselves with a key prefix of their own."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": request.node.nodeid,
+        }
+    }
+
+
 @pytest.fixture
 def api_client():
     return APIClient()
