@@ -67,6 +67,23 @@ def tenant_client(tenant_key):
     return client
 
 
+def beat_task_from_migration(app_label: str, migration: str, task: str):
+    """The PeriodicTask a data migration creates, after checking the migration is applied.
+
+    Runs the migration's function again (it is idempotent), because a transactional test may have
+    flushed the rows migrate wrote into a reused test database.
+    """
+    import importlib
+
+    from django.apps import apps
+    from django.db.migrations.recorder import MigrationRecorder
+    from django_celery_beat.models import PeriodicTask
+
+    assert MigrationRecorder(connection).migration_qs.filter(app=app_label, name=migration).exists()
+    importlib.import_module(f"{app_label}.migrations.{migration}").create_schedule(apps, None)
+    return PeriodicTask.objects.get(task=task)
+
+
 def run_at_once(target, count: int) -> list:
     """Run `target()` in `count` threads released together; return their results.
 

@@ -119,12 +119,16 @@ def _timestamp(value, now: datetime) -> datetime | str:
     return moment
 
 
+# One encoder for all events: json.dumps(..., separators=...) builds a new one per call.
+_encode_properties = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def _properties(value) -> str:
     if value is None:
         return "{}"
     if not isinstance(value, dict):
         return ""  # the caller reports it
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _encode_properties(value)
 
 
 def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
@@ -223,19 +227,27 @@ SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM pending)
 """
 
 
+def _array_literal(values, *, quote: bool) -> str:
+    """A PostgreSQL array literal: one parameter instead of a thousand adapted by psycopg."""
+    if not quote:
+        return "{" + ",".join(values) + "}"
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
 def _record_postgresql(tenant_id: int, events: list[ValidEvent], now: datetime) -> int:
     # One statement: insert the new events (a duplicate id is skipped; a concurrent insert of the
     # same id waits for the other transaction and is then skipped) and mark their hours pending.
     # The pending upsert takes a row lock that aggregation's claim respects (see aggregation.py).
-    # Rows go in sorted order so that two overlapping batches lock in the same order.
+    # Rows go in sorted order so that two overlapping batches lock in the same order. The arrays
+    # travel as literals: adapting each element in Python cost a third of a batch request.
     params = {
         "tenant": tenant_id,
         "now": now,
-        "meter_ids": [e.meter_id for e in events],
-        "event_ids": [e.event_id for e in events],
-        "timestamps": [e.timestamp for e in events],
-        "quantities": [e.quantity for e in events],
-        "properties": [e.properties_json for e in events],
+        "meter_ids": _array_literal((str(e.meter_id) for e in events), quote=False),
+        "event_ids": _array_literal((e.event_id for e in events), quote=True),
+        "timestamps": _array_literal((e.timestamp.isoformat() for e in events), quote=False),
+        "quantities": _array_literal((str(e.quantity) for e in events), quote=False),
+        "properties": _array_literal((e.properties_json for e in events), quote=True),
     }
     with connection.cursor() as cursor:
         cursor.execute(_PG_INSERT, params)
@@ -279,11 +291,15 @@ def _record_portable(tenant_id: int, events: list[ValidEvent], now: datetime) ->
 
 def usage_events_record(*, tenant: Tenant, events: list[ValidEvent], now: datetime) -> IngestResult:
     """Store the events not seen before for this tenant; committed when this returns."""
-    record = _record_postgresql if connection.vendor == "postgresql" else _record_portable
     for attempt in range(3):
         try:
-            with transaction.atomic():
-                accepted = record(tenant.pk, events, now)
+            if connection.vendor == "postgresql":
+                # One statement, atomic on its own (and in autocommit, committed on return):
+                # wrapping it in atomic() only added BEGIN/COMMIT round trips.
+                accepted = _record_postgresql(tenant.pk, events, now)
+            else:
+                with transaction.atomic():
+                    accepted = _record_portable(tenant.pk, events, now)
             break
         except OperationalError as exc:
             # Two batches that share event ids and hours can still deadlock in rare orders;

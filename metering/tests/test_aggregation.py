@@ -6,10 +6,9 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django_celery_beat.models import PeriodicTask
 from freezegun import freeze_time
 
-from conftest import run_at_once
+from conftest import beat_task_from_migration, run_at_once
 from metering.aggregation import usage_aggregate, usage_aggregate_batch
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import AggregationRun, HourlyAggregate, HourlyAggregateChange, MeterFilter, PendingHour
@@ -217,7 +216,9 @@ def test_aggregate_usage_bad_arguments(db, args, message):
 
 
 def test_the_hourly_beat_schedule_exists_after_migrate(db):
-    task = PeriodicTask.objects.get(task="metering.aggregate_usage")
+    task = beat_task_from_migration(
+        "metering", "0002_hourly_aggregation_schedule", "metering.aggregate_usage"
+    )
     assert task.enabled
     assert (task.crontab.minute, task.crontab.hour, str(task.crontab.timezone)) == ("2", "*", "UTC")
 

@@ -74,6 +74,17 @@ def test_batch_is_stored_exactly_and_a_resend_is_all_duplicates(tenant_client, s
     assert UsageEvent.objects.count() == 3
 
 
+def test_awkward_ids_and_properties_round_trip_exactly(tenant_client, api_calls):
+    awkward = ['quo"te', "back\\slash", "com,ma", "{brace}", "NULL", " sp ace ", "ünï©ødé", "new\nline"]
+    properties = {"q": 'say "hi"', "b": "C:\\path\\", "nested": {"list": [1, "two", None]}, "e": "{,}"}
+    batch = {"events": [event(0, id=i, properties=properties) for i in awkward]}
+    assert post(tenant_client, batch).json() == {"accepted": len(awkward), "duplicates": 0}
+    stored = {e.event_id: e.properties for e in UsageEvent.objects.all()}
+    assert set(stored) == set(awkward)
+    assert all(p == properties for p in stored.values())
+    assert post(tenant_client, batch).json() == {"accepted": 0, "duplicates": len(awkward)}
+
+
 def test_a_repeated_id_within_a_batch_counts_once(tenant_client, api_calls):
     response = post(tenant_client, {"events": [event(1), event(1, quantity=5), event(2)]})
     assert response.json() == {"accepted": 2, "duplicates": 1}

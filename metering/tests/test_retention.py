@@ -4,9 +4,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django_celery_beat.models import PeriodicTask
 from freezegun import freeze_time
 
+from conftest import beat_task_from_migration
 from metering.aggregation import usage_aggregate
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import HourlyAggregate, PendingHour, UsageEvent
@@ -49,5 +49,5 @@ def test_retention_shorter_than_stripes_window_is_refused(db):
 
 
 def test_the_daily_prune_schedule_exists(db):
-    task = PeriodicTask.objects.get(task="metering.prune_usage_events")
+    task = beat_task_from_migration("metering", "0003_prune_schedule", "metering.prune_usage_events")
     assert (task.crontab.hour, task.crontab.minute) == ("3", "30")
