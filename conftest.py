@@ -29,6 +29,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_key_cache():
+    from tenants.key_cache import api_key_cache_clear
+
+    api_key_cache_clear()
+    yield
+    api_key_cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(settings, request):
     """Each test gets an empty cache of its own (rate-limit counters must not leak across tests
     or runs); tests that want Redis set it themselves with a key prefix of their own."""

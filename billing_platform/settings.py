@@ -235,6 +235,9 @@ SPECTACULAR_SETTINGS = {
 }
 # Requests per API key and window on the ingestion endpoint ("100/s", "3000/m"; "0" for none).
 INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="100/s")
+# Seconds an API key (and its tenant's status) is remembered per process; revocation elsewhere
+# takes effect within this time. 0: look the key up on every request.
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 # Re-stamp a key's last_used_at at most this often, so authentication is not a write per request.
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SECONDS", default=60)
 

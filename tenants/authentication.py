@@ -6,6 +6,7 @@ suspended tenant answers 403, so a client can tell "fix your key" from "talk to 
 
 from rest_framework import authentication, exceptions, permissions
 
+from tenants.key_cache import api_key_lookup
 from tenants.models import Tenant, TenantAPIKey
 from tenants.services import api_key_mark_used
 
@@ -46,7 +47,7 @@ class TenantApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "Malformed API key: expected `Authorization: Api-Key <prefix>.<secret>`."
             )
-        api_key = TenantAPIKey.objects.select_related("tenant").filter(prefix=prefix).first()
+        api_key = api_key_lookup(prefix=prefix)
         if api_key is None or not api_key.is_valid(key):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if api_key.revoked:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from tenants.key_cache import api_key_cache_clear
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 
 
@@ -87,6 +88,7 @@ def api_key_revoke(*, api_key: TenantAPIKey) -> bool:
     changed = TenantAPIKey.objects.filter(pk=api_key.pk, revoked=False).update(
         revoked=True, revoked_at=timezone.now()
     )
+    api_key_cache_clear()
     return changed == 1
 
 
@@ -112,6 +114,7 @@ def _change(*, tenant: Tenant, field: str, value: str, actor, source: str, reaso
                 tenant=locked, field=field, old=old, new=value, actor=actor, source=source, reason=reason
             )
     setattr(tenant, field, value)
+    api_key_cache_clear()  # cached keys carry their tenant's status
     return old != value
 
 

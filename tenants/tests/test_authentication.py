@@ -149,3 +149,25 @@ def test_suspension_is_recorded_in_history(tenant):
     change = tenant.changes.get(field="status")
     assert (change.old_value, change.new_value, change.reason) == ("active", "suspended", "unpaid")
     assert Tenant.objects.get(pk=tenant.pk).status == "suspended"
+
+
+def test_a_key_in_use_stops_at_once_when_revoked_or_its_tenant_suspended(tenant):
+    first, second = api_key_issue(tenant=tenant, name="one"), api_key_issue(tenant=tenant, name="two")
+    assert _client(first.secret).get("/api/v1/tenant").status_code == 200  # now cached
+    api_key_revoke(api_key=first.api_key)
+    assert _client(first.secret).get("/api/v1/tenant").status_code == 401
+    assert _client(second.secret).get("/api/v1/tenant").status_code == 200
+    tenant_suspend(tenant=tenant, source="test")
+    assert _client(second.secret).get("/api/v1/tenant").status_code == 403
+
+
+def test_a_change_made_elsewhere_is_seen_once_the_cache_expires(tenant, tenant_key, settings):
+    client = _client(tenant_key)
+    with freeze_time("2026-11-01T10:00:00Z") as clock:
+        assert client.get("/api/v1/tenant").status_code == 200
+        # Another process revokes the key: this process does not hear of it...
+        TenantAPIKey.objects.filter(tenant=tenant).update(revoked=True)
+        assert client.get("/api/v1/tenant").status_code == 200
+        # ...until its memory of the key is older than API_KEY_CACHE_SECONDS.
+        clock.tick(settings.API_KEY_CACHE_SECONDS + 0.1)
+        assert client.get("/api/v1/tenant").status_code == 401
