@@ -15,7 +15,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from itertools import groupby
 
 from django.db import connection, transaction
 from django.db.models import CharField, Count, Max, Q, QuerySet, Sum
@@ -58,8 +57,8 @@ def meter_events(meter: Meter, filters: list | None = None) -> QuerySet:
     return events
 
 
-def _hourly_values(meter: Meter, events: QuerySet) -> dict[datetime, tuple[Decimal, int]]:
-    """{hour: (value, event_count)} for the events given, one GROUP BY query."""
+def _hourly_values(meter: Meter, events: QuerySet) -> dict[tuple[int, datetime], tuple[Decimal, int]]:
+    """{(tenant_id, hour): (value, event_count)} for the events given, one GROUP BY query."""
     value_expr = {
         Meter.Aggregation.COUNT: Count("id"),
         Meter.Aggregation.SUM: Sum("quantity"),
@@ -71,20 +70,20 @@ def _hourly_values(meter: Meter, events: QuerySet) -> dict[datetime, tuple[Decim
     }[meter.aggregation]
     rows = (
         events.annotate(bucket=TruncHour("timestamp"))
-        .values("bucket")
+        .values("tenant_id", "bucket")
         .annotate(value=value_expr, events=Count("id"))
         .order_by()
     )
-    result = {row["bucket"]: (Decimal(row["value"] or 0), row["events"]) for row in rows}
+    result = {(r["tenant_id"], r["bucket"]): (Decimal(r["value"] or 0), r["events"]) for r in rows}
     if meter.aggregation == Meter.Aggregation.LATEST:
-        for hour, (_, count) in result.items():
+        for (tenant_id, hour), (_, count) in result.items():
             last = (
-                events.filter(timestamp__gte=hour, timestamp__lt=hour + HOUR)
+                events.filter(tenant_id=tenant_id, timestamp__gte=hour, timestamp__lt=hour + HOUR)
                 .order_by("-timestamp", "-id")
                 .values_list("quantity", flat=True)
                 .first()
             )
-            result[hour] = (last, count)
+            result[(tenant_id, hour)] = (last, count)
     return result
 
 
@@ -99,37 +98,58 @@ def _contiguous(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
     return ranges
 
 
-def _write(tenant_id: int, meter: Meter, hour: datetime, value: Decimal, count: int, now) -> bool:
-    """Create or update one aggregate; record a change when its value or count moved."""
-    aggregate = (
-        HourlyAggregate.objects.select_for_update()
-        .filter(tenant_id=tenant_id, meter=meter, hour=hour)
-        .first()
-    )
-    if aggregate is None:
-        if count == 0:
-            return False
-        aggregate = HourlyAggregate.objects.create(
-            tenant_id=tenant_id, meter=meter, hour=hour, value=value, event_count=count, revision=1
+def _write(computed: dict[tuple[int, int, datetime], tuple[Decimal, int]], now: datetime) -> int:
+    """Create or update the aggregates of a batch in bulk; record a change row for each one whose
+    value or count moved. Returns how many changed."""
+    keys = sorted(computed)
+    # One locking read of the batch's existing aggregates (a superset: the cross product of its
+    # tenants, meters and hours), in one order, so two runs never lock in opposite orders.
+    existing = {
+        (a.tenant_id, a.meter_id, a.hour): a
+        for a in HourlyAggregate.objects.select_for_update()
+        .filter(
+            tenant_id__in={k[0] for k in keys},
+            meter_id__in={k[1] for k in keys},
+            hour__in={k[2] for k in keys},
         )
-        HourlyAggregateChange.objects.create(
-            aggregate=aggregate, revision=1, new_value=value, new_event_count=count
+        .order_by("tenant_id", "meter_id", "hour")
+    }
+    created, updated, changes = [], [], []
+    for key in keys:
+        value, count = computed[key]
+        aggregate = existing.get(key)
+        if aggregate is None:
+            if count:
+                created.append(
+                    HourlyAggregate(
+                        tenant_id=key[0], meter_id=key[1], hour=key[2], value=value, event_count=count
+                    )
+                )
+            continue
+        if aggregate.value == value and aggregate.event_count == count:
+            continue
+        changes.append(
+            HourlyAggregateChange(
+                aggregate=aggregate,
+                revision=aggregate.revision + 1,
+                old_value=aggregate.value,
+                new_value=value,
+                old_event_count=aggregate.event_count,
+                new_event_count=count,
+            )
         )
-        return True
-    if aggregate.value == value and aggregate.event_count == count:
-        return False
-    HourlyAggregateChange.objects.create(
-        aggregate=aggregate,
-        revision=aggregate.revision + 1,
-        old_value=aggregate.value,
-        new_value=value,
-        old_event_count=aggregate.event_count,
-        new_event_count=count,
-    )
-    HourlyAggregate.objects.filter(pk=aggregate.pk).update(
-        value=value, event_count=count, revision=aggregate.revision + 1, updated_at=now
-    )
-    return True
+        aggregate.value, aggregate.event_count = value, count
+        aggregate.revision += 1
+        aggregate.updated_at = now
+        updated.append(aggregate)
+    HourlyAggregate.objects.bulk_create(created)
+    changes += [
+        HourlyAggregateChange(aggregate=a, revision=1, new_value=a.value, new_event_count=a.event_count)
+        for a in created
+    ]
+    HourlyAggregate.objects.bulk_update(updated, ["value", "event_count", "revision", "updated_at"])
+    HourlyAggregateChange.objects.bulk_create(changes)
+    return len(created) + len(updated)
 
 
 def _claim(batch_size: int) -> list[tuple[int, int, datetime]]:
@@ -147,30 +167,28 @@ def _claim(batch_size: int) -> list[tuple[int, int, datetime]]:
 
 def usage_aggregate_batch(*, batch_size: int = DEFAULT_BATCH) -> AggregationResult:
     """Aggregate up to `batch_size` pending hours in one transaction."""
-    aggregated = changed = 0
     with transaction.atomic():
         claimed = _claim(batch_size)
         if not claimed:
             return AggregationResult(0, 0)
         meters = {m.pk: m for m in Meter.objects.filter(pk__in={m for _, m, _ in claimed})}
-        filters = defaultdict(list)
-        for meter in meters.values():
-            filters[meter.pk] = list(meter.filters.all())
-        now = timezone.now()
-        claimed.sort()
-        for (tenant_id, meter_id), group in groupby(claimed, key=lambda row: row[:2]):
+        by_meter = defaultdict(list)
+        for tenant_id, meter_id, hour in claimed:
+            by_meter[meter_id].append((tenant_id, hour))
+        computed = {}
+        # One query per meter for all of the batch's tenants and hours: a batch is mostly one or
+        # a few hours across many tenants (recomputes are marked hour by hour).
+        for meter_id, pairs in by_meter.items():
             meter = meters[meter_id]
-            hours = [hour for _, _, hour in group]
-            base = meter_events(meter, filters[meter_id]).filter(tenant_id=tenant_id)
             ranges = Q()
-            for start, end in _contiguous(hours):
+            for start, end in _contiguous(sorted({hour for _, hour in pairs})):
                 ranges |= Q(timestamp__gte=start, timestamp__lt=end)
-            values = _hourly_values(meter, base.filter(ranges))
-            for hour in hours:
-                value, count = values.get(hour, (Decimal(0), 0))
-                aggregated += 1
-                changed += _write(tenant_id, meter, hour, value, count, now)
-    return AggregationResult(aggregated, changed)
+            events = meter_events(meter).filter(tenant_id__in={t for t, _ in pairs}).filter(ranges)
+            values = _hourly_values(meter, events)
+            for tenant_id, hour in pairs:
+                computed[(tenant_id, meter_id, hour)] = values.get((tenant_id, hour), (Decimal(0), 0))
+        changed = _write(computed, timezone.now())
+    return AggregationResult(len(claimed), changed)
 
 
 def usage_aggregate(
@@ -224,7 +242,8 @@ def usage_mark_for_recompute(
     # "WHERE true" lets SQLite tell the upsert's ON CONFLICT from a join condition.
     sql = (
         f"INSERT INTO {table} (tenant_id, meter_id, hour, marked_at) "  # noqa: S608 - table name from the model
-        f"SELECT h.*, %s FROM ({select_sql}) AS h WHERE true "
+        # Hour by hour, so that each aggregation batch covers few hours across many tenants.
+        f"SELECT h.*, %s FROM ({select_sql}) AS h WHERE true ORDER BY 3, 1, 2 "
         "ON CONFLICT (tenant_id, meter_id, hour) DO UPDATE SET marked_at = excluded.marked_at"
     )
     with transaction.atomic(), connection.cursor() as cursor:
