@@ -22,6 +22,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
+from metering.ingest import BACKFILL_WINDOW
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -217,6 +218,13 @@ def usage_aggregate(
     return run
 
 
+def recompute_window_start() -> datetime:
+    """The first hour a recompute covers by default: Stripe's 35-day window, plus the hour that
+    straddles its edge. Older hours can no longer be reported, so recomputing them changes nothing
+    that is billed."""
+    return (timezone.now() - BACKFILL_WINDOW - HOUR).replace(minute=0, second=0, microsecond=0)
+
+
 def usage_mark_for_recompute(
     *, since: datetime, tenant_id: int | None = None, meter_id: int | None = None
 ) -> int:
@@ -261,7 +269,7 @@ def usage_events_prune(*, older_than: timedelta, batch_size: int = 10_000) -> Pr
     """Delete raw events received before now - older_than, in batches, once their hours are
     aggregated. Aggregates stay forever; raw events are kept at least as long as Stripe accepts
     usage (35 days) so that idempotency per event id holds for the whole window."""
-    if older_than <= timedelta(days=35):
+    if older_than <= BACKFILL_WINDOW:
         raise ValueError("raw events must be kept longer than Stripe's 35-day window")
     cutoff = timezone.now() - older_than
     # A pending hour that old means aggregation is stuck: keep its events until it has run.

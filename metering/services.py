@@ -1,13 +1,10 @@
 """Writes for meters. Ingestion lives in metering/ingest.py, aggregation in metering/aggregation.py."""
 
-from datetime import timedelta
-
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
-from metering.aggregation import usage_mark_for_recompute
-from metering.ingest import BACKFILL_WINDOW, meter_cache
+from metering.aggregation import recompute_window_start, usage_mark_for_recompute
+from metering.ingest import meter_cache
 from metering.models import HourlyAggregate, Meter, MeterFilter, PendingHour
 
 
@@ -72,5 +69,4 @@ def meter_check_aggregation_change(*, meter: Meter, aggregation: str, unique_pro
 def meter_filters_changed(*, meter: Meter) -> int:
     """After an operator changes a meter's filters, recompute its hours still within Stripe's
     window, so aggregates (and what is reported) follow the new definition."""
-    since = (timezone.now() - BACKFILL_WINDOW).replace(minute=0, second=0, microsecond=0)
-    return usage_mark_for_recompute(since=since - timedelta(hours=1), meter_id=meter.pk)
+    return usage_mark_for_recompute(since=recompute_window_start(), meter_id=meter.pk)

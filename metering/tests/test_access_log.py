@@ -16,7 +16,6 @@ from moto.server import ThreadedMotoServer
 
 from metering import access_log
 from metering.access_log import request_time_parse
-from metering.ingest import meter_cache
 from metering.models import Meter, UsageEvent
 from tenants.tests.factories import TenantFactory, issue_key
 
@@ -62,14 +61,6 @@ def run(*args: str) -> tuple[str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
     call_command("import_access_log", *args, stdout=stdout, stderr=stderr)
     return stdout.getvalue().strip(), stderr.getvalue().strip()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_meter_cache():
-    # Meters are created anew in every test; the ingestion cache must not remember old ids.
-    meter_cache.clear()
-    yield
-    meter_cache.clear()
 
 
 @pytest.fixture

@@ -1,11 +1,9 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.core.management.base import CommandError
-from django.utils import timezone
 
 from billing_platform.commands import BaseCommand
-from metering.aggregation import usage_aggregate, usage_mark_for_recompute
-from metering.ingest import BACKFILL_WINDOW
+from metering.aggregation import recompute_window_start, usage_aggregate, usage_mark_for_recompute
 from tenants.models import Tenant
 from tenants.selectors import tenant_get_by_ref
 
@@ -41,7 +39,7 @@ class Command(BaseCommand):
                 tenant_id = tenant_get_by_ref(ref=tenant).pk if tenant else None
             except Tenant.DoesNotExist as exc:
                 raise CommandError(str(exc)) from None
-            since = since or timezone.now() - BACKFILL_WINDOW - timedelta(hours=1)
+            since = since or recompute_window_start()
             marked = usage_mark_for_recompute(since=since, tenant_id=tenant_id)
             self.stdout.write(f"marked {marked} hour(s) for recompute since {since:%Y-%m-%d %H:%M}Z")
         run = usage_aggregate(trigger="command", batch_size=batch_size)
