@@ -16,6 +16,9 @@ from rest_framework.test import APIClient
 from tenants.tests.factories import TenantFactory, issue_key
 
 ROOT = Path(__file__).resolve().parent
+STRIPE_TEST_KEY = "sk_test_platform_suite"
+STRIPE_TEST_WEBHOOK_SECRET = "whsec_platform_suite"
+AWS_TEST_REGION = "us-east-1"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -135,15 +138,75 @@ def redis_url():
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, redis_url, tmp_path_factory):
-    """A real `celery worker` process on the test Redis and the test database."""
+def stripe_server():
+    """The suite's local Stripe server (tests/stripe_server), one per test session."""
+    from tests.stripe_server import StripeServer
+
+    with StripeServer() as server:
+        yield server
+
+
+@pytest.fixture
+def local_stripe(stripe_server, settings, monkeypatch):
+    """The platform configured to reach a fresh local Stripe server, as production reaches Stripe."""
+    import stripe
+
+    stripe_server.reset()
+    settings.STRIPE_API_KEY = STRIPE_TEST_KEY
+    settings.STRIPE_TEST_SECRET_KEY = STRIPE_TEST_KEY
+    settings.STRIPE_API_BASE = stripe_server.url
+    settings.STRIPE_METER_EVENTS_API_BASE = stripe_server.url
+    settings.STRIPE_WEBHOOK_SECRET = STRIPE_TEST_WEBHOOK_SECRET
+    settings.DJSTRIPE_WEBHOOK_SECRET = STRIPE_TEST_WEBHOOK_SECRET
+    monkeypatch.setattr(stripe, "api_base", stripe_server.url)
+    monkeypatch.setattr(stripe, "meter_events_api_base", stripe_server.url)
+    monkeypatch.setattr(stripe, "max_network_retries", 0)
+    return stripe_server
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto server (AWS over HTTP) for the session; tests reach it through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """boto3 configured for the moto server with fake credentials, its state reset for this test."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_TEST_REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_server
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, redis_url, stripe_server, tmp_path_factory):
+    """A real `celery worker` process on the test Redis, the test database and the local Stripe."""
     from billing_platform.celery import app
 
     with django_db_blocker.unblock():
         database_url = _database_url_for_subprocess()
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     node = f"test-{os.getpid()}@%h"
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "STRIPE_API_KEY": STRIPE_TEST_KEY,
+        "STRIPE_API_BASE": stripe_server.url,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_TEST_WEBHOOK_SECRET,
+    }
     proc = subprocess.Popen(
         [
             sys.executable,

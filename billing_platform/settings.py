@@ -203,6 +203,25 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_LIVE_MODE = STRIPE_API_KEY.startswith(("sk_live_", "rk_live_"))
 STRIPE_TEST_SECRET_KEY = "" if STRIPE_LIVE_MODE else STRIPE_API_KEY
 STRIPE_LIVE_SECRET_KEY = STRIPE_API_KEY if STRIPE_LIVE_MODE else ""
+# Meter events go to their own host at Stripe; anywhere else (tests) the one base serves both.
+STRIPE_METER_EVENTS_API_BASE = env.str(
+    "STRIPE_METER_EVENTS_API_BASE",
+    default=(
+        "https://meter-events.stripe.com"
+        if STRIPE_API_BASE == "https://api.stripe.com"
+        else STRIPE_API_BASE
+    ),
+)
+STRIPE_TIMEOUT = env.float("STRIPE_TIMEOUT", default=10.0)  # seconds, every call
+# Client-side ceiling on calls per second (Stripe: 25/s in test mode, 100/s live).
+STRIPE_MAX_REQUESTS_PER_SECOND = env.float(
+    "STRIPE_MAX_REQUESTS_PER_SECOND", default=100.0 if STRIPE_LIVE_MODE else 25.0
+)
+# The circuit breaker around Stripe: this many failed calls in a row open it for this long.
+STRIPE_CIRCUIT_FAILURES = env.int("STRIPE_CIRCUIT_FAILURES", default=5)
+STRIPE_CIRCUIT_OPEN_SECONDS = env.int("STRIPE_CIRCUIT_OPEN_SECONDS", default=300)
+# Hosts that Checkout's success and cancel URLs may point at.
+CHECKOUT_ALLOWED_HOSTS = env.list("CHECKOUT_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_SECRET = STRIPE_WEBHOOK_SECRET
 DJSTRIPE_USE_NATIVE_JSONFIELD = True

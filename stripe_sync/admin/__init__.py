@@ -1,0 +1,1 @@
+"""stripe_sync's admin, one module per concern."""

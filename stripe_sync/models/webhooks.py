@@ -1,0 +1,3 @@
+"""The webhook inbox and billing notifications."""
+
+__all__: list[str] = []
