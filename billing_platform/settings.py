@@ -220,6 +220,9 @@ STRIPE_MAX_REQUESTS_PER_SECOND = env.float(
 # The circuit breaker around Stripe: this many failed calls in a row open it for this long.
 STRIPE_CIRCUIT_FAILURES = env.int("STRIPE_CIRCUIT_FAILURES", default=5)
 STRIPE_CIRCUIT_OPEN_SECONDS = env.int("STRIPE_CIRCUIT_OPEN_SECONDS", default=300)
+# A reporting sender holds the (tenant, meter) pairs it sends for this long, renewed while it works;
+# a sender that died is taken over after it.
+STRIPE_REPORTING_LEASE_SECONDS = env.int("STRIPE_REPORTING_LEASE_SECONDS", default=60)
 # Hosts that Checkout's success and cancel URLs may point at.
 CHECKOUT_ALLOWED_HOSTS = env.list("CHECKOUT_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
@@ -228,6 +231,14 @@ DJSTRIPE_USE_NATIVE_JSONFIELD = True
 
 # --- AWS (credentials and AWS_ENDPOINT_URL come from boto3's own chain) ----------------------
 COSTWATCH_SNS_TOPIC_ARN = env.str("COSTWATCH_SNS_TOPIC_ARN", default="")
+# Costwatch: the daily Cost Explorer check (costwatch/conf.py validates these with one clear line).
+COSTWATCH_METRIC = env.str("COSTWATCH_METRIC", default="UnblendedCost")
+COSTWATCH_TENANT_TAG_KEY = env.str("COSTWATCH_TENANT_TAG_KEY", default="tenant")
+COSTWATCH_CURRENCY = env.str("COSTWATCH_CURRENCY", default="USD")
+COSTWATCH_ANOMALY_FACTOR = env.str("COSTWATCH_ANOMALY_FACTOR", default="3")
+COSTWATCH_ANOMALY_MIN_DAILY_COST = env.str("COSTWATCH_ANOMALY_MIN_DAILY_COST", default="1")
+COSTWATCH_RESTATEMENT_DAYS = env.int("COSTWATCH_RESTATEMENT_DAYS", default=3)
+COSTWATCH_AWS_TIMEOUT = env.float("COSTWATCH_AWS_TIMEOUT", default=20.0)  # seconds, read; connect 5
 BILLING_EVENTS_SNS_TOPIC_ARN = env.str("BILLING_EVENTS_SNS_TOPIC_ARN", default="")
 
 # --- API ------------------------------------------------------------------------------------
@@ -267,6 +278,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # boto's INFO lines ("Found credentials in environment variables") are noise in commands.
-    "loggers": {"botocore": {"level": "WARNING"}, "boto3": {"level": "WARNING"}},
+    # boto's INFO lines ("Found credentials in environment variables") and stripe-python's two INFO
+    # lines per request are noise; the platform records its Stripe and AWS calls itself.
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "boto3": {"level": "WARNING"},
+        "stripe": {"level": "WARNING"},
+    },
 }

@@ -28,6 +28,7 @@ class Tenant(models.Model):
     )
     stripe_customer = models.OneToOneField(
         "djstripe.Customer",
+        to_field="id",  # so stripe_customer_id holds Stripe's "cus_..." id
         on_delete=models.SET_NULL,
         null=True,
         blank=True,

@@ -28,7 +28,9 @@ class UsageReport(models.Model):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="usage_reports")
     meter = models.ForeignKey("metering.Meter", on_delete=models.PROTECT, related_name="+")
     hour = models.DateTimeField()
-    revision = models.PositiveIntegerField(help_text="The aggregate revision this report brings Stripe up to.")
+    revision = models.PositiveIntegerField(
+        help_text="The aggregate revision this report brings Stripe up to."
+    )
     identifier = models.CharField(max_length=100, unique=True)
     quantity = _quantity(help_text="Change of the local hourly aggregate that this report carries.")
     value = models.BigIntegerField(help_text="Whole units sent to Stripe (the fraction is carried).")
@@ -78,6 +80,9 @@ class ReportedHour(models.Model):
             models.UniqueConstraint(fields=["tenant", "meter", "hour"], name="reported_hour_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"tenant {self.tenant_id} meter {self.meter_id} {self.hour:%Y-%m-%d %H}:00 r{self.revision}"
+
 
 class ReportingBalance(models.Model):
     """Per (tenant, meter): local quantity reported so far and whole units sent for it.
@@ -90,11 +95,16 @@ class ReportingBalance(models.Model):
     meter = models.ForeignKey("metering.Meter", on_delete=models.CASCADE, related_name="+", db_index=False)
     quantity = _quantity(default=0)
     units = models.BigIntegerField(default=0)
+    # A sender holds this (tenant, meter) until then: one call at a time per customer and meter.
+    sending_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "meter"], name="reporting_balance_unique"),
         ]
+
+    def __str__(self) -> str:
+        return f"tenant {self.tenant_id} meter {self.meter_id}: {self.quantity} reported, {self.units} units"
 
 
 class CircuitBreaker(models.Model):
@@ -132,6 +142,9 @@ class ReconciliationRun(models.Model):
     class Meta:
         ordering = ["-started_at"]
 
+    def __str__(self) -> str:
+        return f"Reconciliation {self.pk} ({self.started_at:%Y-%m-%d %H:%M})"
+
 
 class ReconciliationItem(models.Model):
     """One (tenant, meter, hour) where local aggregates, what was sent and Stripe's summary differ."""
@@ -153,3 +166,6 @@ class ReconciliationItem(models.Model):
 
     class Meta:
         ordering = ["hour"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.hour:%Y-%m-%d %H}:00"

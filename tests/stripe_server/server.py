@@ -837,7 +837,7 @@ class StripeServer:
         }
         if record.idempotency_key:
             out_headers["Idempotency-Key"] = record.idempotency_key
-        meter_key = None
+        meter_keys: set = set()
         idem_entry: IdempotencyEntry | None = None
         idem_key = None
 
@@ -911,18 +911,24 @@ class StripeServer:
                         "Original-Request": replay.request_id,
                     }
                     return replay.status, replay_headers, replay.body
-            if route.name == "/v1/billing/meter_events":
-                meter_key = self._meter_call_key(params)
-                if meter_key is not None:
-                    with self._log_lock:
-                        busy = self._inflight_meter_calls.get(meter_key, 0)
-                        self._inflight_meter_calls[meter_key] = busy + 1
-                        if busy:
-                            self.concurrent_meter_event_calls.append(meter_key)
-                    if busy and self.reject_concurrent_meter_events:
-                        self._drop_idempotency(idem_key, idem_entry)
-                        idem_entry = None
-                        return fail(StripeError(409, LOCK_TIMEOUT, code="lock_timeout"))
+            if route.name in ("/v1/billing/meter_events", "/v2/billing/meter_event_stream"):
+                # Which (customer, event name) pairs this call reports for; a pair already in
+                # another call in flight is recorded (and refused with reject_concurrent_meter_events).
+                bodies = params.get("events") if route.name.startswith("/v2") else [params]
+                meter_keys = {
+                    key
+                    for key in (self._meter_call_key(b) for b in bodies or [] if isinstance(b, dict))
+                    if key is not None
+                }
+                with self._log_lock:
+                    busy = [key for key in meter_keys if self._inflight_meter_calls.get(key, 0)]
+                    for key in meter_keys:
+                        self._inflight_meter_calls[key] = self._inflight_meter_calls.get(key, 0) + 1
+                    self.concurrent_meter_event_calls.extend(busy)
+                if busy and self.reject_concurrent_meter_events:
+                    self._drop_idempotency(idem_key, idem_entry)
+                    idem_entry = None
+                    return fail(StripeError(409, LOCK_TIMEOUT, code="lock_timeout"))
             ctx = Ctx(
                 self.state,
                 self,
@@ -974,13 +980,13 @@ class StripeServer:
         finally:
             if idem_entry is not None and idem_entry.in_flight:
                 self._drop_idempotency(idem_key, idem_entry)
-            if meter_key is not None:
-                with self._log_lock:
-                    left = self._inflight_meter_calls.get(meter_key, 1) - 1
+            with self._log_lock:
+                for key in meter_keys:
+                    left = self._inflight_meter_calls.get(key, 1) - 1
                     if left > 0:
-                        self._inflight_meter_calls[meter_key] = left
+                        self._inflight_meter_calls[key] = left
                     else:
-                        self._inflight_meter_calls.pop(meter_key, None)
+                        self._inflight_meter_calls.pop(key, None)
 
     def _idempotency(self, key: str, method: str, path: str, params: dict, request_id: str):
         """(new in-flight entry, None) for a first use; (None, stored entry) for a replay; StripeError for

@@ -1,0 +1,323 @@
+"""Sends pending outbox rows to Stripe as meter events, within Stripe's limits.
+
+- Rows go out through the v2 meter event stream, up to 100 events per call (Stripe's limit), with a
+  session token renewed before it expires. A call the stream refuses as a whole (400) is resent event
+  by event through v1 meter events, so that each bad event gets Stripe's own message and is marked
+  failed, not retried; "an event already exists with identifier" means Stripe has it: sent.
+- One call at a time per (customer, meter): a sender leases the (tenant, meter) balances it sends for
+  (renewed while it works), and a concurrent sender skips leased pairs. A sender killed mid-call
+  leaves its rows pending and its lease expires; the resend carries the same identifiers and values.
+- Calls are paced under STRIPE_MAX_REQUESTS_PER_SECOND; a 429 waits for Retry-After; 5xx, timeouts
+  and connection errors retry with exponential backoff and jitter, then defer the rows; a run of
+  failures opens the circuit breaker (stripe_sync.circuit), which stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import stripe
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_get, circuit_success
+from stripe_sync.client import stripe_client
+from stripe_sync.models import ReportingBalance, UsageReport
+from stripe_sync.reporting import pairs_q
+
+logger = logging.getLogger(__name__)
+
+STREAM_MAX_EVENTS = 100
+PAIRS_PER_CLAIM = 100
+TRIES_PER_CALL = 4  # in-run tries of one call on 5xx/timeouts before its rows are deferred
+MAX_RETRY_AFTER = 60.0  # seconds: a longer Retry-After defers the rows instead of sleeping
+DUPLICATE_IDENTIFIER = "An event already exists with identifier"
+SESSION_RENEW_MARGIN = timedelta(seconds=60)
+
+
+def lease_seconds() -> int:
+    return settings.STRIPE_REPORTING_LEASE_SECONDS
+
+
+@dataclass
+class SendResult:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    calls: int = 0
+    rate_limited: int = 0  # 429 answers
+    server_errors: int = 0  # 5xx, timeouts, connection errors
+    circuit_open: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "errors"} | {"errors": self.errors[:5]}
+
+
+class _Pacer:
+    """At most `rate` calls per second from this process (all senders in it share one)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.next_at = 0.0
+
+    def wait(self) -> None:
+        interval = 1.0 / settings.STRIPE_MAX_REQUESTS_PER_SECOND
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next_at)
+            self.next_at = at + interval
+        if at > now:
+            time.sleep(at - now)
+
+
+PACER = _Pacer()
+
+
+class _Defer(Exception):
+    """Stop trying these rows in this run (they stay pending for a later one)."""
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: ~0.5 s, 1 s, 2 s ... capped at 30 s."""
+    return random.uniform(0, min(30.0, 0.5 * 2**attempt))  # noqa: S311 (jitter, not security)
+
+
+def _retry_after(error: stripe.StripeError) -> float:
+    value = (error.headers or {}).get("retry-after") or (error.headers or {}).get("Retry-After")
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class _Sender:
+    def __init__(self, result: SendResult, sleep: Callable[[float], None]):
+        self.result = result
+        self.sleep = sleep
+        self.client = stripe_client()
+        self.session_client: stripe.StripeClient | None = None
+        self.session_expires: datetime | None = None
+
+    # -- one call to Stripe, with pacing, 429 waits, backoff and the breaker -------------------
+    def call(self, fn: Callable[[], object]) -> object:
+        server_failures = 0
+        while True:
+            circuit_check()
+            PACER.wait()
+            self.result.calls += 1
+            try:
+                answer = fn()
+            except stripe.RateLimitError as error:
+                self.result.rate_limited += 1
+                wait = _retry_after(error)
+                if wait > MAX_RETRY_AFTER:
+                    raise _Defer(f"rate limited for {wait:.0f} s") from error
+                self.sleep(wait)
+                continue
+            except (stripe.APIConnectionError, stripe.APIError, stripe.AuthenticationError) as error:
+                self.result.server_errors += 1
+                message = f"{type(error).__name__}: {error.user_message or error}"
+                if circuit_failure(message):
+                    raise CircuitOpen(_breaker()) from error
+                server_failures += 1
+                if server_failures >= TRIES_PER_CALL or isinstance(error, stripe.AuthenticationError):
+                    raise _Defer(message) from error
+                self.sleep(_backoff(server_failures))
+                continue
+            circuit_success()
+            return answer
+
+    def stream(self) -> stripe.StripeClient:
+        now = timezone.now()
+        if self.session_client is None or self.session_expires - SESSION_RENEW_MARGIN <= now:
+            session = self.call(lambda: self.client.v2.billing.meter_event_session.create())
+            self.session_client = stripe.StripeClient(
+                api_key=session.authentication_token,
+                base_addresses={
+                    "api": settings.STRIPE_API_BASE,
+                    "meter_events": settings.STRIPE_METER_EVENTS_API_BASE,
+                },
+                max_network_retries=0,
+                http_client=stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT),
+            )
+            self.session_expires = _moment(session.expires_at)
+        return self.session_client
+
+    # -- sending rows ---------------------------------------------------------------------
+    def send(self, rows: list[UsageReport]) -> None:
+        events = [_event(row) for row in rows]
+        for _ in range(3):
+            try:
+                client = self.stream()
+                self.call(lambda c=client: c.v2.billing.meter_event_stream.create({"events": events}))
+            except stripe.TemporarySessionExpiredError:
+                self.session_client = None
+                continue
+            except stripe.InvalidRequestError:
+                self.send_one_by_one(rows)
+                return
+            _mark_sent(rows, {"api": "v2.billing.meter_event_stream"})
+            self.result.sent += len(rows)
+            return
+        raise _Defer("the meter event session kept expiring")
+
+    def send_one_by_one(self, rows: list[UsageReport]) -> None:
+        for row in rows:
+            params = {**_event(row), "timestamp": int(row.timestamp.timestamp())}
+            try:
+                answer = self.call(lambda p=params: self.client.v1.billing.meter_events.create(params=p))
+            except stripe.InvalidRequestError as error:
+                message = error.user_message or str(error)
+                if DUPLICATE_IDENTIFIER in message:
+                    _mark_sent([row], {"api": "v1.billing.meter_events", "duplicate": True})
+                    self.result.sent += 1
+                    continue
+                _mark_failed(row, error.code or "invalid_request", message)
+                self.result.failed += 1
+                self.result.errors.append(f"{row.identifier}: {message}")
+                continue
+            _mark_sent([row], {"api": "v1.billing.meter_events", "created": answer.get("created")})
+            self.result.sent += 1
+
+
+def _moment(value) -> datetime:
+    """A v2 timestamp (RFC 3339 text) or a v1 one (Unix seconds) as an aware datetime."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _breaker():
+    return circuit_get()
+
+
+def _event(row: UsageReport) -> dict:
+    return {
+        "event_name": row.event_name,
+        "identifier": row.identifier,
+        "payload": {"stripe_customer_id": row.customer_id, "value": str(row.value)},
+        "timestamp": row.timestamp.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    }
+
+
+def _mark_sent(rows: list[UsageReport], response: dict) -> None:
+    now = timezone.now()
+    UsageReport.objects.filter(pk__in=[r.pk for r in rows], status=UsageReport.Status.PENDING).update(
+        status=UsageReport.Status.SENT,
+        sent_at=now,
+        attempts=F("attempts") + 1,
+        stripe_response=response,
+        error_code="",
+        error_message="",
+        updated_at=now,
+    )
+
+
+def _mark_failed(row: UsageReport, code: str, message: str) -> None:
+    UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.PENDING).update(
+        status=UsageReport.Status.FAILED,
+        attempts=F("attempts") + 1,
+        error_code=code[:100],
+        error_message=message,
+        updated_at=timezone.now(),
+    )
+
+
+def _defer(rows: list[UsageReport], message: str) -> None:
+    """Leave rows pending, to be tried again after a backoff that grows with their attempts."""
+    now = timezone.now()
+    for row in rows:
+        delay = min(3600, 30 * 2 ** min(row.attempts, 7))
+        UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.PENDING).update(
+            attempts=F("attempts") + 1,
+            next_attempt_at=now + timedelta(seconds=delay),
+            error_message=message,
+            updated_at=now,
+        )
+
+
+def _due(now: datetime) -> Q:
+    return Q(status=UsageReport.Status.PENDING) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def _claim(now: datetime) -> list[tuple[int, int]]:
+    """Lease up to PAIRS_PER_CLAIM (tenant, meter) pairs that have due rows and no other sender."""
+    due_rows = UsageReport.objects.filter(
+        _due(now), tenant_id=OuterRef("tenant_id"), meter_id=OuterRef("meter_id")
+    )
+    with transaction.atomic():
+        balances = list(
+            ReportingBalance.objects.select_for_update(skip_locked=True)
+            .filter(Q(sending_until__isnull=True) | Q(sending_until__lt=now))
+            .filter(Exists(due_rows))
+            .order_by("id")[:PAIRS_PER_CLAIM]
+        )
+        ReportingBalance.objects.filter(pk__in=[b.pk for b in balances]).update(
+            sending_until=now + timedelta(seconds=lease_seconds())
+        )
+    return [(b.tenant_id, b.meter_id) for b in balances]
+
+
+def _renew(pairs: list[tuple[int, int]]) -> None:
+    ReportingBalance.objects.filter(pairs_q(pairs)).update(
+        sending_until=timezone.now() + timedelta(seconds=lease_seconds())
+    )
+
+
+def _release(pairs: list[tuple[int, int]]) -> None:
+    ReportingBalance.objects.filter(pairs_q(pairs)).update(sending_until=None)
+
+
+def usage_reports_send(
+    *, sleep: Callable[[float], None] = time.sleep, max_rows: int | None = None
+) -> SendResult:
+    """Send every due pending row; returns what happened. Stops early if the breaker opens."""
+    result = SendResult()
+    try:
+        circuit_check()
+    except CircuitOpen as error:
+        result.circuit_open = True
+        result.errors.append(str(error))
+        return result
+    sender = _Sender(result, sleep)
+    handled = 0
+    while max_rows is None or handled < max_rows:
+        now = timezone.now()
+        pairs = _claim(now)
+        if not pairs:
+            break
+        try:
+            rows = list(
+                UsageReport.objects.filter(_due(now))
+                .filter(pairs_q(pairs))
+                .order_by("tenant_id", "meter_id", "id")
+            )
+            for start in range(0, len(rows), STREAM_MAX_EVENTS):
+                chunk = rows[start : start + STREAM_MAX_EVENTS]
+                try:
+                    sender.send(chunk)
+                except _Defer as error:
+                    _defer(chunk, str(error))
+                    result.deferred += len(chunk)
+                    result.errors.append(str(error))
+                handled += len(chunk)
+                _renew(pairs)
+        except CircuitOpen as error:
+            result.circuit_open = True
+            result.errors.append(str(error))
+            logger.error("usage reporting stopped: %s", error)
+            break
+        finally:
+            _release(pairs)
+    return result

@@ -1,0 +1,20 @@
+from celery import shared_task
+
+from stripe_sync.reconciliation import usage_reconcile
+from stripe_sync.reporting import usage_reports_prepare
+from stripe_sync.sender import usage_reports_send
+
+
+@shared_task(name="stripe_sync.report_usage")
+def report_usage() -> dict:
+    """Hourly (Celery Beat, after aggregation): write the outbox, then send what is due."""
+    prepared = usage_reports_prepare()
+    sent = usage_reports_send()
+    return {"prepared": prepared.__dict__, "sent": sent.as_dict()}
+
+
+@shared_task(name="stripe_sync.reconcile_usage")
+def reconcile_usage(trigger: str = "beat") -> dict:
+    """Nightly (Celery Beat) and on demand from admin: compare local, sent and Stripe's summaries."""
+    run = usage_reconcile(trigger=trigger)
+    return {"run": run.pk, "status": run.status, "differences": run.differences, "resent": run.resent}
