@@ -205,3 +205,47 @@ def usage_report_retry(*, report: UsageReport) -> bool:
             status=UsageReport.Status.PENDING, next_attempt_at=None, updated_at=timezone.now()
         )
     )
+
+
+class ReportError(Exception):
+    """An operator action on a report that cannot be done; the message says why."""
+
+
+ADJUSTMENT_WINDOW = timedelta(hours=24)
+
+
+def usage_report_cancel(*, report: UsageReport) -> None:
+    """Cancel a wrong report at Stripe (a meter event adjustment, within 24 hours of sending it).
+
+    Its units and quantity leave the (tenant, meter) balance, so the fraction carry stays right; the
+    hour then shows in reconciliation as local usage not sent, until an operator decides.
+    """
+    from stripe_sync.client import stripe_client
+
+    if report.status != UsageReport.Status.SENT:
+        raise ReportError(f"only a sent report can be canceled; {report.identifier} is {report.status}")
+    if report.sent_at < timezone.now() - ADJUSTMENT_WINDOW:
+        raise ReportError(
+            f"Stripe cancels meter events only within 24 hours; {report.identifier} was sent at "
+            f"{report.sent_at:%Y-%m-%d %H:%M} UTC"
+        )
+    adjustment = stripe_client().v1.billing.meter_event_adjustments.create(
+        params={
+            "event_name": report.event_name,
+            "type": "cancel",
+            "cancel": {"identifier": report.identifier},
+        }
+    )
+    with transaction.atomic():
+        balance = ReportingBalance.objects.select_for_update().get(
+            tenant_id=report.tenant_id, meter_id=report.meter_id
+        )
+        balance.units -= report.value
+        balance.quantity -= report.quantity
+        balance.save(update_fields=["units", "quantity"])
+        UsageReport.objects.filter(pk=report.pk).update(
+            status=UsageReport.Status.CANCELED,
+            stripe_response={**(report.stripe_response or {}), "adjustment": adjustment.to_dict()},
+            updated_at=timezone.now(),
+        )
+    report.refresh_from_db()
