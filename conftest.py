@@ -191,60 +191,54 @@ def aws(moto_server, monkeypatch):
     return moto_server
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, redis_url, stripe_server, tmp_path_factory):
-    """A real `celery worker` process on the test Redis, the test database and the local Stripe."""
+def start_celery_worker(*, env: dict, log: Path, name: str, queues: str | None = None) -> subprocess.Popen:
+    """Start a real `celery worker` process and wait until it answers a ping."""
     from billing_platform.celery import app
 
+    node = f"{name}-{os.getpid()}@%h"
+    command = [sys.executable, "-m", "celery", "-A", "billing_platform", "worker", "--pool", "solo"]
+    command += ["--without-gossip", "--without-mingle", "--loglevel", "INFO", "-n", node]
+    command += ["--logfile", str(log)]
+    if queues:
+        command += ["-Q", queues]
+    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, start_new_session=True)
+    deadline = time.monotonic() + 60
+    hostname = node.replace("%h", socket.gethostname())
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        if app.control.ping(destination=[hostname], timeout=0.5):
+            return proc
+    proc.kill()
+    raise RuntimeError(f"celery worker did not answer a ping in 60s: {log.read_text()[-2000:]}")
+
+
+def stop_celery_worker(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def worker_env(django_db_setup, django_db_blocker, redis_url, stripe_server) -> dict:
+    """The environment of a worker process: the test database and Redis, the local Stripe server."""
     with django_db_blocker.unblock():
         database_url = _database_url_for_subprocess()
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    node = f"test-{os.getpid()}@%h"
-    env = {
-        **os.environ,
+    return {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "STRIPE_API_KEY": STRIPE_TEST_KEY,
         "STRIPE_API_BASE": stripe_server.url,
         "STRIPE_WEBHOOK_SECRET": STRIPE_TEST_WEBHOOK_SECRET,
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "billing_platform",
-            "worker",
-            "--pool",
-            "solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-            "-n",
-            node,
-            "--logfile",
-            str(log),
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    hostname = node.replace("%h", socket.gethostname())
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        replies = app.control.ping(destination=[hostname], timeout=0.5)
-        if replies:
-            break
-    else:
-        proc.kill()
-        raise RuntimeError(f"celery worker did not answer a ping in 60s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(worker_env, tmp_path_factory):
+    """A real `celery worker` process on the test Redis, the test database and the local Stripe."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    proc = start_celery_worker(env=worker_env, log=log, name="test")
     yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_celery_worker(proc)
