@@ -149,3 +149,21 @@ def test_a_report_older_than_24_hours_cannot_be_canceled(metered, calls, local_s
     with pytest.raises(ReportError, match="only within 24 hours"):
         usage_report_cancel(report=UsageReport.objects.get())
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 1
+
+
+def test_reconcile_usage_command_lists_differences(metered, calls, local_stripe):
+    from tenants.tests.factories import run_command
+
+    ingest(metered, calls, hour_ago(2), [1, 1])
+    usage_reports_prepare()
+    UsageReport.objects.update(status="failed")
+    lines = run_command("reconcile_usage", "--no-resend")
+    assert "succeeded, 1 hours checked, 1 differences, 0 reports re-sent" in lines[0]
+    assert "tenant-a api_calls: Local usage not (fully) sent (local 2, sent 0, Stripe 0) 1 failed" in lines[1]
+
+
+def test_reconcile_usage_command_rejects_a_bad_date(db):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--since must be a date like 2026-11-01, not 'yesterday'"):
+        call_command("reconcile_usage", "--since", "yesterday")
