@@ -146,7 +146,9 @@ def test_a_response_lost_after_stripe_stored_the_events_is_retried_harmlessly(me
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7
 
 
-def test_429_waits_for_retry_after_and_everything_arrives(metered, calls, local_stripe, settings):
+def test_429_waits_for_retry_after_and_everything_arrives(
+    metered, calls, local_stripe, settings, monkeypatch
+):
     settings.STRIPE_MAX_REQUESTS_PER_SECOND = 1000  # faster than Stripe allows: its 429s pace us
     local_stripe.set_rate_limit(2, scope="stream", retry_after=1)
     waits = []
@@ -155,11 +157,8 @@ def test_429_waits_for_retry_after_and_everything_arrives(metered, calls, local_
     usage_reports_prepare()
     from stripe_sync import sender
 
-    sender.STREAM_MAX_EVENTS, saved = 1, sender.STREAM_MAX_EVENTS
-    try:
-        result = usage_reports_send(sleep=waits.append)
-    finally:
-        sender.STREAM_MAX_EVENTS = saved
+    monkeypatch.setattr(sender, "STREAM_MAX_EVENTS", 1)
+    result = usage_reports_send(sleep=waits.append)
     assert result.sent == 3
     assert result.rate_limited >= 1
     assert 1.0 in waits  # waited exactly Retry-After
@@ -280,3 +279,19 @@ def test_report_usage_without_stripe_key_says_so(metered, calls, settings):
     with pytest.raises(CommandError, match="STRIPE_API_KEY is not set"):
         call_command("report_usage")
     assert UsageReport.objects.get().status == "pending"  # written, waiting for a key
+
+
+def test_pacing_keeps_calls_under_stripes_rate_limit(metered, calls, local_stripe, settings, monkeypatch):
+    from stripe_sync import sender
+
+    settings.STRIPE_MAX_REQUESTS_PER_SECOND = 10
+    local_stripe.set_rate_limit(10, scope="stream")
+    local_stripe.set_rate_limit(10, scope="api")
+    monkeypatch.setattr(sender, "STREAM_MAX_EVENTS", 1)  # one call per report: 15 calls in a burst
+    for hours_ago in range(1, 16):
+        ingest(metered, calls, hour_ago(hours_ago), [1])
+    usage_reports_prepare()
+    result = usage_reports_send(sleep=no_sleep)
+    assert result.sent == 15
+    assert result.rate_limited == 0
+    assert [r.status for r in local_stripe.requests if r.status == 429] == []
