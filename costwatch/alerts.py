@@ -1,0 +1,228 @@
+"""Alerts: raised once per (budget, month, threshold, actual|forecast) or spike day, sent through SNS and
+e-mail, acknowledged or snoozed by operators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from costwatch.aws import AwsError, aws_call, aws_client
+from costwatch.budgets import Judgement
+from costwatch.models import Alert, Budget, BudgetEvaluation, CostCheckRun
+
+SNS_SUBJECT_LIMIT = 100
+
+
+def money(amount: Decimal, currency: str) -> str:
+    return f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,} {currency}"
+
+
+def _percent(part: Decimal, whole: Decimal) -> str:
+    return f"{(part / whole * 100).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
+
+
+def _sns_subject(text: str) -> str:
+    # SNS subjects: ASCII, no line breaks, at most 100 characters.
+    ascii_text = text.encode("ascii", "replace").decode().replace("\n", " ")
+    return ascii_text[:SNS_SUBJECT_LIMIT]
+
+
+def _threshold_text(
+    *, budget: Budget, evaluation: BudgetEvaluation, kind: str, percent: Decimal
+) -> tuple[str, str]:
+    currency = budget.currency
+    judged = evaluation.actual if kind == Alert.Kind.ACTUAL else evaluation.forecast
+    what = "spend" if kind == Alert.Kind.ACTUAL else "forecast"
+    subject = _sns_subject(
+        f"Budget {budget.name}: {what} {_percent(judged, budget.amount)} of {money(budget.amount, currency)} "
+        f"({percent.normalize():f}% threshold)"
+    )
+    message = "\n".join(
+        [
+            f"Budget: {budget.name} ({budget.scope_label})",
+            f"Month: {evaluation.month:%B %Y} (UTC)",
+            f"Budget amount: {money(budget.amount, currency)}",
+            f"Threshold: {percent.normalize():f}% on {'actual spend' if what == 'spend' else 'forecast'}"
+            f" ({money(budget.amount * percent / 100, currency)})",
+            f"Actual spend to {evaluation.run.checked_date:%Y-%m-%d}: {money(evaluation.actual, currency)} "
+            f"({_percent(evaluation.actual, budget.amount)})",
+            f"Month-end forecast: {money(evaluation.forecast, currency)} "
+            f"({_percent(evaluation.forecast, budget.amount)}, {evaluation.get_forecast_method_display()})",
+        ]
+    )
+    return subject, message
+
+
+def _anomaly_text(*, budget: Budget, evaluation: BudgetEvaluation, day: date, cost: Decimal, mean: Decimal):
+    currency = budget.currency
+    subject = _sns_subject(f"Cost spike in budget {budget.name} on {day:%Y-%m-%d}: {money(cost, currency)}")
+    message = "\n".join(
+        [
+            f"Budget: {budget.name} ({budget.scope_label})",
+            f"Day: {day:%Y-%m-%d} (UTC)",
+            f"Cost of the day: {money(cost, currency)}",
+            f"Mean of the 7 days before: {money(mean, currency)}",
+            f"Month to date: {money(evaluation.actual, currency)} of {money(budget.amount, currency)}",
+            f"Month-end forecast: {money(evaluation.forecast, currency)}",
+        ]
+    )
+    return subject, message
+
+
+def _raise(*, budget: Budget, run: CostCheckRun, now: datetime, **fields) -> Alert | None:
+    """Store the alert unless it exists (the unique constraints decide); None when it did."""
+    snoozed = budget.snoozed_until is not None and budget.snoozed_until > now
+    try:
+        with transaction.atomic():
+            return Alert.objects.create(
+                budget=budget,
+                run=run,
+                status=Alert.Status.SUPPRESSED if snoozed else Alert.Status.PENDING,
+                error=f"raised while the budget was snoozed until {budget.snoozed_until:%Y-%m-%d %H:%M}Z"
+                if snoozed
+                else "",
+                **fields,
+            )
+    except IntegrityError:
+        return None
+
+
+def alerts_raise(*, judgement: Judgement, run: CostCheckRun, day: date) -> list[Alert]:
+    """New alerts for what a budget's judgement found; those raised before are left alone."""
+    budget, evaluation, now = judgement.budget, judgement.evaluation, timezone.now()
+    raised = []
+    for kind, percent in judgement.crossings:
+        subject, message = _threshold_text(budget=budget, evaluation=evaluation, kind=kind, percent=percent)
+        alert = _raise(
+            budget=budget,
+            run=run,
+            now=now,
+            kind=kind,
+            month=evaluation.month,
+            threshold=percent,
+            actual=evaluation.actual,
+            forecast=evaluation.forecast,
+            subject=subject,
+            message=message,
+        )
+        if alert:
+            raised.append(alert)
+    if judgement.anomaly:
+        cost, mean = judgement.anomaly
+        subject, message = _anomaly_text(budget=budget, evaluation=evaluation, day=day, cost=cost, mean=mean)
+        alert = _raise(
+            budget=budget,
+            run=run,
+            now=now,
+            kind=Alert.Kind.ANOMALY,
+            month=evaluation.month,
+            day=day,
+            actual=cost,
+            forecast=evaluation.forecast,
+            subject=subject,
+            message=message,
+        )
+        if alert:
+            raised.append(alert)
+    return raised
+
+
+@dataclass
+class Delivery:
+    alert: Alert
+    sent: bool
+    error: str = ""
+
+
+def _topic_region(arn: str) -> str | None:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 5 and parts[3] else None
+
+
+def alert_deliver(*, alert: Alert) -> Delivery:
+    """Send one pending (or failed) alert on each channel it has not reached yet.
+
+    Claimed with a conditional update, so two runs at once never both send it; a channel that worked
+    (an SNS message id, the addresses mailed) is not used again when another channel is retried.
+    """
+    claimed = Alert.objects.filter(
+        pk=alert.pk, status__in=[Alert.Status.PENDING, Alert.Status.FAILED], acknowledged_at__isnull=True
+    ).update(status=Alert.Status.SENDING)
+    if claimed != 1:
+        return Delivery(alert=alert, sent=False, error="claimed elsewhere")
+    alert.refresh_from_db()
+    budget = alert.budget
+    topic = budget.sns_topic_arn or settings.COSTWATCH_SNS_TOPIC_ARN
+    recipients = list(budget.emails or settings.OPERATOR_EMAILS)
+    errors = []
+    if topic and not alert.sns_message_id:
+        try:
+            sns = aws_client("sns", region=_topic_region(topic))
+            answer = aws_call(
+                lambda: sns.publish(TopicArn=topic, Subject=alert.subject, Message=alert.message),
+                what="SNS Publish",
+                access_hint=f"allow sns:Publish on {topic}",
+            )
+            alert.sns_topic_arn = topic
+            alert.sns_message_id = answer["MessageId"]
+        except AwsError as exc:
+            errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bad ARN or refused publish is recorded on the alert
+            errors.append(f"SNS Publish to {topic}: {exc}")
+    if recipients and not alert.emailed_to:
+        try:
+            send_mail(alert.subject, alert.message, settings.DEFAULT_FROM_EMAIL, recipients)
+            alert.emailed_to = recipients
+        except Exception as exc:  # noqa: BLE001 - any mail failure is recorded and retried next run
+            errors.append(f"e-mail to {', '.join(recipients)}: {exc}")
+    if not topic and not recipients:
+        errors_note = (
+            "no notification target: set the budget's SNS topic or e-mails, COSTWATCH_SNS_TOPIC_ARN or "
+        )
+        alert.error = errors_note + "OPERATOR_EMAILS"
+        alert.status = Alert.Status.SENT
+        alert.sent_at = timezone.now()
+    elif errors:
+        alert.error = "; ".join(errors)
+        alert.status = Alert.Status.FAILED
+    else:
+        alert.error = ""
+        alert.status = Alert.Status.SENT
+        alert.sent_at = timezone.now()
+    alert.save(update_fields=["status", "sns_topic_arn", "sns_message_id", "emailed_to", "error", "sent_at"])
+    return Delivery(alert=alert, sent=alert.status == Alert.Status.SENT, error="; ".join(errors))
+
+
+def alerts_deliver_pending() -> list[Delivery]:
+    """Every alert not sent yet: new ones, and those whose delivery failed on an earlier run."""
+    pending = Alert.objects.filter(
+        status__in=[Alert.Status.PENDING, Alert.Status.FAILED], acknowledged_at__isnull=True
+    ).select_related("budget")
+    return [alert_deliver(alert=alert) for alert in pending.order_by("created_at", "pk")]
+
+
+def alerts_acknowledge(*, alert_ids: list[int], user) -> int:
+    """Mark alerts as seen; one not sent yet is then never sent."""
+    now = timezone.now()
+    with transaction.atomic():
+        Alert.objects.filter(
+            pk__in=alert_ids,
+            acknowledged_at__isnull=True,
+            status__in=[Alert.Status.PENDING, Alert.Status.FAILED],
+        ).update(status=Alert.Status.SUPPRESSED)
+        return Alert.objects.filter(pk__in=alert_ids, acknowledged_at__isnull=True).update(
+            acknowledged_at=now, acknowledged_by=user
+        )
+
+
+def budgets_snooze(*, budget_ids: list[int], days: int) -> datetime:
+    """Alerts of these budgets raised before the returned time are recorded, not sent."""
+    until = timezone.now() + timedelta(days=days)
+    Budget.objects.filter(pk__in=budget_ids).update(snoozed_until=until)
+    return until

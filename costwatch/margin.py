@@ -1,0 +1,344 @@
+"""Per-tenant cost and margin for a month, and the month's cost chart: what the admin page shows.
+
+A constant number of queries whatever the number of tenants: one for tenants with their cost and
+invoiced revenue (subqueries), one for tag values no tenant has, and for the current month two more
+for the pricing preview of every tenant at once (the same arithmetic as
+`metering.estimates.tenant_month_estimate`, which asks three queries per tenant).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db.models import BigIntegerField, Count, DecimalField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
+from django.utils import timezone
+from djstripe.models import Invoice
+
+from costwatch.budgets import linear_forecast
+from costwatch.conf import CostwatchConfig
+from costwatch.costs import budget_scope_q, month_end, next_month, scope_daily_totals
+from costwatch.models import COST_DIGITS, COST_PLACES, Budget, BudgetEvaluation, DailyCost
+from costwatch.passthrough import ZERO_DECIMAL_CURRENCIES
+from metering.models import HourlyAggregate, Price
+from metering.pricing import billable_quantity, price_charge_for
+from tenants.models import Tenant
+
+REVENUE_STATUSES = ("paid", "open")
+CENT = Decimal("0.01")
+
+
+def _major(amount_minor: int, currency: str) -> Decimal:
+    return Decimal(amount_minor).scaleb(0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else -2)
+
+
+def _epoch(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+@dataclass
+class MarginRow:
+    tenant: Tenant
+    cost: Decimal
+    revenue: Decimal
+    revenue_source: str  # "invoices", "estimate" or "none"
+    margin: Decimal = field(init=False)
+    margin_percent: Decimal | None = field(init=False)
+
+    def __post_init__(self):
+        self.margin = self.revenue - self.cost
+        self.margin_percent = (
+            (self.margin / self.revenue * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+            if self.revenue
+            else None
+        )
+
+
+@dataclass
+class MarginTable:
+    month: date
+    currency: str
+    rows: list[MarginRow]
+    unattributed: Decimal  # cost with no tenant tag
+    unknown_tags: list[tuple[str, Decimal]]  # tag values that name no tenant
+    cost_total: Decimal
+    revenue_total: Decimal
+    margin_total: Decimal
+
+
+def _invoices_of_month(*, month: date, currency: str):
+    period_start = Cast(KT("stripe_data__period_start"), BigIntegerField())
+    return (
+        Invoice.objects.annotate(period_start_epoch=period_start, status_text=KT("stripe_data__status"))
+        .filter(
+            customer_id=OuterRef("stripe_customer_id"),
+            status_text__in=REVENUE_STATUSES,
+            stripe_data__currency=currency.lower(),
+            period_start_epoch__gte=_epoch(month),
+            period_start_epoch__lt=_epoch(next_month(month)),
+        )
+        .order_by()
+        .values("customer")
+    )
+
+
+def _estimates_minor(*, tenants: list[Tenant], month: date, currency: str) -> dict[int, int]:
+    """The pricing preview's month total (minor units of `currency`) of each tenant, in two queries."""
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    end = datetime.combine(next_month(month), datetime.min.time(), tzinfo=UTC)
+    usage: dict[int, dict[int, Decimal]] = defaultdict(dict)
+    for tenant_id, meter_id, total in (
+        HourlyAggregate.objects.filter(tenant__in=[t.pk for t in tenants], hour__gte=start, hour__lt=end)
+        .order_by()
+        .values("tenant", "meter")
+        .annotate(total=Sum("value"))
+        .values_list("tenant", "meter", "total")
+    ):
+        usage[tenant_id][meter_id] = total
+    prices_by_plan: dict[str, list[Price]] = defaultdict(list)
+    for price in Price.objects.filter(currency=currency.lower()):
+        prices_by_plan[price.plan].append(price)
+    totals = {}
+    for tenant in tenants:
+        total = 0
+        # Every priced meter counts, used or not: a first tier's flat amount is due at zero usage.
+        for price in prices_by_plan.get(tenant.plan, []):
+            used = usage[tenant.pk].get(price.meter_id) or Decimal(0)
+            total += price_charge_for(
+                price=price, quantity=billable_quantity(tenant=tenant, usage=used)
+            ).amount_minor
+        totals[tenant.pk] = total
+    return totals
+
+
+def margin_table(*, month: date, config: CostwatchConfig) -> MarginTable:
+    month = month.replace(day=1)
+    currency = config.currency
+    costs = DailyCost.objects.filter(
+        metric=config.metric, currency=currency, day__gte=month, day__lt=next_month(month)
+    )
+    cost_of_tenant = (
+        costs.filter(tag_value=OuterRef("slug")).order_by().values("tag_value").annotate(total=Sum("amount"))
+    )
+    revenue_expression = Coalesce(
+        Cast(KT("stripe_data__total_excluding_tax"), BigIntegerField()),
+        Cast(KT("stripe_data__total"), BigIntegerField()),
+    )
+    invoices = _invoices_of_month(month=month, currency=currency)
+    tenants = list(
+        Tenant.objects.annotate(
+            cost=Coalesce(
+                Subquery(cost_of_tenant.values("total")),
+                Value(Decimal(0)),
+                output_field=DecimalField(max_digits=COST_DIGITS, decimal_places=COST_PLACES),
+            ),
+            revenue_minor=Subquery(
+                invoices.annotate(total=Sum(revenue_expression)).values("total"),
+                output_field=BigIntegerField(),
+            ),
+            invoice_count=Subquery(invoices.annotate(n=Count("pk")).values("n")),
+        ).order_by("name")
+    )
+    is_current = month == timezone.now().date().replace(day=1)
+    estimate_for = [t for t in tenants if not t.invoice_count] if is_current else []
+    estimates = _estimates_minor(tenants=estimate_for, month=month, currency=currency) if estimate_for else {}
+
+    rows = []
+    for tenant in tenants:
+        if tenant.invoice_count:
+            revenue, source = _major(tenant.revenue_minor or 0, currency), "invoices"
+        elif tenant.pk in estimates:
+            revenue, source = _major(estimates[tenant.pk], currency), "estimate"
+        else:
+            revenue, source = Decimal(0), "none"
+        rows.append(MarginRow(tenant=tenant, cost=tenant.cost, revenue=revenue, revenue_source=source))
+
+    unknown = dict(
+        costs.exclude(tag_value__in=Tenant.objects.values("slug"))
+        .order_by()
+        .values("tag_value")
+        .annotate(total=Sum("amount"))
+        .values_list("tag_value", "total")
+    )
+    unattributed = unknown.pop("", Decimal(0))
+    unknown_tags = sorted(unknown.items())
+    cost_total = (
+        sum((row.cost for row in rows), Decimal(0)) + unattributed + sum(unknown.values(), Decimal(0))
+    )
+    revenue_total = sum((row.revenue for row in rows), Decimal(0))
+    return MarginTable(
+        month=month,
+        currency=currency,
+        rows=rows,
+        unattributed=unattributed,
+        unknown_tags=unknown_tags,
+        cost_total=cost_total,
+        revenue_total=revenue_total,
+        margin_total=revenue_total - cost_total,
+    )
+
+
+def margin_csv(table: MarginTable) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "month",
+            "tenant",
+            "tenant_name",
+            "currency",
+            "aws_cost",
+            "revenue",
+            "revenue_source",
+            "margin",
+            "margin_percent",
+        ]
+    )
+    month = f"{table.month:%Y-%m}"
+    for row in table.rows:
+        writer.writerow(
+            [
+                month,
+                row.tenant.slug,
+                row.tenant.name,
+                table.currency,
+                row.cost,
+                row.revenue,
+                row.revenue_source,
+                row.margin,
+                "" if row.margin_percent is None else row.margin_percent,
+            ]
+        )
+    writer.writerow(
+        [
+            month,
+            "(unattributed)",
+            "cost with no tenant tag",
+            table.currency,
+            table.unattributed,
+            "",
+            "",
+            "",
+            "",
+        ]
+    )
+    for tag_value, amount in table.unknown_tags:
+        writer.writerow([month, tag_value, "tag value of no tenant", table.currency, amount, "", "", "", ""])
+    writer.writerow(
+        [
+            month,
+            "(total)",
+            "",
+            table.currency,
+            table.cost_total,
+            table.revenue_total,
+            "",
+            table.margin_total,
+            "",
+        ]
+    )
+    return out.getvalue()
+
+
+# --- The chart: cumulative spend against the budget line and the forecast --------------------------
+
+CHART_SLOT = 20  # pixels per day
+CHART_HEIGHT = 220
+CHART_BAR_WIDTH = 12
+
+
+def _y(amount: Decimal, top: Decimal) -> int:
+    return CHART_HEIGHT - round(float(amount / top) * CHART_HEIGHT) if top else CHART_HEIGHT
+
+
+def month_chart(*, month: date, budget: Budget | None, config: CostwatchConfig) -> dict:
+    """SVG geometry for the month: daily cost bars, cumulative spend, budget line, forecast."""
+    month = month.replace(day=1)
+    last = month_end(month)
+    scope = budget_scope_q(budget) if budget else Q()
+    currency = budget.currency if budget else config.currency
+    totals = scope_daily_totals(
+        metric=config.metric, scope=scope, currency=currency, start=month, end=last + timedelta(days=1)
+    )
+    evaluation = (
+        BudgetEvaluation.objects.filter(budget=budget, month=month)
+        .order_by("-run__started_at", "-pk")
+        .first()
+        if budget
+        else None
+    )
+    days = [month + timedelta(days=n) for n in range(last.day)]
+    last_day = max(totals) if totals else None
+    cumulative, running = [], Decimal(0)
+    for day in days:
+        running += totals.get(day, Decimal(0))
+        cumulative.append(running if last_day and day <= last_day else None)
+    actual = running
+    if evaluation:
+        forecast, method = evaluation.forecast, evaluation.get_forecast_method_display()
+    elif last_day and last_day < last:
+        forecast, method = linear_forecast(actual=actual, day=last_day), "Linear from month to date"
+    else:
+        forecast, method = actual, "Month complete"
+    limit = budget.amount if budget else None
+    top = max([actual, forecast, limit or Decimal(0), *(totals.values() or [Decimal(0)])]) * Decimal("1.1")
+    bars, points = [], []
+    for index, day in enumerate(days):
+        x = index * CHART_SLOT
+        cost = totals.get(day)
+        if cost:
+            y = _y(cost, top)
+            bars.append(
+                {
+                    "x": x + (CHART_SLOT - CHART_BAR_WIDTH) // 2,
+                    "y": y,
+                    "height": max(1, CHART_HEIGHT - y),
+                    "day": day,
+                    "cost": cost.quantize(CENT, rounding=ROUND_HALF_UP),
+                }
+            )
+        if cumulative[index] is not None:
+            points.append(f"{x + CHART_SLOT // 2},{_y(cumulative[index], top)}")
+    width = CHART_SLOT * len(days)
+    chart = {
+        "width": width,
+        "height": CHART_HEIGHT,
+        "svg_height": CHART_HEIGHT + 16,
+        "label_y": CHART_HEIGHT + 12,
+        "bar_width": CHART_BAR_WIDTH,
+        "bars": bars,
+        "cumulative_points": " ".join(points),
+        "currency": currency,
+        "actual": actual.quantize(CENT, rounding=ROUND_HALF_UP),
+        "forecast": forecast.quantize(CENT, rounding=ROUND_HALF_UP),
+        "forecast_method": method,
+        "first_day": days[0],
+        "last_day": last,
+        "top": top.quantize(CENT, rounding=ROUND_HALF_UP),
+        "rows": [
+            {
+                "day": day,
+                "cost": totals[day].quantize(CENT, rounding=ROUND_HALF_UP),
+                "cumulative": cumulative[i].quantize(CENT, rounding=ROUND_HALF_UP),
+            }
+            for i, day in enumerate(days)
+            if day in totals
+        ],
+    }
+    if limit is not None:
+        chart["budget_y"] = _y(limit, top)
+        chart["budget_amount"] = limit
+    if last_day and last_day < last:
+        chart["forecast_line"] = {
+            "x1": days.index(last_day) * CHART_SLOT + CHART_SLOT // 2,
+            "y1": _y(actual, top),
+            "x2": width - CHART_SLOT // 2,
+            "y2": _y(forecast, top),
+        }
+    return chart

@@ -1,0 +1,140 @@
+import json
+import urllib.request
+from datetime import date
+from decimal import Decimal
+
+import boto3
+import pytest
+from djstripe.models import Customer
+from freezegun import freeze_time
+
+from costwatch import aws as costwatch_aws
+from costwatch.tests.aws_proxy import AwsProxy
+from tenants.tests.factories import TenantFactory
+
+TAG_KEY = "tenant"
+
+
+@pytest.fixture(scope="session")
+def aws_proxy(moto_server):
+    proxy = AwsProxy(moto_server).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def cost_explorer(aws, aws_proxy, monkeypatch, settings):
+    """AWS (moto behind the test proxy) for Costwatch, with fast backoff and fresh settings."""
+    aws_proxy.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_proxy.url)
+    monkeypatch.setattr(costwatch_aws, "BACKOFF_SECONDS", (0.01, 0.01, 0.01))
+    settings.COSTWATCH_SNS_TOPIC_ARN = ""
+    settings.OPERATOR_EMAILS = []
+    settings.COSTWATCH_METRIC = "UnblendedCost"
+    settings.COSTWATCH_TENANT_TAG_KEY = TAG_KEY
+    settings.COSTWATCH_CURRENCY = "USD"
+    settings.COSTWATCH_RESTATEMENT_DAYS = 3
+    settings.COSTWATCH_ANOMALY_FACTOR = "3"
+    settings.COSTWATCH_ANOMALY_MIN_DAILY_COST = "1"
+    return CostExplorerControl(aws_proxy, aws)
+
+
+class CostExplorerControl:
+    def __init__(self, proxy: AwsProxy, moto_url: str) -> None:
+        self.proxy = proxy
+        self.moto_url = moto_url
+
+    def queue(self, *pages: dict) -> None:
+        """Queue GetCostAndUsage answers in moto: each new request (body) takes the next one."""
+        request = urllib.request.Request(  # noqa: S310 - the local moto server
+            f"{self.moto_url}/moto-api/static/ce/cost-and-usage-results",
+            data=json.dumps({"results": list(pages)}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local moto
+            assert response.status == 201
+
+    def usage_requests(self) -> list[dict]:
+        return self.proxy.operations("GetCostAndUsage")
+
+    def forecast_requests(self) -> list[dict]:
+        return self.proxy.operations("GetCostForecast")
+
+
+def page(costs: dict, *, estimated=(), token: str | None = None) -> dict:
+    """A GetCostAndUsage answer: {date: [(service, tag value or "", amount), ...]}."""
+    results = []
+    for day, groups in sorted(costs.items()):
+        results.append(
+            {
+                "TimePeriod": {
+                    "Start": day.isoformat(),
+                    "End": date.fromordinal(day.toordinal() + 1).isoformat(),
+                },
+                "Total": {},
+                "Groups": [
+                    {
+                        "Keys": [service, f"{TAG_KEY}${tag}"],
+                        "Metrics": {"UnblendedCost": {"Amount": str(amount), "Unit": "USD"}},
+                    }
+                    for service, tag, amount in groups
+                ],
+                "Estimated": day in estimated,
+            }
+        )
+    answer = {"ResultsByTime": results, "DimensionValueAttributes": []}
+    if token:
+        answer["NextPageToken"] = token
+    return answer
+
+
+def month_days(first: date, last: date, groups) -> dict:
+    return {date.fromordinal(n): list(groups) for n in range(first.toordinal(), last.toordinal() + 1)}
+
+
+@pytest.fixture
+def sns_queue(cost_explorer, settings):
+    """A moto SNS topic (COSTWATCH_SNS_TOPIC_ARN) with an SQS queue subscribed; returns a reader."""
+    sns = boto3.client("sns", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    topic = sns.create_topic(Name="costwatch-alerts")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="costwatch-alerts")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    settings.COSTWATCH_SNS_TOPIC_ARN = topic
+
+    def read(at: str | None = None) -> list[dict]:
+        """The messages in the queue; `at`: read at that (frozen) time, as moto stamps messages with the
+        frozen clock of the run and drops them once past the queue's retention period."""
+        if at:
+            with freeze_time(at):
+                return read()
+        messages = []
+        while True:
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            batch = answer.get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                messages.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    return read
+
+
+def stripe_customer_for(tenant, customer_id: str) -> Customer:
+    customer = Customer.objects.create(id=customer_id, livemode=False, stripe_data={"id": customer_id})
+    tenant.stripe_customer = customer
+    tenant.save(update_fields=["stripe_customer"])
+    return customer
+
+
+@pytest.fixture
+def acme(db):
+    return TenantFactory(slug="acme", name="Acme")
+
+
+D = Decimal
