@@ -6,11 +6,23 @@ from pathlib import Path
 
 from celery import Celery
 
+# These modules connect Celery signal receivers: log context and format, task metrics, beat heartbeat.
+from billing_platform import beat, metrics  # noqa: F401
+from billing_platform import logging as platform_logging  # noqa: F401
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_platform.settings")
 
 app = Celery("billing_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.conf.beat_schedule = {
+    # The database scheduler writes this entry into its tables at start (see billing_platform/beat.py).
+    "celery-beat-heartbeat": {
+        "task": beat.HEARTBEAT_TASK,
+        "schedule": float(beat.HEARTBEAT_INTERVAL_SECONDS),
+        "options": {"expire_seconds": beat.HEARTBEAT_INTERVAL_SECONDS},
+    },
+}
 
 if app.conf.broker_url.startswith("filesystem://"):
     # The demo's filesystem broker needs its folders to exist before anyone publishes.
@@ -27,3 +39,8 @@ def worker_check() -> dict:
         cursor.execute("SELECT 1")
         cursor.fetchone()
     return {"hostname": socket.gethostname(), "pid": os.getpid(), "database": connection.vendor}
+
+
+@app.task(name=beat.HEARTBEAT_TASK, acks_late=False, ignore_result=True)
+def beat_heartbeat() -> None:
+    """Published by beat every minute; beat records the heartbeat when it publishes (see beat.py)."""

@@ -1,7 +1,8 @@
 """Liveness and readiness probes.
 
 /healthz answers while the process can serve a request at all. /readyz checks what a request
-needs: the database always; Redis and at least one Celery worker when REDIS_URL is configured.
+needs: the database always; Redis, at least one Celery worker and a live Celery beat (its heartbeat,
+see billing_platform/beat.py) when REDIS_URL is configured.
 """
 
 import time
@@ -11,6 +12,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from billing_platform.beat import HEARTBEAT_MAX_AGE_SECONDS, beat_heartbeat_age
 
 CHECK_TIMEOUT_SECONDS = 1.0
 
@@ -62,14 +65,27 @@ def _check_worker():
     return {"workers": sorted(name for reply in replies for name in reply)}
 
 
+def _check_beat():
+    age = beat_heartbeat_age()
+    if age is None:
+        raise RuntimeError("no Celery beat heartbeat recorded (is beat running?)")
+    if age > HEARTBEAT_MAX_AGE_SECONDS:
+        raise RuntimeError(
+            f"the last Celery beat heartbeat is {age:.0f}s old (limit {HEARTBEAT_MAX_AGE_SECONDS}s)"
+        )
+    return {"heartbeat_age_s": round(age, 1)}
+
+
 def readiness() -> tuple[bool, dict]:
     checks = {"database": _timed(_check_database)}
     if settings.REDIS_URL:
         checks["redis"] = _timed(_check_redis)
         if checks["redis"]["ok"]:
             checks["worker"] = _timed(_check_worker)
+            checks["beat"] = _timed(_check_beat)
         else:
             checks["worker"] = {"ok": False, "error": "not checked: Redis is unreachable"}
+            checks["beat"] = {"ok": False, "error": "not checked: Redis is unreachable"}
     else:
         checks["redis"] = {"ok": True, "skipped": "REDIS_URL not set (embedded demo)"}
     ready = all(check["ok"] for check in checks.values())

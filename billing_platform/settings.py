@@ -6,12 +6,15 @@ filesystem broker), no Stripe or AWS keys. Every variable is listed in README.md
 
 from pathlib import Path
 
-import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from billing_platform.env import RecordingEnv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+env = RecordingEnv()
+# Every variable read below, its value and whether it came from the environment (`show_config`).
+ENVIRONMENT_READS = env.reads
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 
@@ -47,6 +50,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every log line of the request (and its X-Request-ID answer) has the id.
+    "billing_platform.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -271,12 +276,25 @@ API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 # Re-stamp a key's last_used_at at most this often, so authentication is not a write per request.
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SECONDS", default=60)
 
-# --- Logging --------------------------------------------------------------------------------
+# --- Logging and metrics --------------------------------------------------------------------
+# JSON lines in production, text in the demo; each line has request id, tenant and task id.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is a 404 (in DEBUG,
+# loopback callers may read it without a token).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "billing_platform.logging.JsonFormatter"},
+        "text": {"()": "billing_platform.logging.TextFormatter"},
+    },
+    "filters": {"context": {"()": "billing_platform.logging.ContextFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # boto's INFO lines ("Found credentials in environment variables") and stripe-python's two INFO
     # lines per request are noise; the platform records its Stripe and AWS calls itself.

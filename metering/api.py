@@ -11,6 +11,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from billing_platform.api_errors import error_body
+from billing_platform.metrics import instrument_ingest
 from metering.ingest import EXACT, MAX_BODY_BYTES, EventsInvalid, usage_events_record, usage_events_validate
 from metering.models import Meter
 from metering.selectors import usage_series
@@ -82,6 +83,7 @@ EVENT_SCHEMA = inline_serializer(
 )
 
 
+@instrument_ingest
 @extend_schema(
     summary="Record usage events",
     description='One event, or `{"events": [...]}` of up to 1,000. All-or-nothing validation; '

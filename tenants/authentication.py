@@ -6,6 +6,7 @@ suspended tenant answers 403, so a client can tell "fix your key" from "talk to 
 
 from rest_framework import authentication, exceptions, permissions
 
+from billing_platform.logging import log_context_bind
 from tenants.key_cache import api_key_lookup
 from tenants.models import Tenant, TenantAPIKey
 from tenants.services import api_key_mark_used
@@ -54,6 +55,7 @@ class TenantApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")
+        log_context_bind(tenant=api_key.tenant.slug, tenant_id=api_key.tenant.pk)
         if not api_key.tenant.is_active:
             raise exceptions.PermissionDenied("This tenant is suspended.")
         api_key_mark_used(api_key=api_key)

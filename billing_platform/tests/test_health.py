@@ -5,6 +5,8 @@ import time
 import pytest
 import redis
 
+from billing_platform import beat, health
+from billing_platform.beat import HEARTBEAT_MAX_AGE_SECONDS, beat_heartbeat_age, beat_heartbeat_record
 from conftest import free_port
 
 pytestmark = pytest.mark.django_db
@@ -73,10 +75,66 @@ def test_readyz_reports_a_stopped_redis_as_not_ready(client, settings, disposabl
 @pytest.mark.redis
 def test_readyz_is_ready_with_redis_and_a_live_worker(client, settings, redis_url, celery_worker_process):
     settings.REDIS_URL = redis_url
+    beat_heartbeat_record()
     response = client.get("/readyz")
     assert response.status_code == 200, response.json()
     workers = response.json()["checks"]["worker"]["workers"]
     assert any(name.startswith("test-") for name in workers)
+
+
+@pytest.fixture
+def redis_and_worker_up(settings, monkeypatch):
+    """REDIS_URL configured, Redis and a worker answering: only beat is left to check."""
+    settings.REDIS_URL = "redis://redis.invalid:6379/0"
+    monkeypatch.setattr(health, "_check_redis", lambda: None)
+    monkeypatch.setattr(health, "_check_worker", lambda: {"workers": ["worker@test"]})
+
+
+def test_readyz_is_not_ready_without_a_beat_heartbeat(client, redis_and_worker_up):
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["worker"]["ok"] is True
+    assert body["checks"]["beat"]["ok"] is False
+    assert "no Celery beat heartbeat" in body["checks"]["beat"]["error"]
+
+
+def test_readyz_is_ready_with_a_fresh_beat_heartbeat(client, redis_and_worker_up):
+    beat_heartbeat_record()
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["beat"]["heartbeat_age_s"] < 5
+
+
+def test_readyz_names_a_stale_beat_heartbeat(client, redis_and_worker_up):
+    import time
+
+    beat_heartbeat_record(at=time.time() - HEARTBEAT_MAX_AGE_SECONDS - 30)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "heartbeat is 2" in response.json()["checks"]["beat"]["error"]
+
+
+def test_beat_records_its_heartbeat_when_it_starts_and_publishes_the_heartbeat_task():
+    from celery import signals
+
+    assert beat_heartbeat_age() is None
+    signals.beat_init.send(sender=None)
+    assert beat_heartbeat_age() < 5
+
+    beat_heartbeat_record(at=0)
+    signals.after_task_publish.send(sender="metering.aggregate_usage", body=None)
+    assert beat_heartbeat_age() > HEARTBEAT_MAX_AGE_SECONDS  # another task's publication is no heartbeat
+    signals.after_task_publish.send(sender=beat.HEARTBEAT_TASK, body=None)
+    assert beat_heartbeat_age() < 5
+
+
+def test_the_heartbeat_is_in_beat_schedule():
+    from billing_platform.celery import app
+
+    [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == beat.HEARTBEAT_TASK]
+    assert entry["schedule"] == beat.HEARTBEAT_INTERVAL_SECONDS
+    assert beat.HEARTBEAT_TASK in app.tasks
 
 
 def test_api_schema_and_docs_are_served(client):
