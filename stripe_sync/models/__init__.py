@@ -1,6 +1,6 @@
 """stripe_sync's models, one module per concern; import them from here."""
 
-from stripe_sync.models.customers import StripeMeter  # noqa: F401
+from stripe_sync.models.customers import StripeMeter, TenantSubscription  # noqa: F401
 from stripe_sync.models.reporting import (  # noqa: F401
     CircuitBreaker,
     ReconciliationItem,
@@ -9,4 +9,4 @@ from stripe_sync.models.reporting import (  # noqa: F401
     ReportingBalance,
     UsageReport,
 )
-from stripe_sync.models.webhooks import *  # noqa: F401,F403
+from stripe_sync.models.webhooks import *  # noqa: F403

@@ -55,6 +55,7 @@ class UsageReport(models.Model):
                 condition=models.Q(status="pending"),
                 name="usage_report_pending",
             ),
+            models.Index(fields=["id"], condition=models.Q(status="failed"), name="usage_report_failed"),
             models.Index(fields=["tenant", "meter", "hour"], name="usage_report_tmh"),
         ]
 
