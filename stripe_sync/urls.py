@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from stripe_sync import api, webhook_views
+
+urlpatterns = [
+    path("stripe/webhook", webhook_views.stripe_webhook, name="stripe-webhook"),
+    path("billing/checkout", api.checkout_create, name="billing-checkout"),
+]

@@ -1,0 +1,591 @@
+"""The Stripe webhook inbox: verify, store once per Stripe event id, process once, in any order.
+
+Receiving (the HTTP view) only verifies the signature and stores the raw event; a Celery task runs
+`webhook_event_process`, which locks the row, re-fetches the event's object from Stripe (payloads
+can be stale and deliveries arrive out of order), mirrors it through dj-stripe and runs the
+platform's handler for the event type. The handlers set the tenant's plan from Stripe's *current*
+state, so processing an event twice, late or after a newer one ends in the same place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from djstripe import models as djstripe_models
+
+from stripe_sync import mirror
+from stripe_sync.client import stripe_client
+from stripe_sync.models import BillingNotification, WebhookEvent
+from stripe_sync.notifications import billing_notification_record
+from tenants.models import Tenant, TenantChange
+from tenants.services import tenant_change_plan
+
+logger = logging.getLogger(__name__)
+
+# Stripe's own default (stripe.Webhook.DEFAULT_TOLERANCE): a signature older than this is refused,
+# which is what makes a captured delivery useless for replay attacks.
+SIGNATURE_TOLERANCE_SECONDS = 300
+# A delivery of an event that is stored but still `received` after this long was never picked up
+# (the broker was down when it was first queued): queue it again.
+REQUEUE_AFTER = timedelta(seconds=60)
+ERROR_MAX_CHARS = 20_000
+
+THIN_EVENT_OBJECT = "v2.core.event"
+METERED_STATUSES = frozenset({"active", "trialing"})
+ENDED_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
+# Plan-changing event types that report something that happened (a card attached, a payment
+# failed) rather than a state to follow: one that Stripe created before another plan event already
+# applied for the tenant is not applied over it (a late card must not undo a newer failure).
+PLAN_TRIGGER_TYPES = (
+    "payment_method.attached",
+    "setup_intent.succeeded",
+    "checkout.session.completed",
+    "invoice.payment_failed",
+)
+SUBSCRIPTION_TYPES = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+)
+
+
+class WebhookRejected(Exception):
+    """A delivery that is not a verified Stripe event; answered 400 and not stored."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Received:
+    event: WebhookEvent
+    created: bool
+
+
+@dataclass
+class Outcome:
+    status: str
+    result: str
+    tenant: Tenant | None = None
+    plan_applied: bool = False
+
+
+@dataclass
+class _Context:
+    """What a handler works with: the stored event, a Stripe client, and the object re-fetched."""
+
+    event: WebhookEvent
+    client: stripe.StripeClient
+    obj: dict = field(default_factory=dict)
+
+
+# --- receiving --------------------------------------------------------------------------------
+
+
+def webhook_payload_verify(*, body: bytes, signature: str | None, secret: str) -> dict:
+    """Check `Stripe-Signature` against the raw body and return the parsed event.
+
+    Snapshot events (`"object": "event"`) and thin v2 notifications (`"object": "v2.core.event"`)
+    are signed the same way. Raises WebhookRejected naming what is wrong.
+    """
+    if not secret:
+        logger.error("a Stripe webhook arrived but STRIPE_WEBHOOK_SECRET is not set; refused")
+        raise WebhookRejected("webhook_not_configured", "Webhooks are not configured (no signing secret).")
+    if not signature:
+        raise WebhookRejected("signature_missing", "The Stripe-Signature header is missing.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookRejected("invalid_body", "The body is not UTF-8 text.") from None
+    try:
+        stripe.WebhookSignature.verify_header(text, signature, secret, SIGNATURE_TOLERANCE_SECONDS)
+    except stripe.SignatureVerificationError as exc:
+        # stripe-python's messages: no matching signature, timestamp outside the tolerance zone, ...
+        raise WebhookRejected("signature_invalid", f"Signature verification failed: {exc}") from None
+    return webhook_payload_parse(text=text)
+
+
+def webhook_payload_parse(*, text: str) -> dict:
+    """Parse an event's JSON (already verified, or from an operator's file) and check its shape."""
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise WebhookRejected("invalid_body", f"The body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise WebhookRejected("invalid_body", "The body is not a JSON object.")
+    if payload.get("object") not in ("event", THIN_EVENT_OBJECT):
+        raise WebhookRejected("invalid_body", 'The body is not a Stripe event ("object" is not "event").')
+    for name in ("id", "type"):
+        if not isinstance(payload.get(name), str) or not payload[name]:
+            raise WebhookRejected("invalid_body", f"The event has no {name}.")
+    if len(payload["id"]) > 255 or len(payload["type"]) > 255:
+        raise WebhookRejected("invalid_body", "The event's id or type is too long.")
+    if payload["object"] == "event" and not isinstance((payload.get("data") or {}).get("object"), dict):
+        raise WebhookRejected("invalid_body", "The event has no data.object.")
+    return payload
+
+
+def _stripe_time(value: Any) -> datetime | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if isinstance(value, str):
+        return parse_datetime(value)
+    return None
+
+
+def _event_fields(payload: dict) -> dict:
+    thin = payload["object"] == THIN_EVENT_OBJECT
+    if thin:
+        object_id = (payload.get("related_object") or {}).get("id") or ""
+    else:
+        object_id = payload["data"]["object"].get("id") or ""
+    return {
+        "type": payload["type"],
+        "livemode": bool(payload.get("livemode")),
+        "api_version": (payload.get("api_version") or "")[:64],
+        "thin": thin,
+        "stripe_created": _stripe_time(payload.get("created")),
+        "object_id": str(object_id)[:255],
+        "payload": payload,
+    }
+
+
+def webhook_event_receive(*, payload: dict, enqueue: bool = True) -> Received:
+    """Store a verified event once per Stripe event id and queue its processing after commit.
+
+    Two deliveries of one event racing meet at the unique index: get_or_create inserts in a
+    savepoint and, on the conflict, reads the row the other one committed.
+    """
+    with transaction.atomic():
+        event, created = WebhookEvent.objects.get_or_create(
+            stripe_id=payload["id"], defaults=_event_fields(payload)
+        )
+        stale = (
+            event.status == WebhookEvent.Status.RECEIVED
+            and event.received_at < timezone.now() - REQUEUE_AFTER
+        )
+        if enqueue and (created or stale):
+            transaction.on_commit(partial(webhook_event_enqueue, event_id=event.pk))
+    return Received(event=event, created=created)
+
+
+def webhook_event_enqueue(*, event_id: int) -> None:
+    from stripe_sync.tasks.webhooks import process_stripe_event
+
+    process_stripe_event.delay(event_id)
+
+
+@transaction.atomic
+def webhook_event_replay(*, event: WebhookEvent) -> None:
+    """Process a stored event again (an operator's replay): back to `received`, queued after commit.
+
+    Harmless on a processed event: handlers follow Stripe's current state, and notifications are
+    de-duplicated.
+    """
+    WebhookEvent.objects.filter(pk=event.pk).update(
+        status=WebhookEvent.Status.RECEIVED, error="", updated_at=timezone.now()
+    )
+    event.status = WebhookEvent.Status.RECEIVED
+    transaction.on_commit(partial(webhook_event_enqueue, event_id=event.pk))
+
+
+# --- processing ---------------------------------------------------------------------------------
+
+
+def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
+    """Process one stored event unless it already was; returns the row (None if it is gone).
+
+    Safe to run any number of times and by several workers at once: the row lock makes a second
+    worker wait and then find the event processed. On an error the row is marked failed with the
+    traceback and the error is raised again (the task retries with backoff).
+    """
+    # Visible while the work runs (and left behind if the worker dies, so the next try is clear).
+    WebhookEvent.objects.filter(pk=event_id).exclude(status__in=WebhookEvent.FINAL_STATUSES).update(
+        status=WebhookEvent.Status.PROCESSING, attempts=F("attempts") + 1, updated_at=timezone.now()
+    )
+    try:
+        with transaction.atomic():
+            event = WebhookEvent.objects.select_for_update().filter(pk=event_id).first()
+            if event is None or event.is_final:
+                return event
+            outcome = _dispatch(event)
+            event.status = outcome.status
+            event.result = outcome.result[:1000]
+            event.tenant = outcome.tenant or event.tenant
+            event.plan_applied = outcome.plan_applied
+            event.error = ""
+            event.processed_at = timezone.now()
+            event.save(
+                update_fields=[
+                    "status",
+                    "result",
+                    "tenant",
+                    "plan_applied",
+                    "error",
+                    "processed_at",
+                    "updated_at",
+                ]
+            )
+    except Exception:
+        WebhookEvent.objects.filter(pk=event_id).exclude(status__in=WebhookEvent.FINAL_STATUSES).update(
+            status=WebhookEvent.Status.FAILED,
+            error=traceback.format_exc()[-ERROR_MAX_CHARS:],
+            updated_at=timezone.now(),
+        )
+        logger.exception("processing Stripe event %s failed", event_id)
+        raise
+    logger.info("Stripe event %s %s: %s (%s)", event.stripe_id, event.type, event.status, event.result)
+    return event
+
+
+def _dispatch(event: WebhookEvent) -> Outcome:
+    handlers = _THIN_HANDLERS if event.thin else _HANDLERS
+    handler = handlers.get(event.type)
+    if handler is None:
+        return Outcome(WebhookEvent.Status.IGNORED, f"no handler for {event.type}")
+    ctx = _Context(event=event, client=stripe_client(max_network_retries=2))
+    if not event.thin:
+        ctx.obj = _refetch_and_mirror(ctx.client, event.payload["data"]["object"])
+    return handler(ctx)
+
+
+# Stripe objects re-fetched by kind; the payload's copy is only used for its id.
+_RETRIEVE = {
+    "customer": lambda client, id: client.v1.customers.retrieve(id),
+    "subscription": lambda client, id: client.v1.subscriptions.retrieve(id),
+    "invoice": lambda client, id: client.v1.invoices.retrieve(id),
+    "payment_method": lambda client, id: client.v1.payment_methods.retrieve(id),
+    "setup_intent": lambda client, id: client.v1.setup_intents.retrieve(id),
+    "checkout.session": lambda client, id: client.v1.checkout.sessions.retrieve(id),
+}
+# Kinds stripe_sync.mirror does not cover, mirrored straight through dj-stripe.
+_DJSTRIPE_MODELS = {
+    "payment_method": djstripe_models.PaymentMethod,
+    "setup_intent": djstripe_models.SetupIntent,
+    "checkout.session": djstripe_models.Session,
+}
+
+
+def _refetch_and_mirror(client: stripe.StripeClient, stale: dict) -> dict:
+    """The event's object as Stripe has it now, mirrored through dj-stripe; the payload's copy for
+    kinds the platform neither re-fetches nor mirrors."""
+    kind, object_id = stale.get("object", ""), stale.get("id")
+    retrieve = _RETRIEVE.get(kind)
+    if retrieve is None or not object_id:
+        return stale
+    current = retrieve(client, object_id)
+    # Subscriptions go through stripe_sync.mirror, which copies current_period_start/end from the
+    # items (where API versions since 2025-03-31 put them) to the top level, where dj-stripe 2.11
+    # reads them; invoices get their subscription back from parent.subscription_details likewise.
+    if mirror.mirror_object(current) is None and kind in _DJSTRIPE_MODELS:
+        _DJSTRIPE_MODELS[kind].sync_from_stripe_data(
+            mirror.stripe_dict(current), api_key=settings.STRIPE_API_KEY or None
+        )
+    return mirror.stripe_dict(current)
+
+
+def _id(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("id")
+    return value or None
+
+
+def _tenant_for_customer(client: stripe.StripeClient, customer_id: str | None) -> tuple[Tenant | None, str]:
+    """The tenant whose Stripe customer this is, and a note when there is none.
+
+    First by the link onboarding made (Tenant.stripe_customer), then by the customer's
+    `tenant_id` metadata; a tenant found that way and not linked yet is linked to it, so a later
+    `tenant_subscription_ensure` cannot make it a second customer.
+    """
+    if not customer_id:
+        return None, "the object has no customer"
+    tenant = Tenant.objects.filter(stripe_customer__id=customer_id).first()
+    if tenant is not None:
+        return tenant, ""
+    customer = client.v1.customers.retrieve(customer_id)
+    if customer.get("deleted"):
+        return None, f"customer {customer_id} is deleted"
+    tenant_id = str((customer.get("metadata") or {}).get("tenant_id") or "")
+    tenant = Tenant.objects.filter(pk=int(tenant_id)).first() if tenant_id.isdigit() else None
+    if tenant is None:
+        return None, f"no tenant for customer {customer_id}"
+    if tenant.stripe_customer_id is not None:
+        return None, (
+            f"customer {customer_id} names tenant {tenant.slug} in its metadata, "
+            f"but that tenant is linked to another customer"
+        )
+    linked = mirror.mirror_customer(customer)
+    Tenant.objects.filter(pk=tenant.pk, stripe_customer__isnull=True).update(stripe_customer=linked)
+    tenant.refresh_from_db()
+    return tenant, ""
+
+
+def _not_ours(note: str) -> Outcome:
+    return Outcome(WebhookEvent.Status.IGNORED, f"{note}; nothing to do")
+
+
+def _superseded_by(event: WebhookEvent, tenant: Tenant) -> WebhookEvent | None:
+    """A plan event for the tenant that Stripe created after this one and that set its plan."""
+    if event.stripe_created is None:
+        return None
+    return (
+        WebhookEvent.objects.filter(
+            tenant=tenant,
+            type__in=(*PLAN_TRIGGER_TYPES, *SUBSCRIPTION_TYPES),
+            plan_applied=True,
+            stripe_created__gt=event.stripe_created,
+        )
+        .exclude(pk=event.pk)
+        .order_by("-stripe_created")
+        .first()
+    )
+
+
+def _set_plan(ctx: _Context, tenant: Tenant, plan: str, why: str) -> str:
+    """Set the tenant's plan for this event; the audit row names the event. Returns a summary."""
+    old = tenant.plan
+    reason = f"Stripe {ctx.event.type}: {why}"[:500]
+    if not tenant_change_plan(tenant=tenant, plan=plan, source=ctx.event.stripe_id, reason=reason):
+        return f"{tenant.slug} already {plan}"
+    change = TenantChange.objects.filter(
+        tenant=tenant, field=TenantChange.Field.PLAN, source=ctx.event.stripe_id
+    ).latest("id")
+    billing_notification_record(
+        kind=BillingNotification.Kind.PLAN_CHANGED,
+        key=f"plan_changed:{change.pk}",
+        tenant=tenant,
+        webhook_event=ctx.event,
+        subject=f"Plan changed: {tenant.name} {old} -> {plan}",
+        details={"old_plan": old, "new_plan": plan, "reason": reason},
+    )
+    return f"{tenant.slug}: plan {old} -> {plan}"
+
+
+def _upgrade(ctx: _Context, customer_id: str | None, why: str) -> Outcome:
+    """A payment method is in place: a free tenant goes metered and its metered subscription is made."""
+    from stripe_sync.subscriptions import tenant_subscription_ensure
+
+    tenant, note = _tenant_for_customer(ctx.client, customer_id)
+    if tenant is None:
+        return _not_ours(note)
+    newer = _superseded_by(ctx.event, tenant)
+    if newer is not None:
+        return Outcome(
+            WebhookEvent.Status.PROCESSED,
+            f"{tenant.slug}: left as is; the newer {newer.type} {newer.stripe_id} was already applied",
+            tenant,
+        )
+    summary = _set_plan(ctx, tenant, Tenant.Plan.METERED, why)
+    tenant_subscription_ensure(tenant=tenant)
+    return Outcome(
+        WebhookEvent.Status.PROCESSED, f"{summary}; metered subscription ensured", tenant, plan_applied=True
+    )
+
+
+def _on_payment_method_attached(ctx: _Context) -> Outcome:
+    customer_id = _id(ctx.obj.get("customer"))
+    if customer_id is None:
+        return _not_ours(f"payment method {ctx.obj.get('id')} is no longer attached to a customer")
+    return _upgrade(ctx, customer_id, f"payment method {ctx.obj['id']} attached")
+
+
+def _on_setup_intent_succeeded(ctx: _Context) -> Outcome:
+    if ctx.obj.get("status") != "succeeded":
+        return _not_ours(f"setup intent {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
+    return _upgrade(ctx, _id(ctx.obj.get("customer")), f"setup intent {ctx.obj['id']} succeeded")
+
+
+def _on_checkout_completed(ctx: _Context) -> Outcome:
+    if ctx.obj.get("status") != "complete":
+        return _not_ours(f"checkout session {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
+    return _upgrade(ctx, _id(ctx.obj.get("customer")), f"checkout session {ctx.obj['id']} completed")
+
+
+def _invoice_details(invoice: dict) -> dict:
+    return {
+        "invoice": invoice.get("id"),
+        "invoice_status": invoice.get("status"),
+        "currency": invoice.get("currency"),
+        # Stripe's integer minor units (cents), as Stripe sends them.
+        "amount_due": invoice.get("amount_due"),
+        "amount_paid": invoice.get("amount_paid"),
+        "amount_remaining": invoice.get("amount_remaining"),
+        "attempt_count": invoice.get("attempt_count"),
+        "hosted_invoice_url": invoice.get("hosted_invoice_url"),
+    }
+
+
+def _on_payment_failed(ctx: _Context) -> Outcome:
+    """A payment failed: the tenant goes back to free and its metered subscription is canceled,
+    unless the invoice has been paid (or voided) since."""
+    from stripe_sync.subscriptions import tenant_subscription_cancel
+
+    invoice = ctx.obj
+    tenant, note = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
+    if tenant is None:
+        return _not_ours(note)
+    billing_notification_record(
+        kind=BillingNotification.Kind.PAYMENT_FAILED,
+        key=f"payment_failed:{ctx.event.stripe_id}",
+        tenant=tenant,
+        webhook_event=ctx.event,
+        subject=f"Payment failed: {tenant.name} ({invoice.get('id')})",
+        details=_invoice_details(invoice),
+    )
+    if invoice.get("status") in ("paid", "void"):
+        return Outcome(
+            WebhookEvent.Status.PROCESSED,
+            f"{tenant.slug}: invoice {invoice['id']} is {invoice['status']} now; plan left as is",
+            tenant,
+        )
+    newer = _superseded_by(ctx.event, tenant)
+    if newer is not None:
+        return Outcome(
+            WebhookEvent.Status.PROCESSED,
+            f"{tenant.slug}: left as is; the newer {newer.type} {newer.stripe_id} was already applied",
+            tenant,
+        )
+    why = f"payment of invoice {invoice.get('id')} failed"
+    summary = _set_plan(ctx, tenant, Tenant.Plan.FREE, why)
+    tenant_subscription_cancel(tenant=tenant, reason=f"Stripe {ctx.event.type} {ctx.event.stripe_id}: {why}")
+    return Outcome(
+        WebhookEvent.Status.PROCESSED, f"{summary}; metered subscription canceled", tenant, plan_applied=True
+    )
+
+
+def _on_invoice_paid(ctx: _Context) -> Outcome:
+    """Recorded: the invoice is mirrored (above) and one payment-succeeded billing event is sent
+    per invoice (`invoice.paid` and `invoice.payment_succeeded` both arrive for one payment)."""
+    invoice = ctx.obj
+    tenant, note = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
+    if tenant is None:
+        return _not_ours(note)
+    if invoice.get("status") != "paid":
+        return Outcome(
+            WebhookEvent.Status.PROCESSED,
+            f"{tenant.slug}: invoice {invoice.get('id')} is {invoice.get('status')} at Stripe",
+            tenant,
+        )
+    billing_notification_record(
+        kind=BillingNotification.Kind.PAYMENT_SUCCEEDED,
+        key=f"payment_succeeded:{invoice['id']}",
+        tenant=tenant,
+        webhook_event=ctx.event,
+        subject=f"Payment succeeded: {tenant.name} ({invoice['id']})",
+        details=_invoice_details(invoice),
+    )
+    return Outcome(
+        WebhookEvent.Status.PROCESSED,
+        f"{tenant.slug}: invoice {invoice['id']} paid "
+        f"({invoice.get('amount_paid')} {invoice.get('currency')} in minor units)",
+        tenant,
+    )
+
+
+def _has_live_subscription(client: stripe.StripeClient, customer_id: str, *, other_than: str) -> str | None:
+    """Another active or trialing subscription of the customer, if any."""
+    for status in sorted(METERED_STATUSES):
+        page = client.v1.subscriptions.list(params={"customer": customer_id, "status": status, "limit": 10})
+        for sub in page.data:
+            if sub.id != other_than:
+                return sub.id
+    return None
+
+
+def _on_subscription(ctx: _Context) -> Outcome:
+    """The plan follows the subscription's status at Stripe now, not the one in the payload.
+
+    active/trialing: metered. canceled/unpaid/incomplete_expired: free, unless the customer has
+    another active or trialing subscription. past_due, incomplete and paused leave the plan as
+    it is: Stripe is still retrying or waiting for the customer, and a failed payment already
+    moves the tenant to free through `invoice.payment_failed`.
+    """
+    sub = ctx.obj
+    status = sub.get("status")
+    customer_id = _id(sub.get("customer"))
+    tenant, note = _tenant_for_customer(ctx.client, customer_id)
+    if tenant is None:
+        return _not_ours(note)
+    billing_notification_record(
+        kind=BillingNotification.Kind.SUBSCRIPTION_CHANGED,
+        key=f"subscription_changed:{ctx.event.stripe_id}",
+        tenant=tenant,
+        webhook_event=ctx.event,
+        subject=f"Subscription {status}: {tenant.name} ({sub.get('id')})",
+        details={
+            "subscription": sub.get("id"),
+            "status": status,
+            "cancel_at_period_end": sub.get("cancel_at_period_end"),
+            "canceled_at": sub.get("canceled_at"),
+        },
+    )
+    why = f"subscription {sub.get('id')} is {status}"
+    applied = True
+    if status in METERED_STATUSES:
+        summary = _set_plan(ctx, tenant, Tenant.Plan.METERED, why)
+    elif status in ENDED_STATUSES:
+        other = _has_live_subscription(ctx.client, customer_id, other_than=sub.get("id"))
+        if other:
+            summary = f"{tenant.slug}: plan left {tenant.plan}; subscription {other} is still live"
+        else:
+            summary = _set_plan(ctx, tenant, Tenant.Plan.FREE, why)
+    else:
+        summary = f"{tenant.slug}: plan left {tenant.plan} while the subscription is {status}"
+        applied = False
+    return Outcome(WebhookEvent.Status.PROCESSED, f"{summary} ({why})", tenant, plan_applied=applied)
+
+
+def _on_meter_error_report(ctx: _Context) -> Outcome:
+    """Stripe refused meter events after accepting them: mark the outbox rows it names.
+
+    A thin notification carries no data: the event is fetched. Stripe lists sample errors (a few
+    per error code), so rows beyond the samples are found by reconciliation.
+    """
+    from stripe_sync.reporting import usage_reports_mark_rejected
+
+    full = mirror.stripe_dict(ctx.client.v2.core.events.retrieve(ctx.event.stripe_id))
+    reason = (full.get("data") or {}).get("reason") or {}
+    errors: dict[str, tuple[str, str]] = {}
+    for error_type in reason.get("error_types") or []:
+        for sample in error_type.get("sample_errors") or []:
+            identifier = ((sample.get("request") or {}).get("identifier")) or ""
+            if identifier:
+                errors[identifier] = (error_type.get("code") or "", sample.get("error_message") or "")
+    marked = usage_reports_mark_rejected(errors=errors, source_event=ctx.event.stripe_id) if errors else 0
+    return Outcome(
+        WebhookEvent.Status.PROCESSED,
+        f"{reason.get('error_count', len(errors))} meter event error(s) reported; "
+        f"{len(errors)} sample identifier(s); {marked} usage report(s) marked failed",
+    )
+
+
+_HANDLERS = {
+    "payment_method.attached": _on_payment_method_attached,
+    "setup_intent.succeeded": _on_setup_intent_succeeded,
+    "checkout.session.completed": _on_checkout_completed,
+    "invoice.payment_failed": _on_payment_failed,
+    "invoice.paid": _on_invoice_paid,
+    "invoice.payment_succeeded": _on_invoice_paid,
+    "customer.subscription.created": _on_subscription,
+    "customer.subscription.updated": _on_subscription,
+    "customer.subscription.deleted": _on_subscription,
+}
+_THIN_HANDLERS = {
+    "v1.billing.meter.error_report_triggered": _on_meter_error_report,
+    "v1.billing.meter.no_meter_found": _on_meter_error_report,
+}
+HANDLED_EVENT_TYPES = sorted([*_HANDLERS, *_THIN_HANDLERS])
