@@ -76,6 +76,12 @@ CELERY_TASK_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0),
 )
 
+STRIPE_REPORTS = Counter(
+    "billing_stripe_reports",
+    "Usage reports delivered to Stripe by the sender, by outcome (sent, failed, deferred).",
+    ["outcome"],
+)
+
 _REJECT_REASONS = {
     401: "unauthenticated",
     403: "forbidden",
@@ -191,8 +197,16 @@ class BusinessCollector:
         reports = GaugeMetricFamily(
             "billing_usage_reports", "Usage reports (Stripe outbox rows) by status.", labels=["status"]
         )
-        counts = dict.fromkeys(UsageReport.Status.values, 0)
-        for row in UsageReport.objects.order_by().values("status").annotate(n=Count("id")):
+        # Only the actionable states: the table only grows, and these two have partial indexes
+        # (sent rows are counted by billing_stripe_reports_total in the processes that send them).
+        actionable = (UsageReport.Status.PENDING, UsageReport.Status.FAILED)
+        counts = dict.fromkeys(actionable, 0)
+        for row in (
+            UsageReport.objects.filter(status__in=actionable)
+            .order_by()
+            .values("status")
+            .annotate(n=Count("id"))
+        ):
             counts[row["status"]] = row["n"]
         for status, count in sorted(counts.items()):
             reports.add_metric([status], count)

@@ -212,9 +212,7 @@ STRIPE_LIVE_SECRET_KEY = STRIPE_API_KEY if STRIPE_LIVE_MODE else ""
 STRIPE_METER_EVENTS_API_BASE = env.str(
     "STRIPE_METER_EVENTS_API_BASE",
     default=(
-        "https://meter-events.stripe.com"
-        if STRIPE_API_BASE == "https://api.stripe.com"
-        else STRIPE_API_BASE
+        "https://meter-events.stripe.com" if STRIPE_API_BASE == "https://api.stripe.com" else STRIPE_API_BASE
     ),
 )
 STRIPE_TIMEOUT = env.float("STRIPE_TIMEOUT", default=10.0)  # seconds, every call

@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from billing_platform.metrics import STRIPE_REPORTS
 from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_get, circuit_success
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportingBalance, UsageReport
@@ -213,6 +214,7 @@ def _event(row: UsageReport) -> dict:
 
 
 def _mark_sent(rows: list[UsageReport], response: dict) -> None:
+    STRIPE_REPORTS.labels("sent").inc(len(rows))
     now = timezone.now()
     UsageReport.objects.filter(pk__in=[r.pk for r in rows], status=UsageReport.Status.PENDING).update(
         status=UsageReport.Status.SENT,
@@ -226,6 +228,7 @@ def _mark_sent(rows: list[UsageReport], response: dict) -> None:
 
 
 def _mark_failed(row: UsageReport, code: str, message: str) -> None:
+    STRIPE_REPORTS.labels("failed").inc()
     UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.PENDING).update(
         status=UsageReport.Status.FAILED,
         attempts=F("attempts") + 1,
@@ -237,6 +240,7 @@ def _mark_failed(row: UsageReport, code: str, message: str) -> None:
 
 def _defer(rows: list[UsageReport], message: str) -> None:
     """Leave rows pending, to be tried again after a backoff that grows with their attempts."""
+    STRIPE_REPORTS.labels("deferred").inc(len(rows))
     now = timezone.now()
     for row in rows:
         delay = min(3600, 30 * 2 ** min(row.attempts, 7))
