@@ -1,14 +1,23 @@
+import logging
+
 from celery import shared_task
 
+from stripe_sync.client import StripeNotConfigured, stripe_configured
 from stripe_sync.reconciliation import usage_reconcile
 from stripe_sync.reporting import usage_reports_prepare
 from stripe_sync.sender import usage_reports_send
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="stripe_sync.report_usage")
 def report_usage() -> dict:
     """Hourly (Celery Beat, after aggregation): write the outbox, then send what is due."""
     prepared = usage_reports_prepare()
+    if not stripe_configured():
+        # The demo and a platform not yet connected to Stripe: the outbox keeps the reports.
+        logger.warning("usage reports kept pending: %s", StripeNotConfigured())
+        return {"prepared": prepared.__dict__, "sent": None, "reason": str(StripeNotConfigured())}
     sent = usage_reports_send()
     return {"prepared": prepared.__dict__, "sent": sent.as_dict()}
 

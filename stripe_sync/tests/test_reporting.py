@@ -295,3 +295,14 @@ def test_pacing_keeps_calls_under_stripes_rate_limit(metered, calls, local_strip
     assert result.sent == 15
     assert result.rate_limited == 0
     assert [r.status for r in local_stripe.requests if r.status == 429] == []
+
+
+def test_the_hourly_task_without_a_stripe_key_keeps_reports_pending(metered, calls, settings):
+    from stripe_sync.tasks.reporting import report_usage
+
+    settings.STRIPE_API_KEY = ""
+    ingest(metered, calls, hour_ago(2), [1])
+    result = report_usage.apply().get()
+    assert result["sent"] is None
+    assert "STRIPE_API_KEY is not set" in result["reason"]
+    assert UsageReport.objects.get().status == "pending"

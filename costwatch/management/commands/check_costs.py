@@ -1,3 +1,4 @@
+import argparse
 from datetime import date
 
 from django.core.management.base import CommandError
@@ -11,7 +12,8 @@ def _date(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise CommandError(f"--date must be a date such as 2026-11-20, got {value!r}") from None
+        # Inside argparse: its own error type gives the one-line "error: argument --date: ..." exit 2.
+        raise argparse.ArgumentTypeError(f"must be a date such as 2026-11-20, got {value!r}") from None
 
 
 class Command(BaseCommand):
