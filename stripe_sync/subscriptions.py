@@ -97,7 +97,10 @@ def tenant_subscription_ensure(*, tenant: Tenant) -> Subscription:
         if record.subscription_id:
             data = client.v1.subscriptions.retrieve(record.subscription_id)
             if data.status not in LIVE_STATUSES:
+                # It ended (at the platform's request or at Stripe's, e.g. the customer canceled):
+                # a new subscription needs a new Idempotency-Key, or Stripe replays the old create.
                 data = None
+                record.generation += 1
         if data is None:
             live = live_metered_subscriptions(client, tenant.stripe_customer_id, prices)
             if len(live) > 1:
@@ -134,6 +137,9 @@ def _subscription_create(client: stripe.StripeClient, tenant: Tenant, record: Te
             },
             options={"idempotency_key": key},
         )
+        if _replayed(data):
+            # Stripe answered from its idempotency cache: the status is the one at creation.
+            data = client.v1.subscriptions.retrieve(data.id)
         if data.status in LIVE_STATUSES:
             return data
         # A replay of a subscription that has ended since: the next generation makes a new one.
@@ -142,6 +148,11 @@ def _subscription_create(client: stripe.StripeClient, tenant: Tenant, record: Te
     raise OnboardingError(
         f"Stripe made subscription {data.id} for tenant {tenant.slug} but it is {data.status}"
     )
+
+
+def _replayed(data) -> bool:
+    response = getattr(data, "last_response", None)
+    return bool(response and (response.headers or {}).get("Idempotent-Replayed") == "true")
 
 
 def tenant_subscription_cancel(*, tenant: Tenant, reason: str) -> Subscription | None:

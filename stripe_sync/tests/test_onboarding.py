@@ -209,6 +209,21 @@ def test_cancel_then_ensure_makes_a_new_subscription(local_stripe, tenant):
     assert [s["id"] for s in live] == [second.id]
 
 
+def test_a_subscription_canceled_at_stripe_is_replaced_not_replayed(local_stripe, tenant):
+    # Found by the reliability drill: the customer canceled in Stripe (not through the platform),
+    # then attached a card; the create's Idempotency-Key replayed the first, now canceled,
+    # subscription as "active" and no new one was made.
+    meter_with_price()
+    first = tenant_onboard(tenant=tenant).subscription
+    stripe_client().v1.subscriptions.cancel(first.id)
+
+    second = tenant_subscription_ensure(tenant=tenant)
+    assert second.id != first.id
+    assert second.status == "active"
+    live = [s["id"] for s in local_stripe.objects("subscription") if s["status"] == "active"]
+    assert live == [second.id]
+
+
 def test_ensure_adopts_the_subscription_checkout_made(local_stripe, free_tenant):
     meter_with_price()
     tenant_onboard(tenant=free_tenant)
