@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db.models import BigIntegerField, Count, DecimalField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import (
+    BigIntegerField,
+    CharField,
+    Count,
+    DecimalField,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
@@ -75,11 +85,17 @@ class MarginTable:
 def _invoices_of_month(*, month: date, currency: str):
     period_start = Cast(KT("stripe_data__period_start"), BigIntegerField())
     return (
-        Invoice.objects.annotate(period_start_epoch=period_start, status_text=KT("stripe_data__status"))
+        Invoice.objects.annotate(
+            period_start_epoch=period_start,
+            # Cast to text: compared as JSON key transforms, SQLite parses the right-hand side
+            # ('usd', 'paid') as JSON and fails with "malformed JSON".
+            status_text=Cast(KT("stripe_data__status"), CharField()),
+            currency_text=Cast(KT("stripe_data__currency"), CharField()),
+        )
         .filter(
             customer_id=OuterRef("stripe_customer_id"),
             status_text__in=REVENUE_STATUSES,
-            stripe_data__currency=currency.lower(),
+            currency_text=currency.lower(),
             period_start_epoch__gte=_epoch(month),
             period_start_epoch__lt=_epoch(next_month(month)),
         )
@@ -184,6 +200,11 @@ def margin_table(*, month: date, config: CostwatchConfig) -> MarginTable:
     )
 
 
+def _places(value: Decimal) -> Decimal:
+    """Cost amounts at the stored precision, alike on PostgreSQL and SQLite (which drops zeros)."""
+    return Decimal(value).quantize(Decimal(1).scaleb(-COST_PLACES))
+
+
 def margin_csv(table: MarginTable) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -208,10 +229,10 @@ def margin_csv(table: MarginTable) -> str:
                 row.tenant.slug,
                 row.tenant.name,
                 table.currency,
-                row.cost,
+                _places(row.cost),
                 row.revenue,
                 row.revenue_source,
-                row.margin,
+                _places(row.margin),
                 "" if row.margin_percent is None else row.margin_percent,
             ]
         )
@@ -221,7 +242,7 @@ def margin_csv(table: MarginTable) -> str:
             "(unattributed)",
             "cost with no tenant tag",
             table.currency,
-            table.unattributed,
+            _places(table.unattributed),
             "",
             "",
             "",
@@ -229,17 +250,19 @@ def margin_csv(table: MarginTable) -> str:
         ]
     )
     for tag_value, amount in table.unknown_tags:
-        writer.writerow([month, tag_value, "tag value of no tenant", table.currency, amount, "", "", "", ""])
+        writer.writerow(
+            [month, tag_value, "tag value of no tenant", table.currency, _places(amount), "", "", "", ""]
+        )
     writer.writerow(
         [
             month,
             "(total)",
             "",
             table.currency,
-            table.cost_total,
+            _places(table.cost_total),
             table.revenue_total,
             "",
-            table.margin_total,
+            _places(table.margin_total),
             "",
         ]
     )

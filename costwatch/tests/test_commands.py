@@ -86,7 +86,8 @@ def test_a_budget_name_is_unique():
 
 
 def test_check_costs_refuses_a_bad_date():
-    with pytest.raises(CommandError, match="argument --date: must be a date such as 2026-11-20, got 'yesterday'"):
+    message = "argument --date: must be a date such as 2026-11-20, got 'yesterday'"
+    with pytest.raises(CommandError, match=message):
         call_command("check_costs", "--date", "yesterday")
 
 
