@@ -190,16 +190,30 @@ def usage_chart(daily: dict[date, int], days: list[date]) -> UsageChart:
     )
 
 
-def _revenue_ranking(*, month_start: datetime, month_end: datetime) -> dict[str, list[TenantFigure]]:
-    """Every tenant's pricing preview for the month, in three queries, ranked per currency.
+@dataclass(frozen=True)
+class RevenueEstimate:
+    """One tenant's pricing preview over a window, in one currency, per meter and in total."""
 
-    The same arithmetic as `metering.estimates.tenant_month_estimate` (sum of the month's hourly values
-    per meter, the free allowance, the price of the tenant's plan, one rounding per meter), done for
-    all tenants at once instead of three queries per tenant.
+    tenant: Tenant
+    currency: str  # upper case, e.g. "USD"
+    by_meter: dict[int, int]  # meter id -> minor units (each charge rounded once, as Stripe does)
+
+    @property
+    def amount_minor(self) -> int:
+        return sum(self.by_meter.values())
+
+
+def revenue_estimates(*, start: datetime, end: datetime) -> list[RevenueEstimate]:
+    """Every tenant's pricing preview for the usage of [start, end), in three queries.
+
+    The same arithmetic as `metering.estimates.tenant_month_estimate` (sum of the window's hourly
+    values per meter, the free allowance, the price of the tenant's plan, one rounding per meter),
+    done for all tenants at once instead of three queries per tenant. Prices are monthly, so `start`
+    is a month's first hour for a bill; a shorter window is a month-to-date figure.
     """
     usage: dict[int, dict[int, Decimal]] = defaultdict(dict)
     for tenant_id, meter_id, total in (
-        HourlyAggregate.objects.filter(hour__gte=month_start, hour__lt=month_end)
+        HourlyAggregate.objects.filter(hour__gte=start, hour__lt=end)
         .order_by()
         .values("tenant", "meter")
         .annotate(total=Sum("value"))
@@ -210,21 +224,31 @@ def _revenue_ranking(*, month_start: datetime, month_end: datetime) -> dict[str,
     for price in Price.objects.all():
         prices_by_plan[price.plan].append(price)
     if not prices_by_plan:
-        return {}
-    ranked: dict[str, list[tuple[int, Tenant]]] = defaultdict(list)
+        return []
+    estimates = []
     # Every priced meter counts, used or not: a first tier's flat amount is due at zero usage.
     for tenant in Tenant.objects.only("id", "name", "slug", "plan", "monthly_free_allowance"):
-        totals: dict[str, int] = defaultdict(int)
+        by_currency: dict[str, dict[int, int]] = defaultdict(dict)
         for price in prices_by_plan.get(tenant.plan, []):
             used = usage[tenant.pk].get(price.meter_id) or Decimal(0)
             charge = price_charge_for(price=price, quantity=billable_quantity(tenant=tenant, usage=used))
-            totals[price.currency] += charge.amount_minor
-        for currency, amount in totals.items():
-            ranked[currency].append((amount, tenant))
+            by_currency[price.currency.upper()][price.meter_id] = charge.amount_minor
+        estimates.extend(
+            RevenueEstimate(tenant=tenant, currency=currency, by_meter=by_meter)
+            for currency, by_meter in by_currency.items()
+        )
+    return estimates
+
+
+def _revenue_ranking(*, month_start: datetime, month_end: datetime) -> dict[str, list[TenantFigure]]:
+    """Every tenant's pricing preview for the month (`revenue_estimates`), ranked per currency."""
+    ranked: dict[str, list[tuple[int, Tenant]]] = defaultdict(list)
+    for estimate in revenue_estimates(start=month_start, end=month_end):
+        ranked[estimate.currency].append((estimate.amount_minor, estimate.tenant))
     result = {}
     for currency, rows in sorted(ranked.items()):
         rows.sort(key=lambda row: (-row[0], row[1].name))
-        result[currency.upper()] = [
+        result[currency] = [
             TenantFigure(
                 tenant_id=tenant.pk,
                 name=tenant.name,

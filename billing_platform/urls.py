@@ -2,12 +2,24 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from billing_platform import health, metrics
+from billing_platform import health, metrics, report_views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
+    # Admin pages of the project package, ahead of admin/ so that its catch-all does not take them;
+    # admin_view makes them staff-only with the admin's login redirect (see report_views.py).
+    path(
+        "admin/reports/daily/",
+        admin.site.admin_view(report_views.daily_report_page),
+        name="admin-daily-report",
+    ),
+    path(
+        "admin/reports/daily.csv",
+        admin.site.admin_view(report_views.daily_report_csv_download),
+        name="admin-daily-report-csv",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("metering.urls")),

@@ -226,15 +226,21 @@ def recompute_window_start() -> datetime:
 
 
 def usage_mark_for_recompute(
-    *, since: datetime, tenant_id: int | None = None, meter_id: int | None = None
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    tenant_id: int | None = None,
+    meter_id: int | None = None,
 ) -> int:
-    """Mark every hour since `since` that has events pending again: a recompute.
+    """Mark every hour in [since, until) (until: no end) that has events pending again: a recompute.
 
-    Used after a meter's filters change and by `aggregate_usage --full`. One INSERT ... SELECT, so
-    memory does not grow with history. Hours whose raw events were pruned are not touched (their
-    aggregates stand). Returns the number of hours marked.
+    Used after a meter's filters change, by `aggregate_usage --full` and by the tenant page's
+    re-aggregation. One INSERT ... SELECT, so memory does not grow with history. Hours whose raw
+    events were pruned are not touched (their aggregates stand). Returns the number of hours marked.
     """
     events = UsageEvent.objects.filter(timestamp__gte=since)
+    if until is not None:
+        events = events.filter(timestamp__lt=until)
     if tenant_id is not None:
         events = events.filter(tenant_id=tenant_id)
     if meter_id is not None:
