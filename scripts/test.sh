@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, migration check, then pytest on real PostgreSQL and Redis (started
-# here, installed from Debian's packages when missing), then the non-PostgreSQL parts on SQLite.
+# here, installed from Debian's packages when missing, as is the browser tests' Chromium), then the
+# non-PostgreSQL parts on SQLite.
 # Extra arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ echo "== ruff"
 $BIN/ruff check .
 
 eval "$(scripts/services.sh)"
+scripts/browser.sh  # Debian's chromium for tests/browser, installed when missing
 export DJANGO_SETTINGS_MODULE=billing_platform.settings
 echo "== makemigrations --check"
 $BIN/python manage.py makemigrations --check --dry-run --no-input >/dev/null \
@@ -34,3 +36,6 @@ run_pytest $BIN/pytest "${reuse[@]}" --junitxml=test-output/postgres.xml "$@"
 echo "== pytest on SQLite (the demo's database), PostgreSQL-only tests deselected"
 DATABASE_URL="sqlite:///$PWD/test-output/sqlite.db" run_pytest $BIN/pytest "${reuse[@]}" \
   -m "not postgres" --junitxml=test-output/sqlite.xml "$@"
+
+echo "== reliability drill (scripts/drill.py: kills, Redis restart, Stripe faults, webhook replays)"
+$BIN/python scripts/drill.py
