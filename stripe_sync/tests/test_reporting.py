@@ -19,19 +19,6 @@ from tenants.services import tenant_change_plan
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def calls(db):
-    return Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
-
-
-@pytest.fixture
-def metered(local_stripe, tenant, calls):
-    """A metered tenant with a Stripe customer, and the api_calls meter at Stripe."""
-    link_meter(calls)
-    link_customer(tenant)
-    return tenant
-
-
 def no_sleep(seconds):
     return None
 

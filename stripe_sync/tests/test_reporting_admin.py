@@ -6,27 +6,14 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.utils import timezone
 
-from metering.models import Meter
 from stripe_sync.circuit import circuit_failure
 from stripe_sync.models import CircuitBreaker, ReconciliationRun, UsageReport
 from stripe_sync.reconciliation import usage_reconcile
 from stripe_sync.reporting import usage_reports_prepare
 from stripe_sync.sender import usage_reports_send
-from stripe_sync.tests.support import hour_ago, ingest, link_customer, link_meter, stripe_total
+from stripe_sync.tests.support import hour_ago, ingest, stripe_total
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def calls(db):
-    return Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
-
-
-@pytest.fixture
-def metered(local_stripe, tenant, calls):
-    link_meter(calls)
-    link_customer(tenant)
-    return tenant
 
 
 def test_outbox_lists_reports_with_status_and_error(admin_client, metered, calls):
