@@ -189,6 +189,29 @@ def webhook_event_enqueue(*, event_id: int) -> None:
     process_stripe_event.delay(event_id)
 
 
+STALE_AFTER = timedelta(minutes=10)
+
+
+def webhook_events_requeue_stale(*, older_than: timedelta = STALE_AFTER) -> int:
+    """Queue again events left `received` or `processing` for longer than `older_than`.
+
+    Their task was lost (a broker that lost its data, a worker killed after the broker gave up on
+    it) and Stripe will not deliver them again, having had its 200. Processing is idempotent, so a
+    task that is merely slow is harmless to queue twice. Returns how many were queued.
+    """
+    cutoff = timezone.now() - older_than
+    stale = list(
+        WebhookEvent.objects.filter(
+            status__in=(WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING), updated_at__lt=cutoff
+        ).values_list("pk", flat=True)[:1000]
+    )
+    for event_id in stale:
+        webhook_event_enqueue(event_id=event_id)
+    if stale:
+        logger.warning("queued %d Stripe event(s) again whose processing was lost", len(stale))
+    return len(stale)
+
+
 @transaction.atomic
 def webhook_event_replay(*, event: WebhookEvent) -> None:
     """Process a stored event again (an operator's replay): back to `received`, queued after commit.

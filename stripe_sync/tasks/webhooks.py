@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from stripe_sync.webhooks import webhook_event_process
+from stripe_sync.webhooks import webhook_event_process, webhook_events_requeue_stale
 
 
 @shared_task(
@@ -17,3 +17,9 @@ def process_stripe_event(event_id: int) -> str | None:
     """Process one stored event; a failure is on the row (status failed) and retried with backoff."""
     event = webhook_event_process(event_id=event_id)
     return event.status if event is not None else None
+
+
+@shared_task(name="stripe_sync.requeue_stale_webhook_events")
+def requeue_stale_webhook_events() -> int:
+    """Every 10 minutes (Celery Beat): queue again events whose processing task was lost."""
+    return webhook_events_requeue_stale()

@@ -125,3 +125,34 @@ def test_handle_stripe_event_refuses_a_bad_file_in_one_line(tmp_path, content, m
         run_command("handle_stripe_event", str(path))
     assert "\n" not in str(error.value)
     assert WebhookEvent.objects.count() == 0
+
+
+def test_events_whose_task_was_lost_are_queued_again(db, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conftest import beat_task_from_migration
+    from stripe_sync import webhooks
+    from stripe_sync.models import WebhookEvent
+
+    queued = []
+    monkeypatch.setattr(webhooks, "webhook_event_enqueue", lambda *, event_id: queued.append(event_id))
+    old = timezone.now() - timedelta(minutes=11)
+    lost = WebhookEvent.objects.create(stripe_id="evt_lost", type="invoice.paid", payload={})
+    stuck = WebhookEvent.objects.create(
+        stripe_id="evt_stuck", type="invoice.paid", payload={}, status="processing"
+    )
+    fresh = WebhookEvent.objects.create(stripe_id="evt_fresh", type="invoice.paid", payload={})
+    done = WebhookEvent.objects.create(
+        stripe_id="evt_done", type="invoice.paid", payload={}, status="processed"
+    )
+    WebhookEvent.objects.filter(pk__in=[lost.pk, stuck.pk, done.pk]).update(updated_at=old)
+
+    assert webhooks.webhook_events_requeue_stale() == 2
+    assert sorted(queued) == sorted([lost.pk, stuck.pk])
+    assert fresh.pk not in queued
+    task = beat_task_from_migration(
+        "stripe_sync", "0003_requeue_stale_webhooks_schedule", "stripe_sync.requeue_stale_webhook_events"
+    )
+    assert (task.interval.every, task.interval.period) == (10, "minutes")
