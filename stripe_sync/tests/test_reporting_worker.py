@@ -3,6 +3,7 @@
 import os
 import signal
 import time
+import uuid
 from collections import defaultdict
 
 import pytest
@@ -14,7 +15,10 @@ from stripe_sync.tests.support import hour_ago, ingest, link_customer, link_mete
 from tenants.tests.factories import TenantFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
-DRILL_QUEUE = "reporting-drill"
+# A queue of this run's own: a worker killed here leaves its message unacknowledged in Redis, which
+# hands it back an hour later to whoever consumes that queue then; a solo worker running that old
+# task at start-up answers no ping until it is done, and the kill would come too late.
+DRILL_QUEUE = f"reporting-drill-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
@@ -71,6 +75,7 @@ def test_sigkill_in_the_middle_of_a_reporting_run_loses_nothing_and_bills_nothin
     local_stripe.delay_for(60, 1.0, path="/v2/billing/meter_event_stream", when="after")
     worker = start_celery_worker(env=env, log=tmp_path / "first.log", name="drill-1", queues=DRILL_QUEUE)
     try:
+        # Sent once the worker answers pings: a solo worker busy with a task answers none.
         report_usage.apply_async(queue=DRILL_QUEUE)
         # The first 100 rows marked sent: the second call is then in flight (Stripe has stored its
         # events and holds the answer for a second), the third not yet made. Watched in the
