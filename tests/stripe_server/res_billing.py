@@ -20,12 +20,17 @@ from .res_core import (
     card_declined,
     check_currency,
     create_price,
+    emit_changes,
     get_or_404,
+    live_customer_param,
+    live_or_404,
     materialize_payment_method,
     new_payment_method,
     new_setup_intent,
     payment_method_behaviour,
-    search,
+    retrieve_route,
+    search_route,
+    tombstone,
 )
 from .routing import Ctx, route
 from .state import INCLUDABLE, RENDER_HOOKS, apply_metadata, as_bool, as_decimal, as_int, diff, new_id
@@ -264,9 +269,7 @@ def create_subscription(ctx: Ctx, p: dict) -> dict:
     customer_id = p.get("customer")
     if not customer_id:
         raise missing("customer")
-    cus = ctx.state.get(customer_id, "customer")
-    if cus is None or cus.get("deleted"):
-        raise no_such_param("customer", customer_id, "customer")
+    cus = live_customer_param(ctx, customer_id)
     items = p.get("items")
     if not items:
         raise missing("items")
@@ -511,14 +514,12 @@ def subscriptions_create(ctx: Ctx):
     return ctx.render(create_subscription(ctx, ctx.params))
 
 
-@route("GET", "/v1/subscriptions/search", "_subscription_search_params")
-def subscriptions_search(ctx: Ctx):
-    return search(ctx, "subscription", "subscriptions", "/v1/subscriptions/search")
+subscriptions_search = search_route("subscription", "subscriptions", "_subscription_search_params")
 
 
-@route("GET", "/v1/subscriptions/{id}", "_subscription_retrieve_params")
-def subscriptions_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "subscription", "subscription"))
+subscriptions_retrieve = retrieve_route(
+    "/v1/subscriptions/{id}", "subscription", "subscription", "_subscription_retrieve_params"
+)
 
 
 @route("POST", "/v1/subscriptions/{id}", "_subscription_update_params")
@@ -565,9 +566,7 @@ def subscriptions_update(ctx: Ctx):
     if "items" in p:
         _update_items(ctx, sub, p["items"])
     ctx.state.put(sub)
-    changed = diff(before, ctx.state.render(sub))
-    if changed:
-        ctx.emit("customer.subscription.updated", sub, changed)
+    emit_changes(ctx, sub, before, "customer.subscription.updated")
     return ctx.render(sub)
 
 
@@ -689,12 +688,13 @@ def subscription_items_list(ctx: Ctx):
     )
 
 
-@route("GET", "/v1/subscription_items/{id}", "_subscription_item_retrieve_params")
-def subscription_items_retrieve(ctx: Ctx):
-    item = get_or_404(ctx, ctx.path_args["id"], "subscription_item", "subscription_item")
-    if item.get("deleted"):
-        raise no_such("subscription_item", item["id"])
-    return ctx.render(item)
+subscription_items_retrieve = retrieve_route(
+    "/v1/subscription_items/{id}",
+    "subscription_item",
+    "subscription_item",
+    "_subscription_item_retrieve_params",
+    live=True,
+)
 
 
 @route("POST", "/v1/subscription_items", "_subscription_item_create_params")
@@ -713,9 +713,7 @@ def subscription_items_create(ctx: Ctx):
 
 @route("POST", "/v1/subscription_items/{id}", "_subscription_item_update_params")
 def subscription_items_update(ctx: Ctx):
-    item = get_or_404(ctx, ctx.path_args["id"], "subscription_item", "subscription_item")
-    if item.get("deleted"):
-        raise no_such("subscription_item", item["id"])
+    item = live_or_404(ctx, ctx.path_args["id"], "subscription_item")
     sub = ctx.state.objects[item["subscription"]]
     spec = {
         "id": item["id"],
@@ -733,9 +731,7 @@ def subscription_items_update(ctx: Ctx):
 
 @route("DELETE", "/v1/subscription_items/{id}", "_subscription_item_delete_params")
 def subscription_items_delete(ctx: Ctx):
-    item = get_or_404(ctx, ctx.path_args["id"], "subscription_item", "subscription_item")
-    if item.get("deleted"):
-        raise no_such("subscription_item", item["id"])
+    item = live_or_404(ctx, ctx.path_args["id"], "subscription_item")
     sub = ctx.state.objects[item["subscription"]]
     before = ctx.state.render(sub)
     _update_items(ctx, sub, [{"id": item["id"], "deleted": "true"}])
@@ -1043,9 +1039,7 @@ def invoices_create(ctx: Ctx):
     p = ctx.params
     if not p.get("customer"):
         raise missing("customer")
-    cus = ctx.state.get(p["customer"], "customer")
-    if cus is None or cus.get("deleted"):
-        raise no_such_param("customer", p["customer"], "customer")
+    cus = live_customer_param(ctx, p["customer"])
     sub = None
     if p.get("subscription"):
         sub = ctx.state.require(p["subscription"], "subscription", "subscription")
@@ -1104,21 +1098,14 @@ def invoices_create(ctx: Ctx):
     return ctx.render(inv)
 
 
-@route("GET", "/v1/invoices/search", "_invoice_search_params")
-def invoices_search(ctx: Ctx):
-    return search(ctx, "invoice", "invoices", "/v1/invoices/search")
+invoices_search = search_route("invoice", "invoices", "_invoice_search_params")
 
 
-@route("GET", "/v1/invoices/{id}", "_invoice_retrieve_params")
-def invoices_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "invoice", "invoice"))
+invoices_retrieve = retrieve_route("/v1/invoices/{id}", "invoice", "invoice", "_invoice_retrieve_params")
 
 
 def _live_invoice(ctx: Ctx) -> dict:
-    inv = get_or_404(ctx, ctx.path_args["id"], "invoice", "invoice")
-    if inv.get("deleted"):
-        raise no_such("invoice", inv["id"])
-    return inv
+    return live_or_404(ctx, ctx.path_args["id"], "invoice")
 
 
 @route("POST", "/v1/invoices/{id}", "_invoice_update_params")
@@ -1162,9 +1149,7 @@ def invoices_update(ctx: Ctx):
             else None
         )
     ctx.state.put(inv)
-    changed = diff(before, ctx.state.render(inv))
-    if changed:
-        ctx.emit("invoice.updated", inv, changed)
+    emit_changes(ctx, inv, before, "invoice.updated")
     return ctx.render(inv)
 
 
@@ -1179,9 +1164,7 @@ def invoices_delete(ctx: Ctx):
         ii = ctx.state.get(details.get("invoice_item"), "invoiceitem")
         if ii is not None:
             ctx.state.put({"id": ii["id"], "object": "invoiceitem", "deleted": True})
-    ctx.state.put({"id": inv["id"], "object": "invoice", "deleted": True})
-    ctx.state.emit("invoice.deleted", last, None, ctx.request_info())
-    return {"id": inv["id"], "object": "invoice", "deleted": True}
+    return tombstone(ctx, last, "invoice.deleted")
 
 
 @route("POST", "/v1/invoices/{id}/finalize", "_invoice_finalize_invoice_params")
@@ -1384,9 +1367,7 @@ def invoice_items_create(ctx: Ctx):
     customer_id = p.get("customer") or (inv["customer"] if inv else None)
     if not customer_id:
         raise missing("customer")
-    cus = ctx.state.get(customer_id, "customer")
-    if cus is None or cus.get("deleted"):
-        raise no_such_param("customer", customer_id, "customer")
+    cus = live_customer_param(ctx, customer_id)
     if inv is not None and inv["customer"] != cus["id"]:
         raise invalid("invoice", "The invoice does not belong to this customer.")
     sub = None
@@ -1495,15 +1476,13 @@ def invoice_items_create(ctx: Ctx):
     return ctx.render(ii)
 
 
-@route("GET", "/v1/invoiceitems/{id}", "_invoice_item_retrieve_params")
-def invoice_items_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "invoiceitem", "invoiceitem"))
+invoice_items_retrieve = retrieve_route(
+    "/v1/invoiceitems/{id}", "invoiceitem", "invoiceitem", "_invoice_item_retrieve_params"
+)
 
 
 def _editable_item(ctx: Ctx) -> dict:
-    ii = get_or_404(ctx, ctx.path_args["id"], "invoiceitem", "invoiceitem")
-    if ii.get("deleted"):
-        raise no_such("invoiceitem", ii["id"])
+    ii = live_or_404(ctx, ctx.path_args["id"], "invoiceitem")
     inv = ctx.state.get(ii.get("invoice"), "invoice")
     if inv is not None and inv["status"] != "draft":
         raise invalid("id", "Invoice items on a finalized invoice cannot be modified or deleted.")
@@ -1533,9 +1512,7 @@ def invoice_items_update(ctx: Ctx):
         }
     ctx.state.put(ii)
     _refresh_invoice_item_line(ctx, ii)
-    changed = diff(before, ctx.state.render(ii))
-    if changed:
-        ctx.emit("invoiceitem.updated", ii, changed)
+    emit_changes(ctx, ii, before, "invoiceitem.updated")
     return ctx.render(ii)
 
 
@@ -1544,9 +1521,7 @@ def invoice_items_delete(ctx: Ctx):
     ii = _editable_item(ctx)
     last = ctx.state.render(ii)
     _remove_invoice_item_line(ctx, ii)
-    ctx.state.put({"id": ii["id"], "object": "invoiceitem", "deleted": True})
-    ctx.state.emit("invoiceitem.deleted", last, None, ctx.request_info())
-    return {"id": ii["id"], "object": "invoiceitem", "deleted": True}
+    return tombstone(ctx, last, "invoiceitem.deleted")
 
 
 @route("GET", "/v1/invoiceitems", "_invoice_item_list_params")
@@ -1598,9 +1573,7 @@ def checkout_sessions_create(ctx: Ctx):
         raise missing("success_url")
     customer = p.get("customer") or None
     if customer:
-        cus = ctx.state.get(customer, "customer")
-        if cus is None or cus.get("deleted"):
-            raise no_such_param("customer", customer, "customer")
+        live_customer_param(ctx, customer)
         if p.get("customer_email"):
             raise invalid(
                 "customer_email", "You may only specify one of these parameters: customer, customer_email."
@@ -1760,9 +1733,9 @@ def checkout_sessions_create(ctx: Ctx):
     return ctx.render(session)
 
 
-@route("GET", "/v1/checkout/sessions/{id}", "checkout._session_retrieve_params")
-def checkout_sessions_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "checkout.session", "checkout.session"))
+checkout_sessions_retrieve = retrieve_route(
+    "/v1/checkout/sessions/{id}", "checkout.session", "checkout.session", "checkout._session_retrieve_params"
+)
 
 
 @route("GET", "/v1/checkout/sessions/{id}/line_items", "checkout._session_list_line_items_params")
@@ -1973,9 +1946,7 @@ def advance_subscription(ctx: Ctx, sub_id: str) -> dict | None:
         cancel_subscription(ctx, sub, reason="cancellation_requested")
         return inv
     inv = _bill_period(ctx, sub)
-    changed = diff(before, ctx.state.render(sub))
-    if changed:
-        ctx.emit("customer.subscription.updated", sub, changed)
+    emit_changes(ctx, sub, before, "customer.subscription.updated")
     return inv
 
 

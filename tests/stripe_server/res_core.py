@@ -32,6 +32,62 @@ def get_or_404(ctx: Ctx, oid: str, kind: str, label: str) -> dict:
     return obj
 
 
+def live_or_404(ctx: Ctx, oid: str, kind: str, label: str | None = None) -> dict:
+    """A stored object that is not deleted (a deleted one answers 404 like a missing one)."""
+    label = label or kind
+    obj = get_or_404(ctx, oid, kind, label)
+    if obj.get("deleted"):
+        raise no_such(label, oid)
+    return obj
+
+
+def live_customer_param(ctx: Ctx, customer_id: str, param: str = "customer") -> dict:
+    """The live customer a body parameter names (Stripe answers 400 for a missing or deleted one)."""
+    cus = ctx.state.get(customer_id, "customer")
+    if cus is None or cus.get("deleted"):
+        raise no_such_param("customer", customer_id, param)
+    return cus
+
+
+def retrieve_route(path: str, kind: str, label: str, params: str, *, live: bool = False):
+    """Register `GET path` answering the stored `kind` object named by `{id}` (404 `No such <label>`;
+    `live`: a deleted one too)."""
+    lookup = live_or_404 if live else get_or_404
+
+    def retrieve(ctx: Ctx):
+        return ctx.render(lookup(ctx, ctx.path_args["id"], kind, label))
+
+    return route("GET", path, params)(retrieve)
+
+
+def search_route(kind: str, resource: str, params: str):
+    """Register `GET /v1/<resource>/search` over the stored `kind` objects."""
+    url = f"/v1/{resource}/search"
+
+    def search_handler(ctx: Ctx):
+        return search(ctx, kind, resource, url)
+
+    return route("GET", url, params)(search_handler)
+
+
+def emit_changes(ctx: Ctx, obj: dict, before: dict, event_type: str, *, ignore: tuple = ()) -> None:
+    """Emit `event_type` with the fields that changed since `before` (a rendered copy), if any."""
+    changed = diff(before, ctx.state.render(obj))
+    for name in ignore:
+        changed.pop(name, None)
+    if changed:
+        ctx.emit(event_type, obj, changed)
+
+
+def tombstone(ctx: Ctx, last: dict, event_type: str) -> dict:
+    """Replace the object `last` (its final rendered state) by Stripe's deleted stub and emit
+    `event_type`; returns the stub."""
+    stub = {"id": last["id"], "object": last["object"], "deleted": True}
+    ctx.state.put(stub)
+    ctx.state.emit(event_type, last, None, ctx.request_info())
+    return dict(stub)
+
+
 def search(ctx: Ctx, kind: str, resource: str, url: str) -> dict:
     query = require_str(ctx.params, "query")
     joiner, clauses = search_lang.parse(query, resource)
@@ -196,21 +252,14 @@ def customers_create(ctx: Ctx):
     return ctx.render(cus)
 
 
-@route("GET", "/v1/customers/search", "_customer_search_params")
-def customers_search(ctx: Ctx):
-    return search(ctx, "customer", "customers", "/v1/customers/search")
+customers_search = search_route("customer", "customers", "_customer_search_params")
 
 
-@route("GET", "/v1/customers/{id}", "_customer_retrieve_params")
-def customers_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "customer", "customer"))
+customers_retrieve = retrieve_route("/v1/customers/{id}", "customer", "customer", "_customer_retrieve_params")
 
 
 def live_customer(ctx: Ctx, oid: str) -> dict:
-    cus = get_or_404(ctx, oid, "customer", "customer")
-    if cus.get("deleted"):
-        raise no_such("customer", oid)
-    return cus
+    return live_or_404(ctx, oid, "customer")
 
 
 @route("POST", "/v1/customers/{id}", "_customer_update_params")
@@ -219,9 +268,7 @@ def customers_update(ctx: Ctx):
     before = ctx.state.render(cus)
     _apply_customer(ctx, cus, ctx.params)
     ctx.state.put(cus)
-    changed = diff(before, ctx.state.render(cus))
-    if changed:
-        ctx.emit("customer.updated", cus, changed)
+    emit_changes(ctx, cus, before, "customer.updated")
     return ctx.render(cus)
 
 
@@ -233,11 +280,7 @@ def customers_delete(ctx: Ctx):
     for sub in ctx.state.all("subscription"):
         if sub["customer"] == cus["id"] and sub["status"] != "canceled":
             cancel_subscription(ctx, sub, reason="cancellation_requested")
-    last = ctx.state.render(cus)
-    stub = {"id": cus["id"], "object": "customer", "deleted": True}
-    ctx.state.put(stub)
-    ctx.state.emit("customer.deleted", last, None, ctx.request_info())
-    return dict(stub)
+    return tombstone(ctx, ctx.state.render(cus), "customer.deleted")
 
 
 @route("GET", "/v1/customers", "_customer_list_params")
@@ -313,21 +356,15 @@ def products_create(ctx: Ctx):
     return ctx.render(prod)
 
 
-@route("GET", "/v1/products/search", "_product_search_params")
-def products_search(ctx: Ctx):
-    return search(ctx, "product", "products", "/v1/products/search")
+products_search = search_route("product", "products", "_product_search_params")
 
 
-@route("GET", "/v1/products/{id}", "_product_retrieve_params")
-def products_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "product", "product"))
+products_retrieve = retrieve_route("/v1/products/{id}", "product", "product", "_product_retrieve_params")
 
 
 @route("POST", "/v1/products/{id}", "_product_update_params")
 def products_update(ctx: Ctx):
-    prod = get_or_404(ctx, ctx.path_args["id"], "product", "product")
-    if prod.get("deleted"):
-        raise no_such("product", prod["id"])
+    prod = live_or_404(ctx, ctx.path_args["id"], "product")
     p = ctx.params
     before = ctx.state.render(prod)
     for name in (
@@ -364,24 +401,16 @@ def products_update(ctx: Ctx):
             prod["default_price"] = price["id"]
     prod["updated"] = ctx.now()
     ctx.state.put(prod)
-    changed = diff(before, ctx.state.render(prod))
-    changed.pop("updated", None)
-    if changed:
-        ctx.emit("product.updated", prod, changed)
+    emit_changes(ctx, prod, before, "product.updated", ignore=("updated",))
     return ctx.render(prod)
 
 
 @route("DELETE", "/v1/products/{id}", "_product_delete_params")
 def products_delete(ctx: Ctx):
-    prod = get_or_404(ctx, ctx.path_args["id"], "product", "product")
-    if prod.get("deleted"):
-        raise no_such("product", prod["id"])
+    prod = live_or_404(ctx, ctx.path_args["id"], "product")
     if any(pr["product"] == prod["id"] for pr in ctx.state.all("price")):
         raise invalid("id", "This product cannot be deleted because it has one or more user-created prices.")
-    last = ctx.state.render(prod)
-    ctx.state.put({"id": prod["id"], "object": "product", "deleted": True})
-    ctx.state.emit("product.deleted", last, None, ctx.request_info())
-    return {"id": prod["id"], "object": "product", "deleted": True}
+    return tombstone(ctx, ctx.state.render(prod), "product.deleted")
 
 
 @route("GET", "/v1/products", "_product_list_params")
@@ -650,14 +679,10 @@ def prices_create(ctx: Ctx):
     return ctx.render(create_price(ctx, ctx.params))
 
 
-@route("GET", "/v1/prices/search", "_price_search_params")
-def prices_search(ctx: Ctx):
-    return search(ctx, "price", "prices", "/v1/prices/search")
+prices_search = search_route("price", "prices", "_price_search_params")
 
 
-@route("GET", "/v1/prices/{id}", "_price_retrieve_params")
-def prices_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "price", "price"))
+prices_retrieve = retrieve_route("/v1/prices/{id}", "price", "price", "_price_retrieve_params")
 
 
 @route("POST", "/v1/prices/{id}", "_price_update_params")
@@ -686,9 +711,7 @@ def prices_update(ctx: Ctx):
                     raise invalid("lookup_key", f"A price (`{holder['id']}`) already uses that lookup key.")
         price["lookup_key"] = key
     ctx.state.put(price)
-    changed = diff(before, ctx.state.render(price))
-    if changed:
-        ctx.emit("price.updated", price, changed)
+    emit_changes(ctx, price, before, "price.updated")
     return ctx.render(price)
 
 
@@ -888,9 +911,9 @@ def payment_methods_create(ctx: Ctx):
     return ctx.render(pm)
 
 
-@route("GET", "/v1/payment_methods/{id}", "_payment_method_retrieve_params")
-def payment_methods_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "payment_method", "PaymentMethod"))
+payment_methods_retrieve = retrieve_route(
+    "/v1/payment_methods/{id}", "payment_method", "PaymentMethod", "_payment_method_retrieve_params"
+)
 
 
 @route("POST", "/v1/payment_methods/{id}", "_payment_method_update_params")
@@ -910,9 +933,7 @@ def payment_methods_update(ctx: Ctx):
             if key in ctx.params["card"]:
                 pm["card"][key] = as_int(ctx.params["card"], key)
     ctx.state.put(pm)
-    changed = diff(before, ctx.state.render(pm))
-    if changed:
-        ctx.emit("payment_method.updated", pm, changed)
+    emit_changes(ctx, pm, before, "payment_method.updated")
     return ctx.render(pm)
 
 
@@ -1071,9 +1092,9 @@ def setup_intents_create(ctx: Ctx):
     return ctx.render(seti)
 
 
-@route("GET", "/v1/setup_intents/{id}", "_setup_intent_retrieve_params")
-def setup_intents_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "setup_intent", "setupintent"))
+setup_intents_retrieve = retrieve_route(
+    "/v1/setup_intents/{id}", "setup_intent", "setupintent", "_setup_intent_retrieve_params"
+)
 
 
 @route("POST", "/v1/setup_intents/{id}", "_setup_intent_update_params")
@@ -1126,9 +1147,7 @@ def setup_intents_list(ctx: Ctx):
 # events --------------------------------------------------------------------------------------------
 
 
-@route("GET", "/v1/events/{id}", "_event_retrieve_params")
-def events_retrieve(ctx: Ctx):
-    return ctx.render(get_or_404(ctx, ctx.path_args["id"], "event", "event"))
+events_retrieve = retrieve_route("/v1/events/{id}", "event", "event", "_event_retrieve_params")
 
 
 @route("GET", "/v1/events", "_event_list_params")

@@ -20,7 +20,8 @@ import json
 import re
 from decimal import Decimal
 
-from .errors import StripeError, invalid, invalid_choice, missing, no_such
+from .errors import StripeError, invalid, invalid_choice, missing
+from .res_core import get_or_404, retrieve_route
 from .routing import Ctx, route
 from .state import MeterEventRecord, as_int, iso, json_number, new_id, parse_iso, require_str
 
@@ -35,10 +36,7 @@ _DECIMAL = re.compile(r"^-?(\d+(\.\d+)?|\.\d+)$")
 
 
 def get_meter(ctx: Ctx, oid: str) -> dict:
-    meter = ctx.state.get(oid, "billing.meter")
-    if meter is None:
-        raise no_such("billing.meter", oid)
-    return meter
+    return get_or_404(ctx, oid, "billing.meter", "billing.meter")
 
 
 def active_meter(state, event_name: str) -> dict | None:
@@ -105,9 +103,9 @@ def meters_create(ctx: Ctx):
     return ctx.render(meter)
 
 
-@route("GET", "/v1/billing/meters/{id}", "billing._meter_retrieve_params")
-def meters_retrieve(ctx: Ctx):
-    return ctx.render(get_meter(ctx, ctx.path_args["id"]))
+meters_retrieve = retrieve_route(
+    "/v1/billing/meters/{id}", "billing.meter", "billing.meter", "billing._meter_retrieve_params"
+)
 
 
 @route("POST", "/v1/billing/meters/{id}", "billing._meter_update_params")

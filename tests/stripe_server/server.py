@@ -33,7 +33,7 @@ from . import paramspec, res_billing, res_core, res_meters
 from .errors import StripeError, api_error, rate_limited, unrecognized_url
 from .formcodec import parse_form
 from .routing import Ctx, match
-from .state import API_VERSION, IdempotencyEntry, MeterEventRecord, State, new_id
+from .state import API_VERSION, IdempotencyEntry, MeterEventRecord, State, new_event, new_id
 
 IDEMPOTENCY_TTL = 24 * 3600
 IDEMPOTENCY_IN_USE = (
@@ -63,6 +63,7 @@ NO_API_KEY = (
     "https://support.stripe.com/."
 )
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding"}
+_NO_WINDOW = object()  # a fault limited by a count, not by a time window
 
 
 @dataclass
@@ -314,6 +315,24 @@ class StripeServer:
             self._faults.append(fault)
         return fault
 
+    def _new_fault(
+        self,
+        name: str,
+        path: str | None,
+        method: str | None,
+        when: str,
+        *,
+        count: int | None = None,
+        seconds: float | object = _NO_WINDOW,
+        **effect,
+    ) -> Fault:
+        """Add a `name` fault for matching calls: the next `count` of them, or those in the next
+        `seconds`; `effect` is its answer (status/error/headers, delay, drop)."""
+        until = None if seconds is _NO_WINDOW else time.monotonic() + seconds
+        return self.add_fault(
+            Fault(remaining=count, until=until, path=path, method=method, when=when, name=name, **effect)
+        )
+
     def fail_next(
         self,
         count: int = 1,
@@ -327,17 +346,15 @@ class StripeServer:
     ) -> Fault:
         """Answer the next `count` matching calls with `status` (Stripe's api_error body unless `error`
         gives the error object). `when="after"`: the call takes effect first and its answer is lost."""
-        return self.add_fault(
-            Fault(
-                status=status,
-                remaining=count,
-                path=path,
-                method=method,
-                when=when,
-                error=error,
-                headers=dict(headers or {}),
-                name="fail_next",
-            )
+        return self._new_fault(
+            "fail_next",
+            path,
+            method,
+            when,
+            count=count,
+            status=status,
+            error=error,
+            headers=dict(headers or {}),
         )
 
     def fail_for(
@@ -351,17 +368,7 @@ class StripeServer:
         error: dict | None = None,
     ) -> Fault:
         """Answer every matching call with `status` for `seconds`."""
-        return self.add_fault(
-            Fault(
-                status=status,
-                until=time.monotonic() + seconds,
-                path=path,
-                method=method,
-                when=when,
-                error=error,
-                name="fail_for",
-            )
-        )
+        return self._new_fault("fail_for", path, method, when, seconds=seconds, status=status, error=error)
 
     def delay_next(
         self,
@@ -373,9 +380,7 @@ class StripeServer:
         when: str = "before",
     ) -> Fault:
         """Hold the next `count` matching answers for `seconds` (client timeouts)."""
-        return self.add_fault(
-            Fault(remaining=count, delay=seconds, path=path, method=method, when=when, name="delay_next")
-        )
+        return self._new_fault("delay_next", path, method, when, count=count, delay=seconds)
 
     def delay_for(
         self,
@@ -386,24 +391,13 @@ class StripeServer:
         method: str | None = None,
         when: str = "before",
     ) -> Fault:
-        return self.add_fault(
-            Fault(
-                until=time.monotonic() + duration,
-                delay=seconds,
-                path=path,
-                method=method,
-                when=when,
-                name="delay_for",
-            )
-        )
+        return self._new_fault("delay_for", path, method, when, seconds=duration, delay=seconds)
 
     def drop_next(
         self, count: int = 1, *, path: str | None = None, method: str | None = None, when: str = "before"
     ) -> Fault:
         """Close the connection without an answer for the next `count` matching calls."""
-        return self.add_fault(
-            Fault(remaining=count, drop=True, path=path, method=method, when=when, name="drop_next")
-        )
+        return self._new_fault("drop_next", path, method, when, count=count, drop=True)
 
     def clear_faults(self) -> None:
         with self._fault_lock:
@@ -673,20 +667,13 @@ class StripeServer:
                 obj = self.state.render(data_object)
             else:
                 obj = copy.deepcopy(data_object)
-            data: dict = {"object": obj}
-            if previous_attributes:
-                data["previous_attributes"] = previous_attributes
-            event = {
-                "id": new_id("evt"),
-                "object": "event",
-                "api_version": API_VERSION,
-                "created": created if created is not None else self.state.now_int(),
-                "data": data,
-                "livemode": False,
-                "pending_webhooks": 1,
-                "request": {"id": None, "idempotency_key": None},
-                "type": event_type,
-            }
+            event = new_event(
+                event_type,
+                obj,
+                previous_attributes,
+                created=created if created is not None else self.state.now_int(),
+                pending_webhooks=1,
+            )
             self.state.put(event)
             return copy.deepcopy(event)
 

@@ -342,20 +342,7 @@ class State:
     def emit(
         self, event_type: str, obj: dict, previous: dict | None = None, request: dict | None = None
     ) -> dict:
-        data: dict = {"object": self.render(obj)}
-        if previous:
-            data["previous_attributes"] = previous
-        event = {
-            "id": new_id("evt"),
-            "object": "event",
-            "api_version": API_VERSION,
-            "created": self.now_int(),
-            "data": data,
-            "livemode": False,
-            "pending_webhooks": 0,
-            "request": request or {"id": None, "idempotency_key": None},
-            "type": event_type,
-        }
+        event = new_event(event_type, self.render(obj), previous, created=self.now_int(), request=request)
         self.put(event)
         for listener in list(self.event_listeners):
             listener(event)
@@ -377,6 +364,32 @@ class State:
         for listener in list(self.event_listeners):
             listener(event)
         return event
+
+
+def new_event(
+    event_type: str,
+    data_object: dict,
+    previous: dict | None,
+    *,
+    created: int,
+    pending_webhooks: int = 0,
+    request: dict | None = None,
+) -> dict:
+    """A v1 Event: `data.object` as given, with `previous_attributes` when there are any."""
+    data: dict = {"object": data_object}
+    if previous:
+        data["previous_attributes"] = previous
+    return {
+        "id": new_id("evt"),
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": created,
+        "data": data,
+        "livemode": False,
+        "pending_webhooks": pending_webhooks,
+        "request": request or {"id": None, "idempotency_key": None},
+        "type": event_type,
+    }
 
 
 def filter_created(items: list[dict], created) -> list[dict]:
