@@ -81,9 +81,9 @@ def setup_data(tenants: int, hours: int) -> tuple[dict, dict]:
     from django.utils import timezone
 
     from metering.models import HourlyAggregate, Meter
+    from stripe_sync.catalog import stripe_meter_ensure
     from stripe_sync.client import stripe_client
     from stripe_sync.mirror import mirror_customer
-    from stripe_sync.models import StripeMeter
     from tenants.models import Tenant
 
     with connection.cursor() as cursor:
@@ -93,16 +93,7 @@ def setup_data(tenants: int, hours: int) -> tuple[dict, dict]:
         )
     client = stripe_client()
     meter = Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="sum")
-    stripe_meter = client.v1.billing.meters.create(
-        params={
-            "display_name": "API calls",
-            "event_name": "api_calls",
-            "default_aggregation": {"formula": "sum"},
-            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
-            "value_settings": {"event_payload_key": "value"},
-        }
-    )
-    StripeMeter.objects.create(meter=meter, event_name="api_calls", stripe_meter_id=stripe_meter.id)
+    stripe_meter_ensure(meter=meter)  # the billing meter, as onboarding makes it
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
     rng = random.Random(7)
     expected, customers, rows = {}, {}, []
@@ -132,9 +123,9 @@ def v1_baseline(base: str, customers: dict) -> float:
     """Events per second sending SAMPLE_V1 events one v1 call each through the same client and pacer."""
     from django.utils import timezone
 
-    from stripe_sync.sender import SendResult, _Sender
+    from stripe_sync.sender import MeterEventSender, SendResult
 
-    sender = _Sender(SendResult(), time.sleep)
+    sender = MeterEventSender(SendResult(), time.sleep)
     customer = next(iter(customers))
     stamp = int(timezone.now().timestamp()) - 3600 * 300
     started = time.perf_counter()

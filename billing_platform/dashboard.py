@@ -7,6 +7,7 @@ Everything is UTC; money is Decimal, shown with two decimals and its currency.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,8 +26,8 @@ from costwatch.costs import budget_scope_q, next_month
 from costwatch.margin import MarginRow, margin_table
 from costwatch.models import Alert, Budget, BudgetEvaluation, CostCheckRun, DailyCost
 from costwatch.passthrough import ZERO_DECIMAL_CURRENCIES
-from metering.models import AggregationRun, HourlyAggregate, Meter, Price, UsageEvent
-from metering.pricing import billable_quantity, price_charge_for
+from metering.estimates import month_bounds, revenue_estimates
+from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
 from stripe_sync.circuit import STRIPE, circuit_is_open
 from stripe_sync.models import CircuitBreaker, ReconciliationRun, UsageReport, WebhookEvent
 from tenants.models import Tenant
@@ -51,10 +52,6 @@ def _changelist(model_label: str, **filters) -> str:
 
 def _change(model_label: str, pk: int) -> str:
     return reverse(f"admin:{model_label}_change", args=[pk])
-
-
-def _month_start(now: datetime) -> datetime:
-    return datetime(now.year, now.month, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -150,98 +147,74 @@ def _tick_step(largest: int) -> int:
         magnitude *= 10
 
 
-def usage_chart(daily: dict[date, int], days: list[date]) -> UsageChart:
-    """Bars of daily event counts; the y axis goes up in whole 1, 2 or 5 x 10^n steps to cover the largest."""
-    largest = max(daily.values(), default=0)
-    step = _tick_step(largest) if largest else 1
-    top = -(-largest // step) * step  # 0 for no events at all
+@dataclass(frozen=True)
+class BarLayout:
+    """Where the bars and axis labels of a daily bar chart go: the geometry every such chart shares."""
+
+    bars: list[tuple[date, int | Decimal, int, int, int]]  # (day, value, x, y, height)
+    largest: int | Decimal
+    top: int  # the y axis' maximum
+    width: int
+    height: int
+    y_ticks: list[tuple[str, int]]  # (label, y)
+    x_labels: list[tuple[int, date]]  # (x, day)
+
+
+def bar_layout(daily: dict[date, int | Decimal], days: list[date], *, zero: int | Decimal = 0) -> BarLayout:
+    """Bars of daily values; the y axis goes up in whole 1, 2 or 5 x 10^n steps to cover the largest.
+
+    Values may be Decimal (a sum meter can be fractional): the axis then covers the ceiling of the
+    largest day. `zero` is the value of a day missing from `daily`.
+    """
+    largest = max(daily.values(), default=zero)
+    ceiling = math.ceil(largest)
+    step = _tick_step(ceiling) if largest > 0 else 1
+    top = -(-ceiling // step) * step  # 0 for no usage at all
     bottom = CHART_TOP + CHART_HEIGHT
 
-    def y_of(value: int) -> int:
+    def y_of(value: int | Decimal) -> int:
         return bottom - (round(value / top * CHART_HEIGHT) if top else 0)
 
     bars = []
     for index, day in enumerate(days):
-        value = daily.get(day, 0)
+        value = daily.get(day, zero)
         height = bottom - y_of(value)
-        if value and not height:
-            height = 1  # a day with events is never invisible
-        bars.append(
-            ChartBar(
-                day=day,
-                value=value,
-                x=CHART_LEFT + index * CHART_SLOT + (CHART_SLOT - CHART_BAR_WIDTH) // 2,
-                y=bottom - height,
-                height=height,
-            )
-        )
+        if value > 0 and not height:
+            height = 1  # a day with usage is never invisible
+        x = CHART_LEFT + index * CHART_SLOT + (CHART_SLOT - CHART_BAR_WIDTH) // 2
+        bars.append((day, value, x, bottom - height, height))
     label_days = [0, len(days) // 2, len(days) - 1] if days else []
-    return UsageChart(
+    return BarLayout(
         bars=bars,
+        largest=largest,
+        top=top,
         width=CHART_LEFT + CHART_SLOT * len(days) + 8,
         height=bottom + CHART_BOTTOM_MARGIN,
-        plot_left=CHART_LEFT,
-        plot_bottom=bottom,
-        top=top,
-        bar_width=CHART_BAR_WIDTH,
         y_ticks=[(f"{value:,}", y_of(value)) for value in range(0, top + 1, step)],
         x_labels=[(CHART_LEFT + i * CHART_SLOT + CHART_SLOT // 2, days[i]) for i in label_days],
+    )
+
+
+def usage_chart(daily: dict[date, int], days: list[date]) -> UsageChart:
+    """Bars of daily event counts (`bar_layout`)."""
+    layout = bar_layout(daily, days)
+    return UsageChart(
+        bars=[ChartBar(*bar) for bar in layout.bars],  # (day, value, x, y, height), as laid out
+        width=layout.width,
+        height=layout.height,
+        plot_left=CHART_LEFT,
+        plot_bottom=CHART_TOP + CHART_HEIGHT,
+        top=layout.top,
+        bar_width=CHART_BAR_WIDTH,
+        y_ticks=layout.y_ticks,
+        x_labels=layout.x_labels,
         total=sum(daily.values()),
     )
 
 
-@dataclass(frozen=True)
-class RevenueEstimate:
-    """One tenant's pricing preview over a window, in one currency, per meter and in total."""
-
-    tenant: Tenant
-    currency: str  # upper case, e.g. "USD"
-    by_meter: dict[int, int]  # meter id -> minor units (each charge rounded once, as Stripe does)
-
-    @property
-    def amount_minor(self) -> int:
-        return sum(self.by_meter.values())
-
-
-def revenue_estimates(*, start: datetime, end: datetime) -> list[RevenueEstimate]:
-    """Every tenant's pricing preview for the usage of [start, end), in three queries.
-
-    The same arithmetic as `metering.estimates.tenant_month_estimate` (sum of the window's hourly
-    values per meter, the free allowance, the price of the tenant's plan, one rounding per meter),
-    done for all tenants at once instead of three queries per tenant. Prices are monthly, so `start`
-    is a month's first hour for a bill; a shorter window is a month-to-date figure.
-    """
-    usage: dict[int, dict[int, Decimal]] = defaultdict(dict)
-    for tenant_id, meter_id, total in (
-        HourlyAggregate.objects.filter(hour__gte=start, hour__lt=end)
-        .order_by()
-        .values("tenant", "meter")
-        .annotate(total=Sum("value"))
-        .values_list("tenant", "meter", "total")
-    ):
-        usage[tenant_id][meter_id] = total
-    prices_by_plan: dict[str, list[Price]] = defaultdict(list)
-    for price in Price.objects.all():
-        prices_by_plan[price.plan].append(price)
-    if not prices_by_plan:
-        return []
-    estimates = []
-    # Every priced meter counts, used or not: a first tier's flat amount is due at zero usage.
-    for tenant in Tenant.objects.only("id", "name", "slug", "plan", "monthly_free_allowance"):
-        by_currency: dict[str, dict[int, int]] = defaultdict(dict)
-        for price in prices_by_plan.get(tenant.plan, []):
-            used = usage[tenant.pk].get(price.meter_id) or Decimal(0)
-            charge = price_charge_for(price=price, quantity=billable_quantity(tenant=tenant, usage=used))
-            by_currency[price.currency.upper()][price.meter_id] = charge.amount_minor
-        estimates.extend(
-            RevenueEstimate(tenant=tenant, currency=currency, by_meter=by_meter)
-            for currency, by_meter in by_currency.items()
-        )
-    return estimates
-
-
 def _revenue_ranking(*, month_start: datetime, month_end: datetime) -> dict[str, list[TenantFigure]]:
-    """Every tenant's pricing preview for the month (`revenue_estimates`), ranked per currency."""
+    """Every tenant's pricing preview for the month (`metering.estimates.revenue_estimates`), ranked
+    per currency."""
     ranked: dict[str, list[tuple[int, Tenant]]] = defaultdict(list)
     for estimate in revenue_estimates(start=month_start, end=month_end):
         ranked[estimate.currency].append((estimate.amount_minor, estimate.tenant))
@@ -272,8 +245,7 @@ def usage_panel(*, now: datetime | None = None) -> UsagePanel:
     days = [today - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
     window_start = datetime.combine(days[0], time.min, tzinfo=UTC)
     window_end = datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC)
-    month_start = _month_start(now)
-    month_end = datetime.combine(next_month(month_start.date()), time.min, tzinfo=UTC)
+    month_start, month_end = month_bounds(now)
 
     meters = {meter.pk: MeterUsage(meter=meter) for meter in Meter.objects.all()}
     for usage in meters.values():
@@ -483,7 +455,7 @@ def costs_panel(*, now: datetime | None = None) -> CostsPanel:
     """
     now = now or timezone.now()
     month = now.astimezone(UTC).date().replace(day=1)
-    month_start = _month_start(now)
+    month_start, _ = month_bounds(now)
     links = {
         "budgets": _changelist("costwatch_budget"),
         "daily_costs": _changelist("costwatch_dailycost"),

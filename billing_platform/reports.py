@@ -5,8 +5,8 @@
 e-mails them to OPERATOR_EMAILS once per day. The Beat task (07:00 UTC, after the 06:00 cost check),
 the `send_daily_report` command and the admin's CSV download all go through these functions.
 
-Estimated revenue is the pricing preview (`billing_platform.dashboard.revenue_estimates`, the same
-arithmetic as `metering.estimates`). Prices are monthly (tiers, free allowance, flat amounts), so a
+Estimated revenue is the pricing preview (`metering.estimates.revenue_estimates`, the same
+arithmetic as the tenant page's estimate). Prices are monthly (tiers, free allowance, flat amounts), so a
 day's revenue is what the day added to the month: the month-to-date estimate at the end of the day
 minus the one at its start. A first tier's flat amount therefore belongs to no day; it is in the
 month-to-date figure.
@@ -31,9 +31,10 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from billing_platform.dashboard import Money, revenue_estimates
+from billing_platform.dashboard import Money
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.models import CostCheckRun, DailyCost
+from metering.estimates import month_bounds, revenue_estimates
 from metering.models import AggregationRun, HourlyAggregate, Meter
 from stripe_sync.models import UsageReport, WebhookEvent
 from tenants.models import Tenant
@@ -145,7 +146,7 @@ def _money(amounts: dict[str, int]) -> list[Money]:
 
 def _revenue(*, day_start: datetime, day_end: datetime):
     """(tenant id, currency, meter id) -> minor units the day added, and the month to date per currency."""
-    month_start = datetime(day_start.year, day_start.month, 1, tzinfo=UTC)
+    month_start, _ = month_bounds(day_start)
     before = {
         (estimate.tenant.pk, estimate.currency): estimate.by_meter
         for estimate in revenue_estimates(start=month_start, end=day_start)

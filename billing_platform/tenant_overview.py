@@ -8,7 +8,6 @@ fast for a tenant with years of history. Everything is UTC; money is Decimal, sh
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -16,25 +15,23 @@ from decimal import Decimal
 
 from django.db.models import BigIntegerField, Count, Q, Sum
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast
 from django.urls import reverse
 from django.utils import timezone
 from djstripe.models import Invoice
 
 from billing_platform.dashboard import (
     CHART_BAR_WIDTH,
-    CHART_BOTTOM_MARGIN,
     CHART_HEIGHT,
     CHART_LEFT,
-    CHART_SLOT,
     CHART_TOP,
     Money,
-    _tick_step,
+    bar_layout,
 )
 from billing_platform.models import OperatorJob
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.costs import next_month
-from costwatch.margin import REVENUE_STATUSES, MarginRow
+from costwatch.margin import REVENUE_STATUSES, MarginRow, day_epoch, invoice_revenue_minor
 from costwatch.models import Alert, Budget, DailyCost
 from metering.admin import format_quantity
 from metering.estimates import MeterEstimate, tenant_month_estimate, tenant_month_total_minor
@@ -199,47 +196,23 @@ class UsageCharts:
 
 
 def meter_chart(*, meter: Meter, daily: dict[date, Decimal], days: list[date]) -> MeterChart:
-    """Bars of one meter's daily usage with the dashboard's geometry and axis steps (1, 2 or 5 x 10^n).
-
-    Usage is Decimal (a sum meter can be fractional): the axis covers the ceiling of the largest day.
-    """
-    largest = max(daily.values(), default=Decimal(0))
-    step = _tick_step(math.ceil(largest)) if largest > 0 else 1
-    top = -(-math.ceil(largest) // step) * step
-    bottom = CHART_TOP + CHART_HEIGHT
-
-    def y_of(value: Decimal | int) -> int:
-        return bottom - (round(Decimal(value) / top * CHART_HEIGHT) if top else 0)
-
-    bars = []
-    for index, day in enumerate(days):
-        value = daily.get(day, Decimal(0))
-        height = bottom - y_of(value)
-        if value > 0 and not height:
-            height = 1  # a day with usage is never invisible
-        bars.append(
-            MeterBar(
-                day=day,
-                value=value,
-                label=format_quantity(value),
-                x=CHART_LEFT + index * CHART_SLOT + (CHART_SLOT - CHART_BAR_WIDTH) // 2,
-                y=bottom - height,
-                height=height,
-            )
-        )
-    label_days = [0, len(days) // 2, len(days) - 1] if days else []
+    """Bars of one meter's daily usage with the dashboard's geometry and axis steps (`bar_layout`)."""
+    layout = bar_layout(daily, days, zero=Decimal(0))
     return MeterChart(
         meter=meter,
-        bars=bars,
-        width=CHART_LEFT + CHART_SLOT * len(days) + 8,
-        height=bottom + CHART_BOTTOM_MARGIN,
+        bars=[
+            MeterBar(day=day, value=value, label=format_quantity(value), x=x, y=y, height=height)
+            for day, value, x, y, height in layout.bars
+        ],
+        width=layout.width,
+        height=layout.height,
         plot_left=CHART_LEFT,
-        plot_bottom=bottom,
+        plot_bottom=CHART_TOP + CHART_HEIGHT,
         bar_width=CHART_BAR_WIDTH,
-        y_ticks=[(f"{value:,}", y_of(value)) for value in range(0, top + 1, step)],
-        x_labels=[(CHART_LEFT + i * CHART_SLOT + CHART_SLOT // 2, days[i]) for i in label_days],
+        y_ticks=layout.y_ticks,
+        x_labels=layout.x_labels,
         total=format_quantity(sum(daily.values(), Decimal(0))),
-        peak=format_quantity(largest),
+        peak=format_quantity(layout.largest),
     )
 
 
@@ -380,10 +353,6 @@ class CostMargin:
     margin_url: str = ""
 
 
-def _epoch(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
-
-
 def tenant_cost_margin(*, tenant: Tenant, month: date, estimate: Estimate) -> CostMargin:
     """This month's AWS cost attributed to the tenant (its tag value is its slug) and the margin.
 
@@ -420,16 +389,11 @@ def tenant_cost_margin(*, tenant: Tenant, month: date, estimate: Estimate) -> Co
                 # A key transform's __in (not KT's): SQLite compares JSON values, not raw text.
                 stripe_data__status__in=REVENUE_STATUSES,
                 stripe_data__currency=currency.lower(),
-                period_start_epoch__gte=_epoch(month),
-                period_start_epoch__lt=_epoch(next_month(month)),
+                period_start_epoch__gte=day_epoch(month),
+                period_start_epoch__lt=day_epoch(next_month(month)),
             )
             .aggregate(
-                total=Sum(
-                    Coalesce(
-                        Cast(KT("stripe_data__total_excluding_tax"), BigIntegerField()),
-                        Cast(KT("stripe_data__total"), BigIntegerField()),
-                    )
-                ),
+                total=Sum(invoice_revenue_minor()),
                 count=Count("pk"),
             )
         )

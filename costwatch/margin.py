@@ -2,15 +2,13 @@
 
 A constant number of queries whatever the number of tenants: one for tenants with their cost and
 invoiced revenue (subqueries), one for tag values no tenant has, and for the current month two more
-for the pricing preview of every tenant at once (the same arithmetic as
-`metering.estimates.tenant_month_estimate`, which asks three queries per tenant).
+for the pricing preview of every tenant at once (`metering.estimates.revenue_estimates`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -36,8 +34,8 @@ from costwatch.conf import CostwatchConfig
 from costwatch.costs import budget_scope_q, month_end, next_month, scope_daily_totals
 from costwatch.models import COST_DIGITS, COST_PLACES, Budget, BudgetEvaluation, DailyCost
 from costwatch.passthrough import ZERO_DECIMAL_CURRENCIES
-from metering.models import HourlyAggregate, Price
-from metering.pricing import billable_quantity, price_charge_for
+from metering.estimates import month_bounds, revenue_estimates
+from metering.models import Price
 from tenants.models import Tenant
 
 REVENUE_STATUSES = ("paid", "open")
@@ -48,8 +46,17 @@ def _major(amount_minor: int, currency: str) -> Decimal:
     return Decimal(amount_minor).scaleb(0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else -2)
 
 
-def _epoch(day: date) -> int:
+def day_epoch(day: date) -> int:
+    """`day`'s first second (UTC) as a Unix time, as Stripe stamps an invoice's period."""
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def invoice_revenue_minor():
+    """A mirrored invoice's revenue in minor units: its total excluding tax, else its total."""
+    return Coalesce(
+        Cast(KT("stripe_data__total_excluding_tax"), BigIntegerField()),
+        Cast(KT("stripe_data__total"), BigIntegerField()),
+    )
 
 
 @dataclass
@@ -96,8 +103,8 @@ def _invoices_of_month(*, month: date, currency: str):
             customer_id=OuterRef("stripe_customer_id"),
             status_text__in=REVENUE_STATUSES,
             currency_text=currency.lower(),
-            period_start_epoch__gte=_epoch(month),
-            period_start_epoch__lt=_epoch(next_month(month)),
+            period_start_epoch__gte=day_epoch(month),
+            period_start_epoch__lt=day_epoch(next_month(month)),
         )
         .order_by()
         .values("customer")
@@ -106,30 +113,12 @@ def _invoices_of_month(*, month: date, currency: str):
 
 def _estimates_minor(*, tenants: list[Tenant], month: date, currency: str) -> dict[int, int]:
     """The pricing preview's month total (minor units of `currency`) of each tenant, in two queries."""
-    start = datetime(month.year, month.month, 1, tzinfo=UTC)
-    end = datetime.combine(next_month(month), datetime.min.time(), tzinfo=UTC)
-    usage: dict[int, dict[int, Decimal]] = defaultdict(dict)
-    for tenant_id, meter_id, total in (
-        HourlyAggregate.objects.filter(tenant__in=[t.pk for t in tenants], hour__gte=start, hour__lt=end)
-        .order_by()
-        .values("tenant", "meter")
-        .annotate(total=Sum("value"))
-        .values_list("tenant", "meter", "total")
+    start, end = month_bounds(datetime(month.year, month.month, 1, tzinfo=UTC))
+    totals = dict.fromkeys((tenant.pk for tenant in tenants), 0)
+    for estimate in revenue_estimates(
+        start=start, end=end, tenants=tenants, prices=Price.objects.filter(currency=currency.lower())
     ):
-        usage[tenant_id][meter_id] = total
-    prices_by_plan: dict[str, list[Price]] = defaultdict(list)
-    for price in Price.objects.filter(currency=currency.lower()):
-        prices_by_plan[price.plan].append(price)
-    totals = {}
-    for tenant in tenants:
-        total = 0
-        # Every priced meter counts, used or not: a first tier's flat amount is due at zero usage.
-        for price in prices_by_plan.get(tenant.plan, []):
-            used = usage[tenant.pk].get(price.meter_id) or Decimal(0)
-            total += price_charge_for(
-                price=price, quantity=billable_quantity(tenant=tenant, usage=used)
-            ).amount_minor
-        totals[tenant.pk] = total
+        totals[estimate.tenant.pk] += estimate.amount_minor
     return totals
 
 
@@ -142,10 +131,6 @@ def margin_table(*, month: date, config: CostwatchConfig) -> MarginTable:
     cost_of_tenant = (
         costs.filter(tag_value=OuterRef("slug")).order_by().values("tag_value").annotate(total=Sum("amount"))
     )
-    revenue_expression = Coalesce(
-        Cast(KT("stripe_data__total_excluding_tax"), BigIntegerField()),
-        Cast(KT("stripe_data__total"), BigIntegerField()),
-    )
     invoices = _invoices_of_month(month=month, currency=currency)
     tenants = list(
         Tenant.objects.annotate(
@@ -155,7 +140,7 @@ def margin_table(*, month: date, config: CostwatchConfig) -> MarginTable:
                 output_field=DecimalField(max_digits=COST_DIGITS, decimal_places=COST_PLACES),
             ),
             revenue_minor=Subquery(
-                invoices.annotate(total=Sum(revenue_expression)).values("total"),
+                invoices.annotate(total=Sum(invoice_revenue_minor())).values("total"),
                 output_field=BigIntegerField(),
             ),
             invoice_count=Subquery(invoices.annotate(n=Count("pk")).values("n")),

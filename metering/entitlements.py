@@ -8,7 +8,7 @@ aggregates, so it counts events up to the last aggregation (hourly), not the las
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, localcontext
 
 from django.db.models import Sum
@@ -18,6 +18,7 @@ from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
+from metering.estimates import month_bounds
 from metering.ingest import EXACT
 from metering.models import HourlyAggregate, Meter
 from tenants.authentication import request_tenant
@@ -39,15 +40,6 @@ class Entitlements:
     period_start: datetime
     period_end: datetime
     meters: list[MeterEntitlement]
-
-
-def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
-    """The UTC calendar month containing `moment`: [first day 00:00, next month's first day)."""
-    moment = moment.astimezone(UTC)
-    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
-    if moment.month == 12:
-        return start, datetime(moment.year + 1, 1, 1, tzinfo=UTC)
-    return start, datetime(moment.year, moment.month + 1, 1, tzinfo=UTC)
 
 
 def tenant_entitlements(*, tenant: Tenant, now: datetime | None = None) -> Entitlements:

@@ -1,4 +1,8 @@
-"""A tenant's month so far, priced: usage, free allowance, billable quantity and charge per meter."""
+"""A tenant's month so far, priced: usage, free allowance, billable quantity and charge per meter.
+
+`tenant_month_estimate` details one tenant (every meter, the free allowance applied); `revenue_estimates`
+is the same arithmetic for many tenants at once (the dashboard, the daily report, costwatch's margin).
+"""
 
 from collections import defaultdict
 from collections.abc import Iterable
@@ -24,11 +28,13 @@ class MeterEstimate:
     currency: str | None  # the price's currency; None without a price
 
 
-def _month_bounds(month: date) -> tuple[datetime, datetime]:
-    start = datetime(month.year, month.month, 1, tzinfo=UTC)
-    if month.month == 12:
-        return start, datetime(month.year + 1, 1, 1, tzinfo=UTC)
-    return start, datetime(month.year, month.month + 1, 1, tzinfo=UTC)
+def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month containing `moment`: [first day 00:00, next month's first day)."""
+    moment = moment.astimezone(UTC)
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    if moment.month == 12:
+        return start, datetime(moment.year + 1, 1, 1, tzinfo=UTC)
+    return start, datetime(moment.year, moment.month + 1, 1, tzinfo=UTC)
 
 
 def tenant_month_estimate(*, tenant: Tenant, month: date | None = None) -> list[MeterEstimate]:
@@ -37,7 +43,8 @@ def tenant_month_estimate(*, tenant: Tenant, month: date | None = None) -> list[
     Defaults to the current UTC month. Three queries whatever the number of meters: the meters,
     one grouped SUM over the month's hourly aggregates, and the prices of the tenant's plan.
     """
-    start, end = _month_bounds(month or timezone.now().date())
+    month = month or timezone.now().date()
+    start, end = month_bounds(datetime(month.year, month.month, 1, tzinfo=UTC))
     # Each hour's value is that hour's billable quantity whatever the meter's aggregation (a max
     # meter's hourly max included): hours go to Stripe as meter events summed over the period.
     usage_by_meter: dict[int, Decimal] = dict(
@@ -81,3 +88,66 @@ def tenant_month_total_minor(estimates: Iterable[MeterEstimate]) -> dict[str, in
         if estimate.charge is not None and estimate.currency is not None:
             totals[estimate.currency] += estimate.charge.amount_minor
     return dict(totals)
+
+
+@dataclass(frozen=True)
+class RevenueEstimate:
+    """One tenant's pricing preview over a window, in one currency, per meter and in total."""
+
+    tenant: Tenant
+    currency: str  # upper case, e.g. "USD"
+    by_meter: dict[int, int]  # meter id -> minor units (each charge rounded once, as Stripe does)
+
+    @property
+    def amount_minor(self) -> int:
+        return sum(self.by_meter.values())
+
+
+def revenue_estimates(
+    *,
+    start: datetime,
+    end: datetime,
+    tenants: list[Tenant] | None = None,
+    prices: Iterable[Price] | None = None,
+) -> list[RevenueEstimate]:
+    """The pricing preview of the usage of [start, end) for many tenants at once, in three queries.
+
+    The same arithmetic as `tenant_month_estimate` (sum of the window's hourly values per meter, the
+    free allowance, the price of the tenant's plan, one rounding per meter), done for all tenants at
+    once instead of three queries per tenant. Prices are monthly, so `start` is a month's first hour
+    for a bill; a shorter window is a month-to-date figure.
+
+    `tenants`: only these (no tenant query); default every tenant. `prices`: only these (a filtered
+    queryset, say one currency's); default every price. A tenant with no price gets no estimate.
+    """
+    aggregates = HourlyAggregate.objects.filter(hour__gte=start, hour__lt=end)
+    if tenants is not None:
+        aggregates = aggregates.filter(tenant__in=[tenant.pk for tenant in tenants])
+    usage: dict[int, dict[int, Decimal]] = defaultdict(dict)
+    for tenant_id, meter_id, total in (
+        aggregates.order_by()
+        .values("tenant", "meter")
+        .annotate(total=Sum("value"))
+        .values_list("tenant", "meter", "total")
+    ):
+        usage[tenant_id][meter_id] = total
+    prices_by_plan: dict[str, list[Price]] = defaultdict(list)
+    for price in Price.objects.all() if prices is None else prices:
+        prices_by_plan[price.plan].append(price)
+    if not prices_by_plan:
+        return []
+    if tenants is None:
+        tenants = Tenant.objects.only("id", "name", "slug", "plan", "monthly_free_allowance")
+    estimates = []
+    # Every priced meter counts, used or not: a first tier's flat amount is due at zero usage.
+    for tenant in tenants:
+        by_currency: dict[str, dict[int, int]] = defaultdict(dict)
+        for price in prices_by_plan.get(tenant.plan, []):
+            used = usage[tenant.pk].get(price.meter_id) or Decimal(0)
+            charge = price_charge_for(price=price, quantity=billable_quantity(tenant=tenant, usage=used))
+            by_currency[price.currency.upper()][price.meter_id] = charge.amount_minor
+        estimates.extend(
+            RevenueEstimate(tenant=tenant, currency=currency, by_meter=by_meter)
+            for currency, by_meter in by_currency.items()
+        )
+    return estimates

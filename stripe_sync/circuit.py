@@ -49,8 +49,8 @@ def circuit_success(name: str = STRIPE) -> None:
     )
 
 
-def circuit_failure(error: str, name: str = STRIPE) -> bool:
-    """Count a failed call; returns True when this failure opened (or re-opened) the breaker."""
+def circuit_failure(error: str, name: str = STRIPE) -> CircuitBreaker | None:
+    """Count a failed call; returns the breaker when this failure opened (or re-opened) it."""
     now = timezone.now()
     with transaction.atomic():
         circuit_get(name)
@@ -62,7 +62,7 @@ def circuit_failure(error: str, name: str = STRIPE) -> bool:
             breaker.opened_at = now
             breaker.open_until = now + timedelta(seconds=settings.STRIPE_CIRCUIT_OPEN_SECONDS)
         breaker.save()
-    return opened
+    return breaker if opened else None
 
 
 def circuit_reset(name: str = STRIPE) -> None:

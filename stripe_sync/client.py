@@ -23,16 +23,18 @@ def stripe_configured() -> bool:
     return bool(settings.STRIPE_API_KEY)
 
 
-def stripe_client(*, max_network_retries: int = 0) -> stripe.StripeClient:
-    """A `StripeClient` for the configured account.
+def stripe_client(*, max_network_retries: int = 0, api_key: str | None = None) -> stripe.StripeClient:
+    """A `StripeClient` for the configured account (or for `api_key`, e.g. a meter event session's
+    token).
 
     Retries are off by default: callers that retry do it themselves (the reporting sender has its
     own backoff and circuit breaker); read-only callers may ask stripe-python for a few.
     """
-    if not settings.STRIPE_API_KEY:
+    api_key = api_key or settings.STRIPE_API_KEY
+    if not api_key:
         raise StripeNotConfigured()
     return stripe.StripeClient(
-        api_key=settings.STRIPE_API_KEY,
+        api_key=api_key,
         base_addresses={
             "api": settings.STRIPE_API_BASE,
             "meter_events": settings.STRIPE_METER_EVENTS_API_BASE,

@@ -27,7 +27,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from metering.models import HourlyAggregate
@@ -38,8 +38,13 @@ from stripe_sync.models import (
     StripeMeter,
     UsageReport,
 )
-from stripe_sync.reporting import STRIPE_PAST_WINDOW, usage_reports_mark_rejected, window_start
-from stripe_sync.sender import SendResult, _Sender
+from stripe_sync.reporting import (
+    STRIPE_PAST_WINDOW,
+    error_report_samples,
+    usage_reports_mark_rejected,
+    window_start,
+)
+from stripe_sync.sender import MeterEventSender, SendResult
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -53,7 +58,9 @@ def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def _summaries(sender: _Sender, *, meter_id: str, customer: str, start: datetime, end: datetime) -> dict:
+def _summaries(
+    sender: MeterEventSender, *, meter_id: str, customer: str, start: datetime, end: datetime
+) -> dict:
     """Stripe's hourly totals for one customer and meter: {hour start: Decimal}."""
     totals: dict[datetime, Decimal] = {}
     params = {
@@ -75,7 +82,7 @@ def _summaries(sender: _Sender, *, meter_id: str, customer: str, start: datetime
         params["starting_after"] = page.data[-1].id
 
 
-def _error_reports(sender: _Sender, meters: list[StripeMeter], since: datetime) -> int:
+def _error_reports(sender: MeterEventSender, meters: list[StripeMeter], since: datetime) -> int:
     """Mark rows that Stripe's asynchronous error reports name; returns how many."""
     marked = 0
     for meter in meters:
@@ -83,12 +90,7 @@ def _error_reports(sender: _Sender, meters: list[StripeMeter], since: datetime) 
         params["created"] = {"gte": since.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
         page = sender.call(lambda p=params: sender.client.v2.core.events.list(params=p))
         for event in page.data:
-            errors = {}
-            for error_type in (event.get("data") or {}).get("reason", {}).get("error_types", []):
-                for sample in error_type.get("sample_errors", []):
-                    identifier = (sample.get("request") or {}).get("identifier")
-                    if identifier:
-                        errors[identifier] = (error_type.get("code", ""), sample.get("error_message", ""))
+            errors = error_report_samples((event.get("data") or {}).get("reason") or {})
             if errors:
                 marked += usage_reports_mark_rejected(errors=errors, source_event=event.id)
     return marked
@@ -105,7 +107,7 @@ def usage_reconcile(
     )
     result = SendResult()
     try:
-        sender = _Sender(result, time.sleep)
+        sender = MeterEventSender(result, time.sleep)
         _reconcile(run, sender, since, until, now, resend)
         run.status = ReconciliationRun.Status.SUCCEEDED
     except Exception as error:
@@ -158,7 +160,7 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
         if tenant_id in tenants and meter_id in by_meter:
             pairs[(tenant_id, meter_id)].add(hour)
 
-    items = []
+    items, not_sent = [], []
     for (tenant_id, meter_id), hours in sorted(pairs.items()):
         stripe_totals = _summaries(
             sender,
@@ -195,15 +197,16 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
             if kind == ReconciliationItem.Kind.STRIPE_MISSING:
                 item.resolution = _resend(run, sender, key, now) if resend else "not re-sent (resend off)"
             elif kind == ReconciliationItem.Kind.NOT_SENT:
-                item.resolution = _not_sent_state(key)
+                not_sent.append(item)
             else:
                 item.resolution = "for an operator: cancel a wrong report within 24 h of sending it"
             items.append(item)
+    _describe_not_sent(not_sent, since, until)
     ReconciliationItem.objects.bulk_create(items)
     run.differences = len(items)
 
 
-def _resend(run, sender: _Sender, key, now) -> str:
+def _resend(run, sender: MeterEventSender, key, now) -> str:
     tenant_id, meter_id, hour = key
     if hour < now - STRIPE_PAST_WINDOW:
         return "outside Stripe's 35-day window: cannot be re-sent"
@@ -221,16 +224,30 @@ def _resend(run, sender: _Sender, key, now) -> str:
     return f"re-sent {len(rows)} report(s): {sent} accepted, {failed} refused"
 
 
-def _not_sent_state(key) -> str:
-    tenant_id, meter_id, hour = key
-    counts = defaultdict(int)
-    for status in UsageReport.objects.filter(tenant_id=tenant_id, meter_id=meter_id, hour=hour).values_list(
-        "status", flat=True
+def _describe_not_sent(items: list[ReconciliationItem], since: datetime, until: datetime) -> None:
+    """Each item's resolution: how many of its hour's outbox rows are in which status (one query)."""
+    if not items:
+        return
+    counts = defaultdict(dict)
+    for row in (
+        UsageReport.objects.filter(
+            hour__gte=since,
+            hour__lt=until,
+            tenant_id__in={item.tenant_id for item in items},
+            meter_id__in={item.meter_id for item in items},
+        )
+        .values("tenant_id", "meter_id", "hour", "status")
+        .annotate(n=Count("id"))
+        .order_by()
     ):
-        counts[status] += 1
-    if not counts:
-        return "not in the outbox yet (next report run)"
-    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        counts[(row["tenant_id"], row["meter_id"], row["hour"])][row["status"]] = row["n"]
+    for item in items:
+        found = counts.get((item.tenant_id, item.meter_id, item.hour))
+        item.resolution = (
+            ", ".join(f"{n} {status}" for status, n in sorted(found.items()))
+            if found
+            else "not in the outbox yet (next report run)"
+        )
 
 
 def _alert(run: ReconciliationRun) -> None:

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from metering.ingest import BACKFILL_WINDOW
 from metering.models import HourlyAggregate
+from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportedHour, ReportingBalance, StripeMeter, UsageReport
 from tenants.models import Tenant
 
@@ -179,6 +180,18 @@ def _prepare_pairs(pairs, tenants, event_names, since, now, result: PrepareResul
         ReportingBalance.objects.bulk_update([balances[k] for k in touched], ["quantity", "units"])
 
 
+def error_report_samples(reason) -> dict[str, tuple[str, str]]:
+    """{report identifier: (Stripe's error code, its message)} from the `reason` of a meter error
+    report event (Stripe lists a few sample errors per error code)."""
+    errors: dict[str, tuple[str, str]] = {}
+    for error_type in reason.get("error_types") or []:
+        for sample in error_type.get("sample_errors") or []:
+            identifier = ((sample.get("request") or {}).get("identifier")) or ""
+            if identifier:
+                errors[identifier] = (error_type.get("code") or "", sample.get("error_message") or "")
+    return errors
+
+
 def usage_reports_mark_rejected(*, errors: dict[str, tuple[str, str]], source_event: str = "") -> int:
     """Stripe refused these events after accepting them (an asynchronous meter error report).
 
@@ -220,8 +233,6 @@ def usage_report_cancel(*, report: UsageReport) -> None:
     Its units and quantity leave the (tenant, meter) balance, so the fraction carry stays right; the
     hour then shows in reconciliation as local usage not sent, until an operator decides.
     """
-    from stripe_sync.client import stripe_client
-
     if report.status != UsageReport.Status.SENT:
         raise ReportError(f"only a sent report can be canceled; {report.identifier} is {report.status}")
     if report.sent_at < timezone.now() - ADJUSTMENT_WINDOW:

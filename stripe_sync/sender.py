@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,8 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from billing_platform.metrics import STRIPE_REPORTS
-from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_get, circuit_success
+from stripe_sync.catalog import CUSTOMER_PAYLOAD_KEY, VALUE_PAYLOAD_KEY
+from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_success
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportingBalance, UsageReport
 from stripe_sync.reporting import pairs_q
@@ -103,7 +105,10 @@ def _retry_after(error: stripe.StripeError) -> float:
         return 1.0
 
 
-class _Sender:
+class MeterEventSender:
+    """Calls to Stripe with pacing, 429 waits, backoff and the breaker (`call`), and the sending of
+    outbox rows as meter events; its counts go to `result`. Reconciliation uses `call` too."""
+
     def __init__(self, result: SendResult, sleep: Callable[[float], None]):
         self.result = result
         self.sleep = sleep
@@ -130,8 +135,9 @@ class _Sender:
             except (stripe.APIConnectionError, stripe.APIError, stripe.AuthenticationError) as error:
                 self.result.server_errors += 1
                 message = f"{type(error).__name__}: {error.user_message or error}"
-                if circuit_failure(message):
-                    raise CircuitOpen(_breaker()) from error
+                opened = circuit_failure(message)
+                if opened is not None:
+                    raise CircuitOpen(opened) from error
                 server_failures += 1
                 if server_failures >= TRIES_PER_CALL or isinstance(error, stripe.AuthenticationError):
                     raise _Defer(message) from error
@@ -144,15 +150,7 @@ class _Sender:
         now = timezone.now()
         if self.session_client is None or self.session_expires - SESSION_RENEW_MARGIN <= now:
             session = self.call(lambda: self.client.v2.billing.meter_event_session.create())
-            self.session_client = stripe.StripeClient(
-                api_key=session.authentication_token,
-                base_addresses={
-                    "api": settings.STRIPE_API_BASE,
-                    "meter_events": settings.STRIPE_METER_EVENTS_API_BASE,
-                },
-                max_network_retries=0,
-                http_client=stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT),
-            )
+            self.session_client = stripe_client(api_key=session.authentication_token)
             self.session_expires = _moment(session.expires_at)
         return self.session_client
 
@@ -200,15 +198,11 @@ def _moment(value) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _breaker():
-    return circuit_get()
-
-
 def _event(row: UsageReport) -> dict:
     return {
         "event_name": row.event_name,
         "identifier": row.identifier,
-        "payload": {"stripe_customer_id": row.customer_id, "value": str(row.value)},
+        "payload": {CUSTOMER_PAYLOAD_KEY: row.customer_id, VALUE_PAYLOAD_KEY: str(row.value)},
         "timestamp": row.timestamp.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
     }
 
@@ -242,9 +236,12 @@ def _defer(rows: list[UsageReport], message: str) -> None:
     """Leave rows pending, to be tried again after a backoff that grows with their attempts."""
     STRIPE_REPORTS.labels("deferred").inc(len(rows))
     now = timezone.now()
+    by_attempts = defaultdict(list)  # rows of one chunk mostly share their attempts: one update
     for row in rows:
-        delay = min(3600, 30 * 2 ** min(row.attempts, 7))
-        UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.PENDING).update(
+        by_attempts[row.attempts].append(row.pk)
+    for attempts, pks in by_attempts.items():
+        delay = min(3600, 30 * 2 ** min(attempts, 7))
+        UsageReport.objects.filter(pk__in=pks, status=UsageReport.Status.PENDING).update(
             attempts=F("attempts") + 1,
             next_attempt_at=now + timedelta(seconds=delay),
             error_message=message,
@@ -297,7 +294,7 @@ def usage_reports_send(
         result.circuit_open = True
         result.errors.append(str(error))
         return result
-    sender = _Sender(result, sleep)
+    sender = MeterEventSender(result, sleep)
     handled = 0
     while max_rows is None or handled < max_rows:
         now = timezone.now()

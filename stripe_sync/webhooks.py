@@ -283,7 +283,10 @@ def _dispatch(event: WebhookEvent) -> Outcome:
     ctx = _Context(event=event, client=stripe_client(max_network_retries=2))
     if not event.thin:
         ctx.obj = _refetch_and_mirror(ctx.client, event.payload["data"]["object"])
-    return handler(ctx)
+    try:
+        return handler(ctx)
+    except _NotOurs as why:
+        return Outcome(WebhookEvent.Status.IGNORED, f"{why}; nothing to do")
 
 
 # Stripe objects re-fetched by kind; the payload's copy is only used for its id.
@@ -327,45 +330,47 @@ def _id(value: Any) -> str | None:
     return value or None
 
 
-def _tenant_for_customer(client: stripe.StripeClient, customer_id: str | None) -> tuple[Tenant | None, str]:
-    """The tenant whose Stripe customer this is, and a note when there is none.
+class _NotOurs(Exception):
+    """Nothing to do for this event (no tenant of ours, or the object is no longer in that state);
+    the message says why and the event is recorded as ignored."""
+
+
+def _tenant_for_customer(client: stripe.StripeClient, customer_id: str | None) -> Tenant:
+    """The tenant whose Stripe customer this is; raises _NotOurs saying why when there is none.
 
     First by the link onboarding made (Tenant.stripe_customer), then by the customer's
     `tenant_id` metadata; a tenant found that way and not linked yet is linked to it, so a later
     `tenant_subscription_ensure` cannot make it a second customer.
     """
     if not customer_id:
-        return None, "the object has no customer"
+        raise _NotOurs("the object has no customer")
     tenant = Tenant.objects.filter(stripe_customer__id=customer_id).first()
     if tenant is not None:
-        return tenant, ""
+        return tenant
     customer = client.v1.customers.retrieve(customer_id)
     if customer.get("deleted"):
-        return None, f"customer {customer_id} is deleted"
+        raise _NotOurs(f"customer {customer_id} is deleted")
     tenant_id = str((customer.get("metadata") or {}).get("tenant_id") or "")
     tenant = Tenant.objects.filter(pk=int(tenant_id)).first() if tenant_id.isdigit() else None
     if tenant is None:
-        return None, f"no tenant for customer {customer_id}"
+        raise _NotOurs(f"no tenant for customer {customer_id}")
     if tenant.stripe_customer_id is not None:
-        return None, (
+        raise _NotOurs(
             f"customer {customer_id} names tenant {tenant.slug} in its metadata, "
             f"but that tenant is linked to another customer"
         )
     linked = mirror.mirror_customer(customer)
     Tenant.objects.filter(pk=tenant.pk, stripe_customer__isnull=True).update(stripe_customer=linked)
     tenant.refresh_from_db()
-    return tenant, ""
+    return tenant
 
 
-def _not_ours(note: str) -> Outcome:
-    return Outcome(WebhookEvent.Status.IGNORED, f"{note}; nothing to do")
-
-
-def _superseded_by(event: WebhookEvent, tenant: Tenant) -> WebhookEvent | None:
-    """A plan event for the tenant that Stripe created after this one and that set its plan."""
+def _superseded(event: WebhookEvent, tenant: Tenant) -> Outcome | None:
+    """The outcome "left as is" when a plan event for the tenant that Stripe created after this one
+    has already set its plan; None when none has."""
     if event.stripe_created is None:
         return None
-    return (
+    newer = (
         WebhookEvent.objects.filter(
             tenant=tenant,
             type__in=(*PLAN_TRIGGER_TYPES, *SUBSCRIPTION_TYPES),
@@ -375,6 +380,13 @@ def _superseded_by(event: WebhookEvent, tenant: Tenant) -> WebhookEvent | None:
         .exclude(pk=event.pk)
         .order_by("-stripe_created")
         .first()
+    )
+    if newer is None:
+        return None
+    return Outcome(
+        WebhookEvent.Status.PROCESSED,
+        f"{tenant.slug}: left as is; the newer {newer.type} {newer.stripe_id} was already applied",
+        tenant,
     )
 
 
@@ -402,16 +414,9 @@ def _upgrade(ctx: _Context, customer_id: str | None, why: str) -> Outcome:
     """A payment method is in place: a free tenant goes metered and its metered subscription is made."""
     from stripe_sync.subscriptions import tenant_subscription_ensure
 
-    tenant, note = _tenant_for_customer(ctx.client, customer_id)
-    if tenant is None:
-        return _not_ours(note)
-    newer = _superseded_by(ctx.event, tenant)
-    if newer is not None:
-        return Outcome(
-            WebhookEvent.Status.PROCESSED,
-            f"{tenant.slug}: left as is; the newer {newer.type} {newer.stripe_id} was already applied",
-            tenant,
-        )
+    tenant = _tenant_for_customer(ctx.client, customer_id)
+    if (superseded := _superseded(ctx.event, tenant)) is not None:
+        return superseded
     summary = _set_plan(ctx, tenant, Tenant.Plan.METERED, why)
     tenant_subscription_ensure(tenant=tenant)
     return Outcome(
@@ -422,19 +427,19 @@ def _upgrade(ctx: _Context, customer_id: str | None, why: str) -> Outcome:
 def _on_payment_method_attached(ctx: _Context) -> Outcome:
     customer_id = _id(ctx.obj.get("customer"))
     if customer_id is None:
-        return _not_ours(f"payment method {ctx.obj.get('id')} is no longer attached to a customer")
+        raise _NotOurs(f"payment method {ctx.obj.get('id')} is no longer attached to a customer")
     return _upgrade(ctx, customer_id, f"payment method {ctx.obj['id']} attached")
 
 
 def _on_setup_intent_succeeded(ctx: _Context) -> Outcome:
     if ctx.obj.get("status") != "succeeded":
-        return _not_ours(f"setup intent {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
+        raise _NotOurs(f"setup intent {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
     return _upgrade(ctx, _id(ctx.obj.get("customer")), f"setup intent {ctx.obj['id']} succeeded")
 
 
 def _on_checkout_completed(ctx: _Context) -> Outcome:
     if ctx.obj.get("status") != "complete":
-        return _not_ours(f"checkout session {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
+        raise _NotOurs(f"checkout session {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
     return _upgrade(ctx, _id(ctx.obj.get("customer")), f"checkout session {ctx.obj['id']} completed")
 
 
@@ -458,9 +463,7 @@ def _on_payment_failed(ctx: _Context) -> Outcome:
     from stripe_sync.subscriptions import tenant_subscription_cancel
 
     invoice = ctx.obj
-    tenant, note = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
-    if tenant is None:
-        return _not_ours(note)
+    tenant = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
     billing_notification_record(
         kind=BillingNotification.Kind.PAYMENT_FAILED,
         key=f"payment_failed:{ctx.event.stripe_id}",
@@ -475,13 +478,8 @@ def _on_payment_failed(ctx: _Context) -> Outcome:
             f"{tenant.slug}: invoice {invoice['id']} is {invoice['status']} now; plan left as is",
             tenant,
         )
-    newer = _superseded_by(ctx.event, tenant)
-    if newer is not None:
-        return Outcome(
-            WebhookEvent.Status.PROCESSED,
-            f"{tenant.slug}: left as is; the newer {newer.type} {newer.stripe_id} was already applied",
-            tenant,
-        )
+    if (superseded := _superseded(ctx.event, tenant)) is not None:
+        return superseded
     why = f"payment of invoice {invoice.get('id')} failed"
     summary = _set_plan(ctx, tenant, Tenant.Plan.FREE, why)
     tenant_subscription_cancel(tenant=tenant, reason=f"Stripe {ctx.event.type} {ctx.event.stripe_id}: {why}")
@@ -494,9 +492,7 @@ def _on_invoice_paid(ctx: _Context) -> Outcome:
     """Recorded: the invoice is mirrored (above) and one payment-succeeded billing event is sent
     per invoice (`invoice.paid` and `invoice.payment_succeeded` both arrive for one payment)."""
     invoice = ctx.obj
-    tenant, note = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
-    if tenant is None:
-        return _not_ours(note)
+    tenant = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
     if invoice.get("status") != "paid":
         return Outcome(
             WebhookEvent.Status.PROCESSED,
@@ -540,9 +536,7 @@ def _on_subscription(ctx: _Context) -> Outcome:
     sub = ctx.obj
     status = sub.get("status")
     customer_id = _id(sub.get("customer"))
-    tenant, note = _tenant_for_customer(ctx.client, customer_id)
-    if tenant is None:
-        return _not_ours(note)
+    tenant = _tenant_for_customer(ctx.client, customer_id)
     billing_notification_record(
         kind=BillingNotification.Kind.SUBSCRIPTION_CHANGED,
         key=f"subscription_changed:{ctx.event.stripe_id}",
@@ -578,16 +572,11 @@ def _on_meter_error_report(ctx: _Context) -> Outcome:
     A thin notification carries no data: the event is fetched. Stripe lists sample errors (a few
     per error code), so rows beyond the samples are found by reconciliation.
     """
-    from stripe_sync.reporting import usage_reports_mark_rejected
+    from stripe_sync.reporting import error_report_samples, usage_reports_mark_rejected
 
     full = mirror.stripe_dict(ctx.client.v2.core.events.retrieve(ctx.event.stripe_id))
     reason = (full.get("data") or {}).get("reason") or {}
-    errors: dict[str, tuple[str, str]] = {}
-    for error_type in reason.get("error_types") or []:
-        for sample in error_type.get("sample_errors") or []:
-            identifier = ((sample.get("request") or {}).get("identifier")) or ""
-            if identifier:
-                errors[identifier] = (error_type.get("code") or "", sample.get("error_message") or "")
+    errors = error_report_samples(reason)
     marked = usage_reports_mark_rejected(errors=errors, source_event=ctx.event.stripe_id) if errors else 0
     return Outcome(
         WebhookEvent.Status.PROCESSED,

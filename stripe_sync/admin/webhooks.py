@@ -11,10 +11,20 @@ from stripe_sync.notifications import billing_notification_send
 from stripe_sync.webhooks import webhook_event_replay
 
 
-def _pretty(value) -> str:
-    return format_html(
-        '<pre style="white-space: pre-wrap">{}</pre>', json.dumps(value, indent=2, sort_keys=True)
-    )
+class _RecordAdmin(admin.ModelAdmin):
+    """Rows that record what happened: shown with their JSON payload, never added or edited here."""
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj):
+        return format_html(
+            '<pre style="white-space: pre-wrap">{}</pre>', json.dumps(obj.payload, indent=2, sort_keys=True)
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class BillingNotificationInline(admin.TabularInline):
@@ -30,7 +40,7 @@ class BillingNotificationInline(admin.TabularInline):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(_RecordAdmin):
     """Events are Stripe's record: nobody edits them; an operator can only replay one."""
 
     list_display = [
@@ -74,16 +84,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
         last_line = obj.error.strip().splitlines()[-1] if obj.error.strip() else ""
         return Truncator(last_line).chars(80)
 
-    @admin.display(description="payload")
-    def pretty_payload(self, obj):
-        return _pretty(obj.payload)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def has_replay_permission(self, request):
         return request.user.has_perm("stripe_sync.change_webhookevent")
 
@@ -100,7 +100,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(BillingNotification)
-class BillingNotificationAdmin(admin.ModelAdmin):
+class BillingNotificationAdmin(_RecordAdmin):
     list_display = [
         "created_at",
         "kind",
@@ -138,16 +138,6 @@ class BillingNotificationAdmin(admin.ModelAdmin):
     @admin.display(description="e-mailed to")
     def recipients(self, obj):
         return ", ".join(obj.email_recipients or [])
-
-    @admin.display(description="payload")
-    def pretty_payload(self, obj):
-        return _pretty(obj.payload)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_resend_permission(self, request):
         return request.user.has_perm("stripe_sync.change_billingnotification")

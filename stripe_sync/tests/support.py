@@ -11,6 +11,7 @@ from django.utils import timezone
 from metering.aggregation import usage_aggregate
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import HourlyAggregate, Meter
+from stripe_sync.catalog import stripe_meter_ensure
 from stripe_sync.client import stripe_client
 from stripe_sync.mirror import mirror_customer
 from stripe_sync.models import StripeMeter
@@ -34,19 +35,8 @@ def link_customer(tenant: Tenant, *, plan: str = Tenant.Plan.METERED) -> str:
 
 
 def link_meter(meter: Meter) -> StripeMeter:
-    """A billing meter at the local Stripe server for `meter` (sum of `value` per customer)."""
-    created = stripe_client().v1.billing.meters.create(
-        params={
-            "display_name": meter.name,
-            "event_name": meter.code,
-            "default_aggregation": {"formula": "sum"},
-            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
-            "value_settings": {"event_payload_key": "value"},
-        }
-    )
-    return StripeMeter.objects.update_or_create(
-        meter=meter, defaults={"event_name": meter.code, "stripe_meter_id": created.id}
-    )[0]
+    """The meter's billing meter at the local Stripe server, made as onboarding makes it."""
+    return stripe_meter_ensure(meter=meter).stripe_meter
 
 
 def ingest(tenant: Tenant, meter: Meter, hour: datetime, quantities, *, prefix: str = "e") -> None:

@@ -1,20 +1,9 @@
-from argparse import ArgumentTypeError
-from datetime import date
 from pathlib import Path
 
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from billing_platform.commands import BaseCommand, date_argument
 from billing_platform.reports import daily_report_build, daily_report_csv, daily_report_send, yesterday
-
-
-def _date(value: str) -> date:
-    # ArgumentTypeError, not CommandError: argparse turns it into its one error line, whereas a
-    # CommandError raised while parsing escapes as a traceback from the command line.
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ArgumentTypeError(f"must be a date such as 2026-11-20, got {value!r}") from None
 
 
 class Command(BaseCommand):
@@ -24,7 +13,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--date", type=_date, help="the UTC day to report (default: yesterday)")
+        parser.add_argument("--date", type=date_argument, help="the UTC day to report (default: yesterday)")
         parser.add_argument(
             "--csv",
             metavar="FILE",

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 from django.core.management.base import CommandError
 
 from billing_platform.commands import BaseCommand
-from stripe_sync.client import StripeNotConfigured, stripe_client
+from stripe_sync.client import StripeNotConfigured, stripe_configured
 from stripe_sync.reconciliation import usage_reconcile
 
 
@@ -28,10 +28,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, since=None, no_resend=False, **options):
         start = _date(since) if since else None
-        try:
-            stripe_client()
-        except StripeNotConfigured as error:
-            raise CommandError(str(error)) from None
+        if not stripe_configured():
+            raise CommandError(str(StripeNotConfigured()))
         run = usage_reconcile(trigger="command", since=start, resend=not no_resend)
         self.stdout.write(
             f"reconciliation {run.pk}: {run.status}, {run.hours_checked} hours checked, "
