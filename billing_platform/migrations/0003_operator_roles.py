@@ -1,0 +1,165 @@
+"""The operator roles: the permissions of OperatorAccess (a model without a table) and three groups an
+operator assigns to staff users, Billing viewer, Billing operator and Finance (README: "Operator roles").
+
+Permissions are created here, before post_migrate would: a fresh database has none yet when this runs.
+Running it again (or on a database that already has the groups) adds what is missing and removes
+nothing an operator added to a group.
+"""
+
+from django.apps import apps as global_apps
+from django.contrib.auth.management import create_permissions
+from django.db import migrations, models
+
+VIEWER = "Billing viewer"
+OPERATOR = "Billing operator"
+FINANCE = "Finance"
+
+# Sees usage and health; no money (no costs, prices, invoices, estimates, margin); changes nothing.
+VIEWER_PERMISSIONS = [
+    *(f"tenants.view_{model}" for model in ("tenant", "tenantchange", "tenantapikey")),
+    *(
+        f"metering.view_{model}"
+        for model in (
+            "meter",
+            "meterfilter",
+            "usageevent",
+            "pendinghour",
+            "hourlyaggregate",
+            "hourlyaggregatechange",
+            "aggregationrun",
+        )
+    ),
+    *(
+        f"stripe_sync.view_{model}"
+        for model in (
+            "stripemeter",
+            "tenantsubscription",
+            "usagereport",
+            "circuitbreaker",
+            "reconciliationrun",
+            "reconciliationitem",
+            "webhookevent",
+            "billingnotification",
+        )
+    ),
+    "billing_platform.view_operatorjob",
+    *(
+        f"django_celery_beat.view_{model}"
+        for model in ("periodictask", "crontabschedule", "intervalschedule", "solarschedule", "clockedschedule")
+    ),
+]
+
+# Runs jobs, replays, resends, suspends, creates keys; still no money.
+OPERATOR_PERMISSIONS = [
+    *VIEWER_PERMISSIONS,
+    "billing_platform.run_operator_jobs",
+    "billing_platform.suspend_tenant",
+    "billing_platform.manage_api_keys",
+    "billing_platform.onboard_to_stripe",
+    "stripe_sync.change_usagereport",  # resend failed reports
+    "stripe_sync.change_webhookevent",  # replay
+    "stripe_sync.change_billingnotification",  # send again
+    "stripe_sync.change_circuitbreaker",  # close the breaker
+]
+
+# Revenue, margin, cancel at Stripe, pass-through, budget alerts.
+FINANCE_PERMISSIONS = [
+    *VIEWER_PERMISSIONS,
+    "billing_platform.view_revenue",
+    "billing_platform.cancel_at_stripe",
+    "metering.view_price",
+    *(
+        f"costwatch.view_{model}"
+        for model in (
+            "budget",
+            "dailycost",
+            "costcheckrun",
+            "budgetevaluation",
+            "alert",
+            "passthroughcharge",
+            "tenantmargin",
+        )
+    ),
+    "costwatch.add_budget",
+    "costwatch.change_budget",  # pass-through, markup, snooze
+    "costwatch.change_alert",  # acknowledge
+    *(
+        f"djstripe.view_{model}"
+        for model in (
+            "customer",
+            "subscription",
+            "subscriptionitem",
+            "invoice",
+            "invoiceitem",
+            "lineitem",
+            "price",
+            "product",
+            "charge",
+            "paymentintent",
+            "refund",
+            "balancetransaction",
+            "coupon",
+            "discount",
+        )
+    ),
+]
+
+GROUPS = {VIEWER: VIEWER_PERMISSIONS, OPERATOR: OPERATOR_PERMISSIONS, FINANCE: FINANCE_PERMISSIONS}
+APPS = ["tenants", "metering", "stripe_sync", "costwatch", "billing_platform", "django_celery_beat", "djstripe"]
+
+
+def create_groups(apps, schema_editor):
+    for label in APPS:
+        create_permissions(global_apps.get_app_config(label), verbosity=0, apps=apps)
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, wanted in GROUPS.items():
+        permissions = []
+        for full in wanted:
+            app_label, codename = full.split(".")
+            # .get(): a name that does not exist fails the migration instead of a silently weaker role.
+            permissions.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.add(*permissions)
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("billing_platform", "0002_operatorjob"),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("tenants", "0002_stripe_customer_by_stripe_id"),
+        ("metering", "0003_prune_schedule"),
+        ("stripe_sync", "0003_requeue_stale_webhooks_schedule"),
+        ("costwatch", "0002_check_costs_schedule"),
+        ("django_celery_beat", "0019_alter_periodictasks_options"),
+        ("djstripe", "0003_2_11"),
+    ]
+
+    operations = [
+        migrations.CreateModel(
+            name="OperatorAccess",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+            ],
+            options={
+                "verbose_name": "operator access",
+                "verbose_name_plural": "operator access",
+                "permissions": [
+                    ("view_revenue", "Can see revenue, invoice, margin and cost figures"),
+                    (
+                        "run_operator_jobs",
+                        "Can run operator jobs and syncs (re-aggregation, resync, budget check, reconciliation)",
+                    ),
+                    ("suspend_tenant", "Can suspend and reactivate tenants"),
+                    ("manage_api_keys", "Can create, rotate and revoke tenants' API keys"),
+                    ("onboard_to_stripe", "Can onboard tenants to Stripe and create meters at Stripe"),
+                    ("cancel_at_stripe", "Can cancel usage reports and subscriptions at Stripe"),
+                ],
+                "managed": False,
+                "default_permissions": (),
+            },
+        ),
+        migrations.RunPython(create_groups, migrations.RunPython.noop),
+    ]
