@@ -105,7 +105,7 @@ def child(mode: str, url: str, since: str | None) -> None:
     with connection.execute_wrapper(count):
         started = time.perf_counter()
         if mode == "recompute":
-            result["marked"] = usage_mark_for_recompute(since=datetime.fromisoformat(since))
+            result["marked"] = usage_mark_for_recompute(since=datetime.fromisoformat(since)).marked
             result["mark_s"] = time.perf_counter() - started
         run = usage_aggregate(trigger="bench-recompute" if mode == "recompute" else "bench")
         result["elapsed_s"] = time.perf_counter() - started

@@ -21,10 +21,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing_platform import admin_guards  # noqa: F401 (third-party admins with permissions on actions)
 from billing_platform.models import OperatorJob
-from billing_platform.operator_jobs import operator_job_queue
+from billing_platform.operator_jobs import JOB_PERMISSIONS, operator_job_queue
+from billing_platform.permissions import MANAGE_API_KEYS, ONBOARD_TO_STRIPE, SUSPEND_TENANT, can_see_revenue
 from billing_platform.tenant_overview import tenant_jobs, tenant_overview
-from metering.aggregation import HOUR
+from metering.aggregation import HOUR, recompute_horizon
 from tenants.models import Tenant, TenantAPIKey
 from tenants.services import TenantError, api_key_issue, api_key_revoke, tenant_reactivate, tenant_suspend
 
@@ -69,6 +71,13 @@ class ReaggregateForm(forms.Form):
             self.add_error("first_hour", "The first hour is in the future: there is nothing to aggregate.")
         elif (last - first) / HOUR + 1 > MAX_REAGGREGATE_HOURS:
             self.add_error("first_hour", f"At most {MAX_REAGGREGATE_HOURS // 24} days at once.")
+        elif first < (horizon := recompute_horizon()):
+            self.add_error(
+                "first_hour",
+                f"Hours before {horizon:%Y-%m-%d %H:00} UTC cannot be re-aggregated: their raw events are "
+                "past retention or pruned, and recomputing from what is left would lower their kept "
+                f"aggregates. Start at {horizon:%Y-%m-%d %H:00} or later.",
+            )
         return cleaned
 
 
@@ -95,8 +104,17 @@ class TenantPageAdmin(BaseTenantAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and change:
-            context["overview"] = tenant_overview(tenant=obj)
-            context["can_operate"] = self.has_change_permission(request, obj)
+            # Money (estimate, invoices, cost and margin, budget alerts) only with the revenue permission:
+            # without it those panels are neither computed nor in the page.
+            context["overview"] = tenant_overview(tenant=obj, money=can_see_revenue(request.user))
+            # Each action's button only for those holding its permission (the views check it again).
+            user = request.user
+            context["can"] = {
+                "suspend": user.has_perm(SUSPEND_TENANT),
+                "keys": user.has_perm(MANAGE_API_KEYS),
+                "onboard": user.has_perm(ONBOARD_TO_STRIPE),
+                "jobs": all(user.has_perm(permission) for permission in JOB_PERMISSIONS.values()),
+            }
             context["operations"] = {
                 name: reverse(f"admin:tenants_tenant_{name}", args=[obj.pk])
                 for name in ("reaggregate", "resync", "budget_check", "reconcile", "suspend", "reactivate")
@@ -123,13 +141,14 @@ class TenantPageAdmin(BaseTenantAdmin):
 
     # --- Helpers ----------------------------------------------------------------------------------
 
-    def _tenant(self, request, tenant_id: int, *, change: bool = True) -> Tenant:
+    def _tenant(self, request, tenant_id: int, *, permission: str | None) -> Tenant:
+        """The tenant of a custom view, for a user who may view it and holds `permission` (the one the
+        view's action needs; None: a read-only view); 403 otherwise, before anything is looked up."""
+        if not self.has_view_permission(request) or (permission and not request.user.has_perm(permission)):
+            raise PermissionDenied
         tenant = self.get_object(request, str(tenant_id))
         if tenant is None:
             raise Http404("no such tenant")
-        allowed = self.has_change_permission(request, tenant) if change else self.has_view_permission(request)
-        if not allowed:
-            raise PermissionDenied
         return tenant
 
     def _page(self, tenant: Tenant, anchor: str = "") -> HttpResponseRedirect:
@@ -183,7 +202,7 @@ class TenantPageAdmin(BaseTenantAdmin):
     # --- Long actions, queued as operator jobs ----------------------------------------------------
 
     def reaggregate_view(self, request, tenant_id: int):
-        tenant = self._tenant(request, tenant_id)
+        tenant = self._tenant(request, tenant_id, permission=JOB_PERMISSIONS[OperatorJob.Kind.REAGGREGATE])
         if request.method == "POST":
             form = ReaggregateForm(request.POST)
             if form.is_valid():
@@ -209,14 +228,15 @@ class TenantPageAdmin(BaseTenantAdmin):
                 "by a worker, as the hourly aggregation does.",
                 "Where an hour's value changes, the next usage report sends Stripe the difference: the "
                 "tenant's bill follows the recomputed figures.",
-                "Hours older than the raw events' retention (45 days) keep their aggregates.",
+                "Hours older than the raw events' retention (45 days), or before the last prune's "
+                "cutoff, cannot be re-aggregated: their aggregates stand.",
             ],
             confirm_label="Re-aggregate",
             form=form,
         )
 
     def resync_view(self, request, tenant_id: int):
-        tenant = self._tenant(request, tenant_id)
+        tenant = self._tenant(request, tenant_id, permission=JOB_PERMISSIONS[OperatorJob.Kind.STRIPE_RESYNC])
         if request.method != "POST":  # reads from Stripe, sends nothing: no confirmation needed
             return self._confirm(
                 request,
@@ -232,7 +252,7 @@ class TenantPageAdmin(BaseTenantAdmin):
         return self._queue(request, tenant, kind=OperatorJob.Kind.STRIPE_RESYNC, what="Resync from Stripe")
 
     def budget_check_view(self, request, tenant_id: int):
-        tenant = self._tenant(request, tenant_id)
+        tenant = self._tenant(request, tenant_id, permission=JOB_PERMISSIONS[OperatorJob.Kind.BUDGET_CHECK])
         if not self._confirmed(request):
             return self._confirm(
                 request,
@@ -249,7 +269,7 @@ class TenantPageAdmin(BaseTenantAdmin):
         return self._queue(request, tenant, kind=OperatorJob.Kind.BUDGET_CHECK, what="Budget check")
 
     def reconcile_view(self, request, tenant_id: int):
-        tenant = self._tenant(request, tenant_id)
+        tenant = self._tenant(request, tenant_id, permission=JOB_PERMISSIONS[OperatorJob.Kind.RECONCILIATION])
         if not self._confirmed(request):
             return self._confirm(
                 request,
@@ -267,7 +287,7 @@ class TenantPageAdmin(BaseTenantAdmin):
 
     def jobs_view(self, request, tenant_id: int):
         """The tenant's recent jobs, for the page's progress poll (staff with view permission)."""
-        tenant = self._tenant(request, tenant_id, change=False)
+        tenant = self._tenant(request, tenant_id, permission=None)
         jobs = tenant_jobs(tenant_id=tenant.pk)
         return JsonResponse(
             {
@@ -293,7 +313,7 @@ class TenantPageAdmin(BaseTenantAdmin):
     # --- Short actions ----------------------------------------------------------------------------
 
     def suspend_view(self, request, tenant_id: int):
-        tenant = self._tenant(request, tenant_id)
+        tenant = self._tenant(request, tenant_id, permission=SUSPEND_TENANT)
         form = SuspendForm(request.POST if self._confirmed(request) else None)
         if not form.is_bound or not form.is_valid():
             return self._confirm(
@@ -317,7 +337,7 @@ class TenantPageAdmin(BaseTenantAdmin):
         return self._page(tenant)
 
     def reactivate_view(self, request, tenant_id: int):
-        tenant = self._tenant(request, tenant_id)
+        tenant = self._tenant(request, tenant_id, permission=SUSPEND_TENANT)
         if request.method != "POST":
             return self._confirm(
                 request,
@@ -337,7 +357,7 @@ class TenantPageAdmin(BaseTenantAdmin):
     def rotate_key_view(self, request, tenant_id: int, key_id: int):
         """Issue a new key and revoke the old one, in one transaction, after confirmation; the new
         key is shown once, on this response (never stored, never put in a message or a redirect)."""
-        tenant = self._tenant(request, tenant_id)
+        tenant = self._tenant(request, tenant_id, permission=MANAGE_API_KEYS)
         old = TenantAPIKey.objects.filter(pk=key_id, tenant=tenant).first()
         if old is None:
             raise Http404("no such key for this tenant")

@@ -13,16 +13,18 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 
 import stripe
 from celery import shared_task
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from billing_platform.models import OperatorJob
+from billing_platform.parsing import ParseError, parse_datetime
+from billing_platform.permissions import RUN_OPERATOR_JOBS
 from costwatch.models import CostCheckRun
 from costwatch.services import cost_check_run, run_totals
 from metering.aggregation import usage_aggregate, usage_mark_for_recompute
@@ -52,12 +54,29 @@ class Outcome:
 Progress = Callable[[str], None]
 
 
+# The permission each kind of job needs from whoever queues it (billing_platform.permissions). A new
+# kind without an entry cannot be queued at all (KeyError), rather than by anyone.
+JOB_PERMISSIONS: dict[str, str] = {
+    OperatorJob.Kind.REAGGREGATE: RUN_OPERATOR_JOBS,
+    OperatorJob.Kind.STRIPE_RESYNC: RUN_OPERATOR_JOBS,
+    OperatorJob.Kind.BUDGET_CHECK: RUN_OPERATOR_JOBS,
+    OperatorJob.Kind.RECONCILIATION: RUN_OPERATOR_JOBS,
+}
+
+
 def operator_job_queue(*, kind: str, tenant: Tenant | None, requested_by, params: dict | None = None):
-    """Record a job and queue it for a worker once the transaction commits."""
+    """Record a job and queue it for a worker once the transaction commits.
+
+    `requested_by` must hold the kind's permission (JOB_PERMISSIONS): PermissionDenied otherwise, and
+    nothing is recorded. Every job has an operator who asked for it.
+    """
+    permission = JOB_PERMISSIONS[kind]
+    if requested_by is None or not requested_by.has_perm(permission):
+        raise PermissionDenied(f"queuing a {kind} job needs the permission {permission}")
     job = OperatorJob.objects.create(
         kind=kind,
         tenant=tenant,
-        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+        requested_by=requested_by,
         params=params or {},
         task_id=str(uuid.uuid4()),
         progress="Waiting for a worker",
@@ -149,20 +168,33 @@ def _tenant_of(job: OperatorJob) -> Tenant:
 def _reaggregate(job: OperatorJob, progress: Progress) -> Outcome:
     """Mark the tenant's hours in [since, until) pending, then aggregate as the hourly task does."""
     tenant = _tenant_of(job)
-    since = datetime.fromisoformat(job.params["since"])
-    until = datetime.fromisoformat(job.params["until"])
+    try:
+        since = parse_datetime(job.params.get("since"), what="since")
+        until = parse_datetime(job.params.get("until"), what="until")
+    except ParseError as exc:
+        raise JobFailed(str(exc)) from None
+    # Hours before the retention horizon are skipped by the service (their raw events may be partly
+    # pruned): the outcome says how many kept their aggregates.
     marked = usage_mark_for_recompute(since=since, until=until, tenant_id=tenant.pk)
-    progress(f"Marked {marked} hour(s) with events for recompute; aggregating")
+    skipped = (
+        f"; {marked.skipped} hour(s) before {marked.horizon:%Y-%m-%d %H:00} UTC skipped (raw events past "
+        "retention): their aggregates stand"
+        if marked.skipped
+        else ""
+    )
+    progress(f"Marked {marked.marked} hour(s) with events for recompute{skipped}; aggregating")
     run = usage_aggregate(trigger=TRIGGER)
     result = {
-        "hours_marked": marked,
+        "hours_marked": marked.marked,
+        "hours_skipped_past_retention": marked.skipped,
         "run": run.pk,
         "hours_aggregated": run.hours_aggregated,
         "hours_changed": run.hours_changed,
     }
     return Outcome(
-        f"Marked {marked} hour(s); aggregation run {run.pk} aggregated {run.hours_aggregated} "
-        f"hour(s), {run.hours_changed} changed (differences go to Stripe with the next report)",
+        f"Marked {marked.marked} hour(s){skipped}; aggregation run {run.pk} aggregated "
+        f"{run.hours_aggregated} hour(s), {run.hours_changed} changed (differences go to Stripe with "
+        "the next report)",
         result,
     )
 

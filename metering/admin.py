@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from billing_platform.parsing import ParseError, parse_date
+from billing_platform.permissions import can_see_revenue
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -313,10 +315,11 @@ class MeterAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         filters_changed = any(formset.model is MeterFilter and formset.has_changed() for formset in formsets)
-        if change and filters_changed and meter_has_usage(meter=form.instance):
-            # Hours still in Stripe's window are aggregated again under the new filters.
-            hours = meter_filters_changed(meter=form.instance)
-            self.message_user(request, f"Filters changed: {hours} hour(s) will be aggregated again.")
+        if change and filters_changed:
+            # Hours with raw events still in Stripe's window are aggregated again under the new
+            # filters, also when none matched before (and so no aggregate exists yet).
+            result = meter_filters_changed(meter=form.instance)
+            self.message_user(request, f"Filters changed: {result.marked} hour(s) will be aggregated again.")
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
@@ -368,9 +371,9 @@ class UtcDayFilter(admin.SimpleListFilter):
         if not self.value():
             return queryset
         try:
-            day = date.fromisoformat(self.value())
-        except ValueError as exc:
-            raise IncorrectLookupParameters(f"Not a date: {self.value()!r}") from exc
+            day = parse_date(self.value(), what="day:")
+        except ParseError as exc:
+            raise IncorrectLookupParameters(str(exc)) from exc
         start = datetime.combine(day, time.min, tzinfo=UTC)
         return queryset.filter(timestamp__gte=start, timestamp__lt=start + timedelta(days=1))
 
@@ -495,7 +498,8 @@ class HourlyAggregateAdmin(BigTableAdmin):
         return TemplateResponse(request, "admin/metering/hourlyaggregate/usage_chart.html", context)
 
     def estimate_view(self, request, tenant_id: int):
-        if not self.has_view_permission(request):
+        # Charges are money: the revenue permission too, not only the right to view aggregates.
+        if not self.has_view_permission(request) or not can_see_revenue(request.user):
             raise PermissionDenied
         tenant = get_object_or_404(Tenant, pk=tenant_id)
         # Imported here so that the admin loads even where the estimates module is not deployed yet.

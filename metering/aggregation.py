@@ -11,6 +11,7 @@ writes the aggregates and deletes the claimed rows, all in one transaction:
 Cost grows with the number of pending hours and their events, not with history.
 """
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,11 +30,15 @@ from metering.models import (
     HourlyAggregateChange,
     Meter,
     PendingHour,
+    PruneRun,
     UsageEvent,
 )
 
+logger = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
 DEFAULT_BATCH = 500
+# Raw events are kept this long (the daily prune job's default), longer than Stripe's 35-day window.
+RAW_EVENT_RETENTION = timedelta(days=45)
 
 
 @dataclass(frozen=True)
@@ -167,11 +172,22 @@ def _claim(batch_size: int) -> list[tuple[int, int, datetime]]:
 
 
 def usage_aggregate_batch(*, batch_size: int = DEFAULT_BATCH) -> AggregationResult:
-    """Aggregate up to `batch_size` pending hours in one transaction."""
+    """Aggregate up to `batch_size` pending hours in one transaction.
+
+    A claimed hour that starts before a prune's cutoff may have lost raw events: it is dropped, not
+    recomputed, so its aggregate stands (a recompute from what is left would lower it)."""
     with transaction.atomic():
-        claimed = _claim(batch_size)
-        if not claimed:
+        all_claimed = _claim(batch_size)
+        if not all_claimed:
             return AggregationResult(0, 0)
+        pruned = pruned_horizon()
+        claimed = [row for row in all_claimed if pruned is None or row[2] >= pruned]
+        if len(claimed) < len(all_claimed):
+            logger.warning(
+                "dropped %d pending hour(s) before %s: their raw events may be partly pruned",
+                len(all_claimed) - len(claimed),
+                pruned,
+            )
         meters = {m.pk: m for m in Meter.objects.filter(pk__in={m for _, m, _ in claimed})}
         by_meter = defaultdict(list)
         for tenant_id, meter_id, hour in claimed:
@@ -189,7 +205,7 @@ def usage_aggregate_batch(*, batch_size: int = DEFAULT_BATCH) -> AggregationResu
             for tenant_id, hour in pairs:
                 computed[(tenant_id, meter_id, hour)] = values.get((tenant_id, hour), (Decimal(0), 0))
         changed = _write(computed, timezone.now())
-    return AggregationResult(len(claimed), changed)
+    return AggregationResult(len(all_claimed), changed)
 
 
 def usage_aggregate(
@@ -225,19 +241,37 @@ def recompute_window_start() -> datetime:
     return (timezone.now() - BACKFILL_WINDOW - HOUR).replace(minute=0, second=0, microsecond=0)
 
 
-def usage_mark_for_recompute(
-    *,
-    since: datetime,
-    until: datetime | None = None,
-    tenant_id: int | None = None,
-    meter_id: int | None = None,
-) -> int:
-    """Mark every hour in [since, until) (until: no end) that has events pending again: a recompute.
+def _ceil_hour(moment: datetime) -> datetime:
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + HOUR
 
-    Used after a meter's filters change, by `aggregate_usage --full` and by the tenant page's
-    re-aggregation. One INSERT ... SELECT, so memory does not grow with history. Hours whose raw
-    events were pruned are not touched (their aggregates stand). Returns the number of hours marked.
-    """
+
+def pruned_horizon() -> datetime | None:
+    """The first hour no prune has touched: every hour before it may have lost raw events (a prune
+    deletes events timed and received before its cutoff, whatever their hour). None: never pruned."""
+    cutoff = PruneRun.objects.aggregate(latest=Max("cutoff"))["latest"]
+    return None if cutoff is None else _ceil_hour(cutoff)
+
+
+def recompute_horizon(*, now: datetime | None = None) -> datetime:
+    """The first hour that may be recomputed from raw events: hours past the retention
+    (`RAW_EVENT_RETENTION`, which the daily prune may reach at any moment) or before a prune's
+    cutoff may have lost some of their events, and recomputing them would lower a kept aggregate."""
+    horizon = _ceil_hour((now or timezone.now()) - RAW_EVENT_RETENTION)
+    pruned = pruned_horizon()
+    return horizon if pruned is None else max(horizon, pruned)
+
+
+@dataclass(frozen=True)
+class RecomputeResult:
+    marked: int  # hours marked pending again
+    skipped: int  # hours with events before `horizon`, left as they are
+    horizon: datetime
+
+
+def _events_in(
+    since: datetime, until: datetime | None, tenant_id: int | None, meter_id: int | None
+) -> QuerySet:
     events = UsageEvent.objects.filter(timestamp__gte=since)
     if until is not None:
         events = events.filter(timestamp__lt=until)
@@ -245,6 +279,39 @@ def usage_mark_for_recompute(
         events = events.filter(tenant_id=tenant_id)
     if meter_id is not None:
         events = events.filter(meter_id=meter_id)
+    return events
+
+
+def usage_mark_for_recompute(
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    tenant_id: int | None = None,
+    meter_id: int | None = None,
+) -> RecomputeResult:
+    """Mark every hour in [since, until) (until: no end) that has events pending again: a recompute.
+
+    Used after a meter's filters change, by `aggregate_usage --full` and by the tenant page's
+    re-aggregation. One INSERT ... SELECT, so memory does not grow with history. Hours before
+    `recompute_horizon()` are never marked: their raw events may be partly pruned, and their
+    aggregates stand; they are counted as skipped.
+    """
+    horizon = recompute_horizon()
+    skipped = 0
+    if since < horizon:
+        old_end = horizon if until is None else min(until, horizon)
+        skipped = (
+            _events_in(since, old_end, tenant_id, meter_id)
+            .annotate(bucket=TruncHour("timestamp"))
+            .values_list("tenant_id", "meter_id", "bucket")
+            .distinct()
+            .order_by()
+            .count()
+        )
+        since = horizon
+    if until is not None and until <= since:
+        return RecomputeResult(marked=0, skipped=skipped, horizon=horizon)
+    events = _events_in(since, until, tenant_id, meter_id)
     hours = (
         events.annotate(bucket=TruncHour("timestamp"))
         .values_list("tenant_id", "meter_id", "bucket")
@@ -262,7 +329,8 @@ def usage_mark_for_recompute(
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, (timezone.now(), *params))
-        return cursor.rowcount
+        marked = cursor.rowcount
+    return RecomputeResult(marked=marked, skipped=skipped, horizon=horizon)
 
 
 @dataclass(frozen=True)
@@ -284,6 +352,9 @@ def usage_events_prune(*, older_than: timedelta, batch_size: int = 10_000) -> Pr
     )
     if stuck is not None:
         cutoff = min(cutoff, stuck)
+    # Recorded (and committed) before the first delete, so that no recompute starting from now on
+    # reads an hour this run may be thinning out.
+    run = PruneRun.objects.create(started_at=timezone.now(), cutoff=cutoff)
     deleted = 0
     while True:
         ids = list(
@@ -292,6 +363,8 @@ def usage_events_prune(*, older_than: timedelta, batch_size: int = 10_000) -> Pr
             .values_list("id", flat=True)[:batch_size]
         )
         if not ids:
+            run.deleted, run.finished_at = deleted, timezone.now()
+            run.save(update_fields=["deleted", "finished_at"])
             return PruneResult(deleted=deleted, cutoff=cutoff)
         with transaction.atomic():
             deleted += UsageEvent.objects.filter(id__in=ids).delete()[0]

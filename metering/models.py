@@ -211,6 +211,24 @@ class AggregationRun(models.Model):
         return f"aggregation {self.started_at:%Y-%m-%d %H:%M} ({self.status})"
 
 
+class PruneRun(models.Model):
+    """One run of raw-event retention pruning. Its `cutoff` is written before anything is deleted:
+    an hour that starts before the latest cutoff may have lost some of its raw events, so it is
+    never recomputed from them again (its aggregate stands)."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cutoff = models.DateTimeField(help_text="Events received and timed before this were deleted.")
+    deleted = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"prune {self.started_at:%Y-%m-%d %H:%M}: before {self.cutoff:%Y-%m-%d %H:%M}"
+
+
 class Price(models.Model):
     """How a meter's monthly usage is charged on a plan (the pricing preview).
 

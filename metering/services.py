@@ -2,10 +2,14 @@
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
-from metering.aggregation import recompute_window_start, usage_mark_for_recompute
+from billing_platform.json_input import json_problem
+from billing_platform.validation import row_validate, validation_error_message
+from metering.aggregation import RecomputeResult, recompute_window_start, usage_mark_for_recompute
 from metering.ingest import meter_cache
-from metering.models import HourlyAggregate, Meter, MeterFilter, PendingHour
+from metering.models import HourlyAggregate, Meter, MeterFilter, PendingHour, UsageEvent
+from tenants.models import Tenant
 
 
 class MeterError(Exception):
@@ -13,11 +17,18 @@ class MeterError(Exception):
 
 
 def meter_has_usage(*, meter: Meter) -> bool:
-    # Aggregates and pending hours are indexed by meter; the events table is indexed by tenant
-    # first, so asking it directly would scan. An event always leaves one or the other.
+    """Whether any event was ever recorded for the meter (kept or aggregated).
+
+    Aggregates and pending hours are indexed by meter and answer for most meters. They are not
+    enough: an hour whose events all fail the meter's filters leaves neither once aggregated. The
+    events table is indexed by (tenant, meter, timestamp), so it is asked tenant by tenant, one
+    index probe each, never by meter alone (a scan)."""
     return (
         HourlyAggregate.objects.filter(meter=meter).exists()
         or PendingHour.objects.filter(meter=meter).exists()
+        or Tenant.objects.filter(
+            Exists(UsageEvent.objects.filter(tenant_id=OuterRef("pk"), meter=meter))
+        ).exists()
     )
 
 
@@ -42,15 +53,23 @@ def meter_create(
     meter = Meter(
         code=code, name=name or code, unit=unit, aggregation=aggregation, unique_property=unique_property
     )
+    rows = []
+    for prop, values in (filters or {}).items():
+        operator = MeterFilter.Operator.EQUALS if len(values) == 1 else MeterFilter.Operator.IN
+        rows.append(MeterFilter(meter=meter, property=prop, operator=operator, values=list(values)))
     try:
-        meter.full_clean()
+        row_validate(meter)
+        for row in rows:
+            row_validate(row, exclude=["meter"])
+            if (problem := json_problem(row.values, max_depth=2)) is not None:
+                raise ValidationError({"values": [f"filter values {problem}"]})
     except ValidationError as exc:
-        raise MeterError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+        raise MeterError(validation_error_message(exc)) from None
     with transaction.atomic():
         meter.save()
-        for prop, values in (filters or {}).items():
-            operator = MeterFilter.Operator.EQUALS if len(values) == 1 else MeterFilter.Operator.IN
-            MeterFilter.objects.create(meter=meter, property=prop, operator=operator, values=list(values))
+        for row in rows:
+            row.meter = meter
+            row.save()
     meter_cache.clear()
     return meter
 
@@ -66,7 +85,10 @@ def meter_check_aggregation_change(*, meter: Meter, aggregation: str, unique_pro
         )
 
 
-def meter_filters_changed(*, meter: Meter) -> int:
+def meter_filters_changed(*, meter: Meter) -> RecomputeResult:
     """After an operator changes a meter's filters, recompute its hours still within Stripe's
-    window, so aggregates (and what is reported) follow the new definition."""
+    window, so aggregates (and what is reported) follow the new definition.
+
+    Every hour with raw events of the meter is marked, whatever its aggregates say: a widened
+    filter must count events that matched nothing before (and left no aggregate)."""
     return usage_mark_for_recompute(since=recompute_window_start(), meter_id=meter.pk)

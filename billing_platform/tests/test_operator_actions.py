@@ -132,14 +132,14 @@ def test_mark_for_recompute_until_bounds_the_range(tenant, other_tenant, api_cal
 
     marked = usage_mark_for_recompute(since=hours[1], until=hours[3], tenant_id=tenant.pk)
 
-    assert marked == 2
+    assert marked.marked == 2
     assert sorted(PendingHour.objects.values_list("tenant_id", "hour")) == [
         (tenant.pk, hours[1]),
         (tenant.pk, hours[2]),
     ]
     PendingHour.objects.all().delete()
     # Without `until`, everything since `since`, as before.
-    assert usage_mark_for_recompute(since=hours[1]) == 6
+    assert usage_mark_for_recompute(since=hours[1]).marked == 6
 
 
 # --- Re-aggregate ----------------------------------------------------------------------------------
@@ -438,14 +438,14 @@ def test_staff_who_may_only_view_tenants_cannot_run_actions(client, tenant, djan
 
 
 def test_an_unexpected_error_fails_the_job_with_its_traceback(
-    tenant, eager_celery, monkeypatch, run_on_commit
+    tenant, admin_user, eager_celery, monkeypatch, run_on_commit
 ):
     def explode(job, progress):
         progress("half way")
         raise RuntimeError("disk full")
 
     monkeypatch.setitem(operator_jobs.RUNNERS, OperatorJob.Kind.STRIPE_RESYNC, explode)
-    job = operator_job_queue(kind=OperatorJob.Kind.STRIPE_RESYNC, tenant=tenant, requested_by=None)
+    job = operator_job_queue(kind=OperatorJob.Kind.STRIPE_RESYNC, tenant=tenant, requested_by=admin_user)
     result = run_operator_job.apply(args=[job.pk])
 
     assert result.failed()
@@ -455,13 +455,15 @@ def test_an_unexpected_error_fails_the_job_with_its_traceback(
     assert "Traceback" in job.error
 
 
-def test_a_job_that_cannot_be_queued_says_so(tenant, monkeypatch, django_capture_on_commit_callbacks):
+def test_a_job_that_cannot_be_queued_says_so(
+    tenant, admin_user, monkeypatch, django_capture_on_commit_callbacks
+):
     def broker_down(*args, **kwargs):
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(run_operator_job, "apply_async", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
-        job = operator_job_queue(kind=OperatorJob.Kind.BUDGET_CHECK, tenant=tenant, requested_by=None)
+        job = operator_job_queue(kind=OperatorJob.Kind.BUDGET_CHECK, tenant=tenant, requested_by=admin_user)
     job.refresh_from_db()
     assert job.state == "failed"
     assert "redis is down" in job.error

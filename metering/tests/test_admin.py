@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from metering.admin import EstimatedCountPaginator
+from metering.aggregation import usage_aggregate
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -230,6 +231,56 @@ def test_changing_filters_of_a_meter_with_usage_recomputes_its_hours(staff_clien
     response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
     assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
     assert PendingHour.objects.filter(tenant=tenant, meter=meter, hour=hour).exists()
+
+
+@pytest.fixture
+def five_filtered_out_events(tenant, meter):
+    """A meter whose only events (5, in one hour) all fail its filter: aggregated, they left no
+    aggregate and no pending hour, only raw events."""
+    MeterFilter.objects.create(meter=meter, property="status", operator="eq", values=["200"])
+    for n in range(5):
+        make_event(tenant, meter, f"evt-{n}", properties={"status": 500})
+    PendingHour.objects.create(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
+    usage_aggregate(trigger="test")
+    assert not HourlyAggregate.objects.exists()
+    assert not PendingHour.objects.exists()
+    return MeterFilter.objects.get(meter=meter)
+
+
+def test_widening_filters_through_the_admin_counts_5_events_that_all_failed_the_old_filter(
+    staff_client, tenant, meter, five_filtered_out_events
+):
+    row = {"id": five_filtered_out_events.pk, "property": "status", "operator": "in", "values": "200, 500"}
+    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
+    assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
+    usage_aggregate(trigger="test")
+    aggregate = HourlyAggregate.objects.get(tenant=tenant, meter=meter)
+    assert (aggregate.value, aggregate.event_count) == (5, 5)
+
+
+def test_removing_the_filter_through_the_admin_counts_the_5_events(
+    staff_client, tenant, meter, five_filtered_out_events
+):
+    row = {"id": five_filtered_out_events.pk, "property": "status", "operator": "eq", "values": "200"}
+    data = meter_form_data(meter, filters=[row])
+    data["filters-0-DELETE"] = "on"
+    response = staff_client.post(change_url(meter), data, follow=True)
+    assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
+    usage_aggregate(trigger="test")
+    assert HourlyAggregate.objects.get(tenant=tenant, meter=meter).value == 5
+
+
+def test_a_meter_whose_events_all_fail_its_filter_still_counts_as_used(
+    staff_client, tenant, meter, five_filtered_out_events
+):
+    # Its code is what tenants send, its aggregation what the events mean, and its events
+    # refer to it: none may change or go once events exist, aggregated or not.
+    assert 'name="code"' not in staff_client.get(change_url(meter)).content.decode()
+    assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 403
+    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
+    assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
+    meter.refresh_from_db()
+    assert meter.aggregation == Meter.Aggregation.COUNT
 
 
 def test_equals_filter_takes_exactly_one_value(staff_client, meter):

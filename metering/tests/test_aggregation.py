@@ -185,9 +185,20 @@ def test_changing_filters_recomputes_the_meters_hours(tenant, make_meter):
     usage_aggregate(trigger="test")
     assert values(tenant, ok) == {H10: (Decimal(1), 1)}
     MeterFilter.objects.filter(meter=ok).update(operator="in", values=["200", "201"])
-    assert meter_filters_changed(meter=ok) == 1
+    assert meter_filters_changed(meter=ok).marked == 1
     usage_aggregate(trigger="test")
     assert values(tenant, ok) == {H10: (Decimal(2), 2)}
+
+
+def test_widening_filters_of_a_meter_whose_5_events_all_failed_them_counts_the_5(tenant, make_meter):
+    ok = make_meter("ok_calls", "count", status=["200"])
+    ingest(tenant, *(ev("ok_calls", f"10:0{n}", status=500) for n in range(5)))
+    usage_aggregate(trigger="test")
+    assert values(tenant, ok) == {}  # no aggregate and no pending hour left: only raw events
+    MeterFilter.objects.filter(meter=ok).update(operator="in", values=["200", "500"])
+    assert meter_filters_changed(meter=ok).marked == 1
+    usage_aggregate(trigger="test")
+    assert values(tenant, ok) == {H10: (Decimal(5), 5)}
 
 
 def test_full_recompute_command_changes_nothing_when_nothing_changed(tenant, api_calls, storage):

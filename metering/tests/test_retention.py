@@ -6,10 +6,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from freezegun import freeze_time
 
+from billing_platform.models import OperatorJob
+from billing_platform.operator_jobs import operator_job_run
 from conftest import beat_task_from_migration
-from metering.aggregation import usage_aggregate
+from metering.aggregation import recompute_horizon, usage_aggregate, usage_mark_for_recompute
 from metering.ingest import usage_events_record, usage_events_validate
-from metering.models import HourlyAggregate, PendingHour, UsageEvent
+from metering.models import HourlyAggregate, PendingHour, PruneRun, UsageEvent
 
 pytestmark = pytest.mark.django_db
 START = datetime(2026, 9, 1, 12, tzinfo=UTC)
@@ -51,3 +53,119 @@ def test_retention_shorter_than_stripes_window_is_refused(db):
 def test_the_daily_prune_schedule_exists(db):
     task = beat_task_from_migration("metering", "0003_prune_schedule", "metering.prune_usage_events")
     assert (task.crontab.hour, task.crontab.minute) == ("3", "30")
+
+
+# --- Pruned hours are never recomputed from what is left -------------------------------------------
+# An hour H gets 10 events at once and 1 late event 30 days later; a prune with a 36-day retention
+# then deletes the 10 (received before its cutoff) and keeps the late one: the aggregate says 11,
+# the raw events say 1. Every recompute entry point must leave the 11 alone.
+
+H = datetime(2026, 9, 1, 10, tzinfo=UTC)
+AFTER_PRUNE = H + timedelta(days=36, hours=3)  # the prune's cutoff is H + 3h
+
+
+def ingest_events_at(moment, tenant, timestamp, ids):
+    with freeze_time(moment):
+        payload = {
+            "events": [{"id": i, "meter": "api_calls", "timestamp": timestamp.isoformat()} for i in ids]
+        }
+        usage_events_record(
+            tenant=tenant, events=usage_events_validate(payload=payload, now=moment), now=moment
+        )
+        usage_aggregate(trigger="test")
+
+
+@pytest.fixture
+def partly_pruned_hour(tenant, api_calls):
+    ingest_events_at(H + timedelta(minutes=10), tenant, H, [f"early-{n}" for n in range(10)])
+    ingest_events_at(H + timedelta(days=30), tenant, H + timedelta(minutes=5), ["late"])
+    with freeze_time(AFTER_PRUNE - timedelta(hours=1)):
+        call_command("prune_usage_events", "--older-than-days", "36", stdout=StringIO())
+    assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["late"]
+    assert HourlyAggregate.objects.get(hour=H).value == 11
+    return HourlyAggregate.objects.get(hour=H)
+
+
+def test_prune_records_its_cutoff_before_deleting(partly_pruned_hour):
+    run = PruneRun.objects.get()
+    assert (run.cutoff, run.deleted) == (H + timedelta(hours=2), 10)
+    with freeze_time(AFTER_PRUNE):
+        assert recompute_horizon() == H + timedelta(hours=2)
+
+
+def test_recompute_service_skips_a_partly_pruned_hour_and_keeps_its_aggregate_of_11(partly_pruned_hour):
+    with freeze_time(AFTER_PRUNE):
+        result = usage_mark_for_recompute(since=H - timedelta(days=1))
+        usage_aggregate(trigger="test")
+    assert (result.marked, result.skipped, result.horizon) == (0, 1, H + timedelta(hours=2))
+    assert not PendingHour.objects.exists()
+    revision = partly_pruned_hour.revision
+    partly_pruned_hour.refresh_from_db()
+    assert (partly_pruned_hour.value, partly_pruned_hour.revision) == (11, revision)
+
+
+def test_full_aggregate_command_refuses_since_before_the_prune_cutoff(partly_pruned_hour):
+    with freeze_time(AFTER_PRUNE), pytest.raises(CommandError) as refused:
+        call_command("aggregate_usage", "--full", "--since", "2026-09-01", stdout=StringIO())
+    assert "--since 2026-09-01 00:00Z is before 2026-09-01 12:00Z" in str(refused.value)
+    assert "would lower its aggregate" in str(refused.value)
+    assert not PendingHour.objects.exists()
+    assert HourlyAggregate.objects.get(hour=H).value == 11
+
+
+def test_full_aggregate_command_by_default_keeps_the_partly_pruned_hour(partly_pruned_hour):
+    with freeze_time(AFTER_PRUNE):
+        out = StringIO()
+        call_command("aggregate_usage", "--full", stdout=out)
+    assert "marked 0 hour(s)" in out.getvalue()
+    assert HourlyAggregate.objects.get(hour=H).value == 11
+
+
+def test_a_pending_hour_before_the_prune_cutoff_is_dropped_not_recomputed(
+    partly_pruned_hour, tenant, api_calls
+):
+    # As a recompute marked before this rule existed, or one racing a prune, would leave it.
+    PendingHour.objects.create(tenant=tenant, meter=api_calls, hour=H, marked_at=AFTER_PRUNE)
+    with freeze_time(AFTER_PRUNE):
+        run = usage_aggregate(trigger="test")
+    assert (run.hours_aggregated, run.hours_changed) == (1, 0)
+    assert not PendingHour.objects.exists()
+    assert HourlyAggregate.objects.get(hour=H).value == 11
+
+
+def test_reaggregate_form_refuses_hours_before_the_prune_cutoff(partly_pruned_hour, admin_client, tenant):
+    with freeze_time(AFTER_PRUNE):
+        response = admin_client.post(
+            f"/admin/tenants/tenant/{tenant.pk}/operations/reaggregate/",
+            {"first_hour": "2026-09-01T10:00", "last_hour": "2026-09-01T11:00"},
+        )
+    assert response.status_code == 200
+    assert "Hours before 2026-09-01 12:00 UTC cannot be re-aggregated" in response.content.decode()
+    assert not OperatorJob.objects.exists()
+    assert HourlyAggregate.objects.get(hour=H).value == 11
+
+
+def test_reaggregate_job_queued_before_the_prune_skips_the_hour_and_says_so(partly_pruned_hour, tenant):
+    job = OperatorJob.objects.create(
+        kind=OperatorJob.Kind.REAGGREGATE,
+        tenant=tenant,
+        params={"since": H.isoformat(), "until": (H + timedelta(hours=1)).isoformat()},
+        task_id="job-1",
+    )
+    with freeze_time(AFTER_PRUNE):
+        operator_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.state == OperatorJob.State.SUCCEEDED
+    assert (job.result["hours_marked"], job.result["hours_skipped_past_retention"]) == (0, 1)
+    assert "1 hour(s) before 2026-09-01 12:00 UTC skipped" in job.progress
+    assert HourlyAggregate.objects.get(hour=H).value == 11
+
+
+def test_hours_past_the_45_day_retention_are_refused_even_before_any_prune(tenant, api_calls):
+    ingest_events_at(H + timedelta(minutes=10), tenant, H, ["a", "b"])
+    with freeze_time(H + timedelta(days=46)):
+        result = usage_mark_for_recompute(since=H)
+        with pytest.raises(CommandError, match="is before"):
+            call_command("aggregate_usage", "--full", "--since", "2026-09-01", stdout=StringIO())
+    assert (result.marked, result.skipped) == (0, 1)
+    assert not PendingHour.objects.exists()

@@ -1,19 +1,14 @@
-from datetime import UTC, datetime
-
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
-from metering.aggregation import recompute_window_start, usage_aggregate, usage_mark_for_recompute
+from billing_platform.commands import BaseCommand, datetime_argument, int_argument
+from metering.aggregation import (
+    recompute_horizon,
+    recompute_window_start,
+    usage_aggregate,
+    usage_mark_for_recompute,
+)
 from tenants.models import Tenant
 from tenants.selectors import tenant_get_by_ref
-
-
-def _since(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"--since must be an ISO date or time, got {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Command(BaseCommand):
@@ -25,23 +20,33 @@ class Command(BaseCommand):
             action="store_true",
             help="recompute every hour that has events (since --since, default 35 days back)",
         )
-        parser.add_argument("--since", type=_since, help="with --full: from this date/time (UTC)")
+        parser.add_argument("--since", type=datetime_argument, help="with --full: from this date/time (UTC)")
         parser.add_argument("--tenant", help="with --full: only this tenant (slug or id)")
-        parser.add_argument("--batch-size", type=int, default=500, help="pending hours per transaction")
+        parser.add_argument(
+            "--batch-size",
+            type=int_argument(minimum=1, maximum=100_000),
+            default=500,
+            help="pending hours per transaction",
+        )
 
     def handle(self, *args, full, since, tenant, batch_size, **options):
         if (since or tenant) and not full:
             raise CommandError("--since and --tenant only apply with --full")
-        if batch_size < 1:
-            raise CommandError("--batch-size must be at least 1")
         if full:
             try:
                 tenant_id = tenant_get_by_ref(ref=tenant).pk if tenant else None
             except Tenant.DoesNotExist as exc:
                 raise CommandError(str(exc)) from None
             since = since or recompute_window_start()
-            marked = usage_mark_for_recompute(since=since, tenant_id=tenant_id)
-            self.stdout.write(f"marked {marked} hour(s) for recompute since {since:%Y-%m-%d %H:%M}Z")
+            horizon = recompute_horizon()
+            if since < horizon:
+                raise CommandError(
+                    f"--since {since:%Y-%m-%d %H:%M}Z is before {horizon:%Y-%m-%d %H:%M}Z: raw events "
+                    "of earlier hours are past retention or pruned, and recomputing an hour from what "
+                    f"is left would lower its aggregate. Use --since {horizon:%Y-%m-%dT%H:%M}Z or later."
+                )
+            result = usage_mark_for_recompute(since=since, tenant_id=tenant_id)
+            self.stdout.write(f"marked {result.marked} hour(s) for recompute since {since:%Y-%m-%d %H:%M}Z")
         run = usage_aggregate(trigger="command", batch_size=batch_size)
         seconds = (run.finished_at - run.started_at).total_seconds()
         self.stdout.write(
