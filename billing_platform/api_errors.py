@@ -6,7 +6,10 @@ answer in this shape, so a client parses one thing.
 
 from django.http import JsonResponse
 from rest_framework import exceptions
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from billing_platform import parsing
 
 
 def error_body(code: str, message: str, fields=None) -> dict:
@@ -17,6 +20,10 @@ def error_body(code: str, message: str, fields=None) -> dict:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, parsing.ParseError):
+        # Outside text the bounded parser refused, wherever a view met it: the client's mistake,
+        # answered 400 with the parser's message. Other exceptions are not guessed at: a bug stays a 500.
+        return Response(error_body("invalid", str(exc)), status=400)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # Django turns it into a 500, which handler500 answers as JSON.

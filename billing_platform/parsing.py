@@ -37,6 +37,12 @@ def _message(what: str, message: str) -> str:
     return f"{what} {message}" if what else message
 
 
+def _plain_text(value: str) -> bool:
+    """Short printable ASCII: CPython's fromisoformat stops reading at a NUL ("2026-11-21T10:00:00\\x00Z"
+    parses), so anything else is refused before it gets there."""
+    return len(value) <= 64 and value.isascii() and value.isprintable()
+
+
 class ParseError(ValueError):
     """Outside text that is not a value the platform accepts; str() is the message to show."""
 
@@ -50,6 +56,8 @@ def parse_date(value, *, what: str = "date") -> date:
     """A YYYY-MM-DD day between 2000-01-01 and 2100-12-31."""
     if not isinstance(value, str):
         raise ParseError(_message(what, "must be a date such as 2026-11-20"))
+    if not _plain_text(value):
+        raise ParseError(_message(what, "must be a date such as 2026-11-20"))
     try:
         day = date.fromisoformat(value.strip())
     except ValueError:
@@ -61,6 +69,8 @@ def parse_date(value, *, what: str = "date") -> date:
 def parse_month(value, *, what: str = "month") -> date:
     """A YYYY-MM month, returned as its first day."""
     if not isinstance(value, str):
+        raise ParseError(_message(what, "must be a month such as 2026-11"))
+    if not _plain_text(value):
         raise ParseError(_message(what, "must be a month such as 2026-11"))
     try:
         day = date.fromisoformat(f"{value.strip()}-01")
@@ -78,6 +88,8 @@ def parse_datetime(value, *, what: str = "time", naive_is_utc: bool = True) -> d
     if not isinstance(value, str):
         raise ParseError(_message(what, "must be an ISO-8601 string such as 2026-11-21T10:00:00Z"))
     text = value.strip()
+    if not _plain_text(text):
+        raise ParseError(_message(what, "must be an ISO-8601 string such as 2026-11-21T10:00:00Z"))
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

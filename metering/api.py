@@ -12,6 +12,8 @@ from rest_framework.response import Response
 
 from billing_platform.api_errors import error_body
 from billing_platform.metrics import instrument_ingest
+from billing_platform.parsers import TOO_DEEP
+from billing_platform.parsing import ParseError, parse_datetime
 from metering.ingest import EXACT, MAX_BODY_BYTES, EventsInvalid, usage_events_record, usage_events_validate
 from metering.models import Meter
 from metering.selectors import usage_series
@@ -49,6 +51,9 @@ class EventsJSONParser(BaseParser):
             return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"The body is not valid JSON: {exc}") from None
+        except RecursionError:
+            # Python's decoder recurses per level: `[[[[...]]]]` 100,000 deep exhausts the stack.
+            raise exceptions.ParseError(TOO_DEEP) from None
 
 
 def _invalid_response(errors: dict) -> Response:
@@ -131,16 +136,33 @@ def events_ingest(request):
     )
 
 
+class BoundedDateTimeField(serializers.Field):
+    """A date-time query parameter read by billing_platform.parsing (years 2000-2100; no offset
+    means UTC), so no value can overflow the range arithmetic below."""
+
+    def to_internal_value(self, data):
+        try:
+            return parse_datetime(data, what="")
+        except ParseError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value):
+        return value.isoformat()
+
+
 class UsageQuery(serializers.Serializer):
-    meter = serializers.SlugRelatedField(
-        slug_field="code",
-        queryset=Meter.objects.all(),
-        required=False,
-        error_messages={"does_not_exist": "unknown meter {value!r}"},
-    )
-    start = serializers.DateTimeField(required=False)
-    end = serializers.DateTimeField(required=False)
+    # A CharField first (it refuses NUL and unpaired surrogates), then the look-up: a NUL sent to
+    # PostgreSQL in a filter is a DataError, not "does not exist".
+    meter = serializers.CharField(required=False, max_length=100)
+    start = BoundedDateTimeField(required=False)
+    end = BoundedDateTimeField(required=False)
     granularity = serializers.ChoiceField(choices=["hour", "day"], default="hour")
+
+    def validate_meter(self, value):
+        meter = Meter.objects.filter(code=value).first()
+        if meter is None:
+            raise serializers.ValidationError(f"unknown meter {value!r}")
+        return meter
 
     MAX_SPAN = {"hour": timedelta(days=31), "day": timedelta(days=366)}
     DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=30)}

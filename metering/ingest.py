@@ -7,12 +7,14 @@ and a serializer per event costs more than the database insert it guards.
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, InvalidOperation
+from datetime import datetime, timedelta
+from decimal import Context, Decimal
 
 from django.db import OperationalError, connection, transaction
 
-from metering.models import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS, Meter, PendingHour, UsageEvent
+from billing_platform.json_input import json_problem, printable, text_problem
+from billing_platform.parsing import ParseError, parse_datetime, parse_decimal
+from metering.models import QUANTITY_DECIMAL_PLACES, Meter, PendingHour, UsageEvent
 from tenants.models import Tenant
 
 MAX_BATCH = 1000
@@ -22,7 +24,13 @@ MAX_PROPERTIES_BYTES = 8 * 1024
 # Stripe accepts meter events up to 35 days old and 5 minutes in the future.
 BACKFILL_WINDOW = timedelta(days=35)
 FUTURE_SKEW = timedelta(minutes=5)
-INTEGER_DIGITS = QUANTITY_MAX_DIGITS - QUANTITY_DECIMAL_PLACES
+# A Stripe meter event value carries at most 15 significant digits: a quantity has at most 15 digits
+# in all (before and after the point, trailing zeros not counted), at most 12 of them after it.
+QUANTITY_DIGITS = 15
+QUANTITY_PLACES = QUANTITY_DECIMAL_PLACES
+# Levels of `properties` (the object itself is level 1); deeper is refused.
+MAX_PROPERTIES_DEPTH = 20
+_MISSING = object()
 EVENT_FIELDS = frozenset({"id", "meter", "quantity", "timestamp", "properties"})
 METER_CACHE_SECONDS = 10.0
 EXACT = Context(prec=200)
@@ -76,42 +84,30 @@ meter_cache = _MeterCache()
 
 
 def _quantity(value) -> Decimal | str:
-    """The quantity as a Decimal, or the reason it is refused."""
-    if value is None:
+    """The quantity as a Decimal, or the reason it is refused. Omitted means 1; null is refused (a
+    client that sends null most likely lost a value, and counting it as 1 would hide that)."""
+    if value is _MISSING:
         return Decimal(1)
+    if value is None:
+        return "must be a number; omit the field for 1"
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str | float):
         return "must be a number (or a string holding one)"
     try:
-        quantity = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
-    except InvalidOperation:
-        return "must be a decimal number"
-    if not quantity.is_finite():
-        return "must be a finite number"
+        quantity = parse_decimal(value, max_digits=QUANTITY_DIGITS, max_places=QUANTITY_PLACES, what="")
+    except ParseError as exc:
+        return str(exc)
     if quantity < 0:
         return "must not be negative"
-    # normalize() under the default 28-digit context would round; strip zeros exactly instead.
-    _, digits, exponent = quantity.normalize(EXACT).as_tuple()
-    places = max(0, -exponent)
-    whole = max(0, len(digits) + exponent)
-    if places > QUANTITY_DECIMAL_PLACES:
-        return f"has more than {QUANTITY_DECIMAL_PLACES} decimal places"
-    if whole > INTEGER_DIGITS:
-        return f"has more than {INTEGER_DIGITS} digits before the decimal point"
     return quantity
 
 
 def _timestamp(value, now: datetime) -> datetime | str:
     if value is None:
         return now
-    if not isinstance(value, str):
-        return "must be an ISO-8601 string such as 2026-11-21T10:00:00Z"
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return "must be an ISO-8601 string such as 2026-11-21T10:00:00Z"
-    if moment.tzinfo is None:
-        return "must include a time zone offset (e.g. Z or +00:00)"
-    moment = moment.astimezone(UTC)
+        moment = parse_datetime(value, what="", naive_is_utc=False)
+    except ParseError as exc:
+        return str(exc)
     if moment < now - BACKFILL_WINDOW:
         return "is more than 35 days in the past; Stripe does not accept usage that old"
     if moment > now + FUTURE_SKEW:
@@ -123,12 +119,24 @@ def _timestamp(value, now: datetime) -> datetime | str:
 _encode_properties = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
-def _properties(value) -> str:
+def _properties(value) -> tuple[str, str | None]:
+    """The properties as JSON text, or ("", why they are refused)."""
     if value is None:
-        return "{}"
+        return "{}", None
     if not isinstance(value, dict):
-        return ""  # the caller reports it
-    return _encode_properties(value)
+        return "", "must be an object"
+    if (problem := json_problem(value, max_depth=MAX_PROPERTIES_DEPTH)) is not None:
+        return "", problem
+    return _encode_properties(value), None
+
+
+def _same(first: ValidEvent, second: ValidEvent) -> bool:
+    """Two events of one batch with one id say the same thing (key order of properties aside)."""
+    return (first.meter_id, first.timestamp, first.quantity) == (
+        second.meter_id,
+        second.timestamp,
+        second.quantity,
+    ) and json.loads(first.properties_json) == json.loads(second.properties_json)
 
 
 def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
@@ -136,7 +144,7 @@ def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
     if isinstance(payload, dict) and "events" in payload:
         extra = set(payload) - {"events"}
         if extra:
-            raise EventsInvalid({None: {name: ["unknown field"] for name in sorted(extra)}})
+            raise EventsInvalid({None: {printable(name): ["unknown field"] for name in sorted(extra)}})
         raw_events = payload["events"]
         if not isinstance(raw_events, list):
             raise EventsInvalid({None: {"events": ["must be a list of events"]}})
@@ -156,28 +164,35 @@ def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
     meters = meter_cache.lookup(codes)
     errors: dict = {}
     valid: list[ValidEvent] = []
+    # The first event of each id: a later one with the same id must say the same (then it counts as
+    # a duplicate, as a resend would); one that differs makes the batch ambiguous and is refused.
+    first_by_id: dict[str, tuple[int, ValidEvent]] = {}
     for index, raw in enumerate(raw_events):
         problems: dict[str, list[str]] = {}
         if not isinstance(raw, dict):
             errors[index if indexed else None] = {"non_field_errors": ["must be an object"]}
             continue
         for name in raw.keys() - EVENT_FIELDS:
-            problems[name] = ["unknown field"]
+            problems[printable(name)] = ["unknown field"]
 
         event_id = raw.get("id")
         if not isinstance(event_id, str) or not event_id.strip():
             problems["id"] = ["is required: a non-empty string, unique per event"]
         elif len(event_id) > MAX_EVENT_ID_LENGTH:
             problems["id"] = [f"must be at most {MAX_EVENT_ID_LENGTH} characters"]
+        elif (problem := text_problem(event_id)) is not None:
+            problems["id"] = [problem]
 
         code = raw.get("meter")
         meter_id = meters.get(code) if isinstance(code, str) else None
         if not isinstance(code, str) or not code:
             problems["meter"] = ["is required: the code of a meter"]
+        elif (problem := text_problem(code)) is not None:
+            problems["meter"] = [problem]
         elif meter_id is None:
             problems["meter"] = [f"unknown meter {code[:100]!r}"]
 
-        quantity = _quantity(raw.get("quantity"))
+        quantity = _quantity(raw.get("quantity", _MISSING))
         if isinstance(quantity, str):
             problems["quantity"] = [quantity]
 
@@ -185,16 +200,24 @@ def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
         if isinstance(timestamp, str):
             problems["timestamp"] = [timestamp]
 
-        properties_json = _properties(raw.get("properties"))
-        if not properties_json:
-            problems["properties"] = ["must be an object"]
+        properties_json, problem = _properties(raw.get("properties"))
+        if problem is not None:
+            problems["properties"] = [problem]
         elif len(properties_json.encode()) > MAX_PROPERTIES_BYTES:
             problems["properties"] = [f"must be at most {MAX_PROPERTIES_BYTES} bytes as JSON"]
 
+        if not problems:
+            event = ValidEvent(event_id, meter_id, timestamp, quantity, properties_json)
+            first = first_by_id.setdefault(event_id, (index, event))
+            if first[0] != index and not _same(first[1], event):
+                problems["id"] = [
+                    f"events {first[0]} and {index} have the same id with different content; "
+                    "an id names one event"
+                ]
         if problems:
             errors[index if indexed else None] = problems
         elif not errors:
-            valid.append(ValidEvent(event_id, meter_id, timestamp, quantity, properties_json))
+            valid.append(event)
     if errors:
         raise EventsInvalid(errors)
     return valid

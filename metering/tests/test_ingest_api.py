@@ -53,7 +53,7 @@ def test_batch_is_stored_exactly_and_a_resend_is_all_duplicates(tenant_client, s
                 "timestamp": "2026-11-21T11:15:00+01:00",
                 "properties": {"region": "eu", "n": 3},
             },
-            {"id": "c", "meter": "storage_gb", "quantity": 12345678901234567890},
+            {"id": "c", "meter": "storage_gb", "quantity": 123456789012345},
         ]
     }
     first = post(tenant_client, batch)
@@ -66,7 +66,7 @@ def test_batch_is_stored_exactly_and_a_resend_is_all_duplicates(tenant_client, s
     if connection.vendor == "postgresql":
         # SQLite (the demo) keeps decimals as 64-bit floats: about 15 significant digits.
         assert rows["b"].quantity == Decimal("2.000000000001")
-        assert rows["c"].quantity == Decimal("12345678901234567890")
+        assert rows["c"].quantity == Decimal("123456789012345")
 
     again = post(tenant_client, batch)
     assert again.status_code == 202
@@ -85,10 +85,36 @@ def test_awkward_ids_and_properties_round_trip_exactly(tenant_client, api_calls)
     assert post(tenant_client, batch).json() == {"accepted": 0, "duplicates": len(awkward)}
 
 
-def test_a_repeated_id_within_a_batch_counts_once(tenant_client, api_calls):
-    response = post(tenant_client, {"events": [event(1), event(1, quantity=5), event(2)]})
+def test_an_identical_repeat_of_an_id_within_a_batch_counts_once(tenant_client, api_calls):
+    repeat = event(1, quantity="1.0", properties={"a": 1, "b": 2})
+    same = event(1, quantity=1, properties={"b": 2, "a": 1})
+    response = post(tenant_client, {"events": [repeat, same, event(2)]})
     assert response.json() == {"accepted": 2, "duplicates": 1}
     assert UsageEvent.objects.get(event_id="evt-1").quantity == 1
+
+
+@pytest.mark.parametrize(
+    "differs",
+    [
+        {"quantity": 5},
+        {"timestamp": "2026-11-21T12:00:00Z"},
+        {"properties": {"a": 2}},
+        {"meter": "storage_gb"},
+    ],
+)
+def test_the_same_id_twice_in_a_batch_with_different_content_is_refused_naming_both_indexes(
+    tenant_client, api_calls, storage, differs
+):
+    response = post(
+        tenant_client, {"events": [event(1, properties={"a": 1}), event(2), {**event(1), **differs}]}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "events": {
+            "2": {"id": ["events 0 and 2 have the same id with different content; an id names one event"]}
+        }
+    }
+    assert UsageEvent.objects.count() == 0
 
 
 def test_same_event_id_in_two_tenants_is_two_events(tenant_client, other_tenant, api_calls):
@@ -141,8 +167,10 @@ def test_an_invalid_event_rejects_the_whole_batch_listing_each_problem(tenant_cl
         ({"quantity": True}, "quantity", "must be a number (or a string holding one)"),
         ({"quantity": [1]}, "quantity", "must be a number (or a string holding one)"),
         ({"quantity": "0.0000000000001"}, "quantity", "has more than 12 decimal places"),
-        ({"quantity": "1e21"}, "quantity", "has more than 20 digits before the decimal point"),
-        ({"quantity": 123456789012345678901}, "quantity", "has more than 20 digits before the decimal point"),
+        ({"quantity": "1e21"}, "quantity", "has more than 15 significant digits"),
+        ({"quantity": 1234567890123456}, "quantity", "has more than 15 significant digits"),
+        ({"quantity": "1234567890.123456"}, "quantity", "has more than 15 significant digits"),
+        ({"quantity": None}, "quantity", "must be a number; omit the field for 1"),
         ({"timestamp": "2026-10-17T12:29:00Z"}, "timestamp", "is more than 35 days in the past"),
         ({"timestamp": "2026-11-21T12:36:00Z"}, "timestamp", "is more than 5 minutes in the future"),
         ({"timestamp": "2026-11-21T12:00:00"}, "timestamp", "must include a time zone offset"),
@@ -169,13 +197,15 @@ def test_limits_at_the_edges_are_accepted(tenant_client, api_calls):
         "events": [
             event(1, timestamp="2026-10-17T12:31:00Z"),  # just inside 35 days
             event(2, timestamp="2026-11-21T12:34:59Z"),  # just inside 5 minutes ahead
-            event(3, quantity="99999999999999999999.999999999999"),
+            event(3, quantity="999.999999999999"),  # 15 digits, 12 of them decimals
+            event(5, quantity=999999999999999),  # 15 digits
+            event(6, quantity="1.500000000000000000"),  # trailing zeros do not count
             {"id": "x" * 100, "meter": "api_calls", "properties": {"blob": "x" * 8000}},
         ]
     }
     response = post(tenant_client, batch)
     assert response.status_code == 202, response.json()
-    assert response.json()["accepted"] == 4
+    assert response.json()["accepted"] == 6
 
 
 def test_more_than_1000_events_is_refused(tenant_client, api_calls):
@@ -285,3 +315,129 @@ def test_openapi_documents_the_ingestion_endpoint(client):
 def test_events_older_than_the_window_are_not_a_server_error(tenant_client, api_calls):
     old = (NOW - timedelta(days=400)).isoformat()
     assert post(tenant_client, event(1, timestamp=old)).status_code == 400
+
+
+# --- bad input is a 400 naming the field, never a 500 (issue 10, "Trust") ---------------------
+
+
+def post_raw(client, text: str):
+    return client.post("/api/v1/events", text, content_type="application/json")
+
+
+def test_quantity_with_16_significant_digits_is_refused_with_400(tenant_client, api_calls):
+    response = post(tenant_client, event(1, quantity="123456789.1234567"))
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"quantity": ["has more than 15 significant digits"]}
+    assert UsageEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize("quantity", ["1e1000000", "1E-1000000", "9" * 5000, "-1e999999999"])
+def test_quantity_with_a_huge_exponent_or_length_is_refused_with_400(tenant_client, api_calls, quantity):
+    response = post(tenant_client, event(1, quantity=quantity))
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["quantity"]
+
+
+def test_a_json_number_quantity_with_a_huge_exponent_is_refused_with_400(tenant_client, api_calls):
+    response = post_raw(tenant_client, '{"id": "e", "meter": "api_calls", "quantity": 1e1000000}')
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["quantity"]
+
+
+def test_explicit_null_quantity_is_refused_while_an_omitted_one_counts_1(tenant_client, api_calls):
+    response = post(tenant_client, {"events": [event(1), event(2, quantity=None)]})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "events": {"1": {"quantity": ["must be a number; omit the field for 1"]}}
+    }
+    assert post(tenant_client, event(1)).status_code == 202
+    assert UsageEvent.objects.get().quantity == 1
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "9999-12-31T23:00:00-05:00",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59.999999-23:59",
+        "2101-01-01T00:00:00Z",
+    ],
+)
+def test_timestamps_near_the_ends_of_the_calendar_are_refused_with_400(tenant_client, api_calls, timestamp):
+    response = post(tenant_client, event(1, timestamp=timestamp))
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"timestamp": ["must be between 2000-01-01 and 2100-12-31"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ('{"id": "a\\ud800", "meter": "api_calls"}', "id", "unpaired surrogates"),
+        ('{"id": "a", "meter": "api_calls\\udfff"}', "meter", "unpaired surrogates"),
+        (
+            '{"id": "a", "meter": "api_calls", "properties": {"k": "\\ud83d"}}',
+            "properties",
+            "unpaired surrogates",
+        ),
+        (
+            '{"id": "a", "meter": "api_calls", "properties": {"\\ud83d": 1}}',
+            "properties",
+            "unpaired surrogates",
+        ),
+        (
+            '{"id": "a", "meter": "api_calls", "properties": {"k": [{"x": ["\\udc00"]}]}}',
+            "properties",
+            "surrogates",
+        ),
+        ('{"id": "a\\u0000b", "meter": "api_calls"}', "id", "NUL"),
+        ('{"id": "a", "meter": "\\u0000"}', "meter", "NUL"),
+        ('{"id": "a", "meter": "api_calls", "properties": {"k": "\\u0000"}}', "properties", "NUL"),
+        ('{"id": "a", "meter": "api_calls", "properties": {"a\\u0000": {"b": 1}}}', "properties", "NUL"),
+        ('{"id": "a", "meter": "api_calls", "properties": {"k": {"l": ["x\\u0000"]}}}', "properties", "NUL"),
+    ],
+)
+def test_lone_surrogates_and_nul_in_any_string_are_refused_with_400_naming_the_field(
+    tenant_client, api_calls, body, field, message
+):
+    response = post_raw(tenant_client, body)
+    assert response.status_code == 400
+    problems = response.json()["error"]["fields"]
+    assert list(problems) == [field]
+    assert message in problems[field][0]
+    assert UsageEvent.objects.count() == 0
+
+
+def test_an_unknown_field_named_with_a_lone_surrogate_is_refused_with_400(tenant_client, api_calls):
+    response = post_raw(tenant_client, '{"id": "a", "meter": "api_calls", "\\ud800": 1}')
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"'\\ud800'": ["unknown field"]}
+
+
+def test_properties_nested_deeper_than_20_levels_are_refused_with_400(tenant_client, api_calls):
+    def nested(levels):
+        value = {}
+        for _ in range(levels - 1):
+            value = {"k": value}
+        return value
+
+    assert post(tenant_client, event(1, properties=nested(20))).status_code == 202
+    response = post(tenant_client, event(2, properties=nested(21)))
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"properties": ["is nested more than 20 levels deep"]}
+
+
+@pytest.mark.parametrize("where", ["properties", "quantity", "envelope"])
+def test_a_body_nested_100k_levels_deep_is_a_400_not_a_recursion_error(tenant_client, api_calls, where):
+    deep = "[" * 100_000 + "]" * 100_000
+    body = {
+        "properties": '{"id": "a", "meter": "api_calls", "properties": {"k": %s}}',
+        "quantity": '{"id": "a", "meter": "api_calls", "quantity": %s}',
+        "envelope": '{"events": %s}',
+    }[where] % deep
+    response = post_raw(tenant_client, body)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "parse_error",
+        "message": "The body is nested too deeply (at most 32 levels of objects and arrays).",
+    }
+    assert UsageEvent.objects.count() == 0

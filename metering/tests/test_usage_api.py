@@ -80,7 +80,7 @@ def test_a_tenant_never_sees_another_tenants_usage(other_tenant, usage):
     [
         ({"meter": "nope"}, "meter", "unknown meter"),
         ({"granularity": "week"}, "granularity", "is not a valid choice"),
-        ({"start": "yesterday"}, "start", "Datetime has wrong format"),
+        ({"start": "yesterday"}, "start", "must be an ISO-8601 string"),
         ({"start": "2026-11-21T10:00:00Z", "end": "2026-11-21T09:00:00Z"}, "end", "must be after start"),
         ({"start": "2026-09-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}, "start", "at most 31 days"),
     ],
@@ -94,3 +94,31 @@ def test_bad_queries_name_the_field(tenant_client, usage, params, field, message
 
 def test_usage_needs_a_key(db):
     assert APIClient().get("/api/v1/usage").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"end": "9999-12-31T23:30:00Z"}, "end", "must be between 2000-01-01 and 2100-12-31"),
+        ({"start": "0001-01-01T00:00:00Z"}, "start", "must be between 2000-01-01 and 2100-12-31"),
+        ({"start": "9999-12-31T23:00:00-05:00"}, "start", "must be between"),
+        ({"end": "9999-12-31", "granularity": "day"}, "end", "must be between"),
+        ({"start": "2026-11-21T10:00:00\x00Z"}, "start", "must be an ISO-8601 string"),
+        ({"meter": "api\x00calls"}, "meter", "Null characters are not allowed"),
+        ({"meter": "x" * 101}, "meter", "no more than 100 characters"),
+    ],
+)
+def test_out_of_range_and_garbage_query_parameters_are_400_naming_the_field(
+    tenant_client, usage, params, field, message
+):
+    response = get(tenant_client, **params)
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]
+    assert list(fields) == [field]
+    assert message in fields[field][0]
+
+
+def test_the_last_hour_of_2100_can_still_be_read(tenant_client, usage):
+    response = get(tenant_client, start="2100-12-31T00:00:00Z", end="2100-12-31T23:30:00Z")
+    assert response.status_code == 200
+    assert response.json()["end"] == "2101-01-01T00:00:00Z"

@@ -1,0 +1,76 @@
+"""Checks of decoded JSON from outside that the database, the JSON renderer or Python itself would
+trip over later: NUL characters (PostgreSQL's text and jsonb refuse them), unpaired surrogates
+(`"\\ud800"` decodes to a str that cannot be encoded as UTF-8), non-finite numbers (`1e400` decodes
+to inf, which is not JSON) and deep nesting (recursion in encoders and walkers).
+
+`json_problem` walks iteratively, so it never recurses itself, and returns the first problem as a
+message (None when the value is fine). `text_problem` checks one string.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+
+# Unpaired surrogates (json.loads lets "\ud800" through) and NUL.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string from outside cannot be stored, or None."""
+    match = _BAD_TEXT.search(value)
+    if match is None:
+        return None
+    if match.group() == "\x00":
+        return "must not contain NUL characters (\\u0000)"
+    return "must not contain unpaired surrogates (\\ud800-\\udfff): it must be valid Unicode text"
+
+
+def json_problem(value, *, max_depth: int) -> str | None:
+    """Why a decoded JSON value cannot be stored, or None. Depth 1 is the value itself; each object
+    or array adds a level."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if (problem := text_problem(item)) is not None:
+                return problem
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "must not hold infinite or NaN numbers"
+        elif isinstance(item, Decimal):
+            if not item.is_finite():
+                return "must not hold infinite or NaN numbers"
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"is nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if (problem := text_problem(key)) is not None:
+                        return f"has a key that {problem}"
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+def printable(text: str, limit: int = 100) -> str:
+    """`text` safe to echo in an error body: repr() when it holds anything a JSON encoder to UTF-8
+    or a log line would choke on, else as is."""
+    text = text[:limit]
+    if _BAD_TEXT.search(text) or not text.isprintable():
+        return repr(text)
+    return text
+
+
+def nesting_exceeds(value, max_depth: int) -> bool:
+    """Whether a decoded JSON value has objects or arrays more than `max_depth` levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
