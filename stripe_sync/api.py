@@ -1,11 +1,7 @@
 """Tenant-facing Stripe endpoints: `POST /api/v1/billing/checkout`."""
 
-from urllib.parse import urlsplit
-
 import stripe
 from django.conf import settings
-from django.core.validators import URLValidator
-from django.http.request import validate_host
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -14,23 +10,28 @@ from rest_framework.response import Response
 
 from billing_platform.api_errors import error_body
 from stripe_sync.catalog import OnboardingError, stripe_error_message
-from stripe_sync.checkout import AlreadySubscribed, checkout_session_create
+from stripe_sync.checkout import (
+    MAX_RETURN_URL_LENGTH,
+    AlreadySubscribed,
+    checkout_session_create,
+    return_url_problem,
+)
 from stripe_sync.client import StripeNotConfigured
 from tenants.authentication import IsActiveTenant, TenantApiKeyAuthentication, request_tenant
 
 
 class ReturnURLField(serializers.CharField):
-    """An http(s) URL on one of settings.CHECKOUT_ALLOWED_HOSTS (Django's ALLOWED_HOSTS syntax:
-    `.example.com` allows its subdomains), so Checkout cannot send a tenant's user anywhere else."""
+    """An http(s) URL on one of settings.CHECKOUT_ALLOWED_HOSTS, read as a browser reads it (see
+    stripe_sync.checkout.return_url_problem), so Checkout cannot send a tenant's user anywhere else."""
 
     def __init__(self, **kwargs):
-        super().__init__(max_length=2000, validators=[URLValidator(schemes=["http", "https"])], **kwargs)
+        super().__init__(max_length=MAX_RETURN_URL_LENGTH, **kwargs)
 
     def run_validators(self, value):
         super().run_validators(value)
-        host = (urlsplit(value).hostname or "").lower()
-        if not validate_host(host, settings.CHECKOUT_ALLOWED_HOSTS):
-            raise serializers.ValidationError(f"the host {host!r} is not allowed (CHECKOUT_ALLOWED_HOSTS)")
+        problem = return_url_problem(value, settings.CHECKOUT_ALLOWED_HOSTS)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
 
 
 class CheckoutRequest(serializers.Serializer):

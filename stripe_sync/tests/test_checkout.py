@@ -69,8 +69,8 @@ def test_a_subscribed_tenant_is_refused(local_stripe, tenant_client, tenant, pri
     [
         ({"cancel_url": BODY["cancel_url"]}, "success_url", "required"),
         ({**BODY, "cancel_url": "https://evil.test/x"}, "cancel_url", "'evil.test' is not allowed"),
-        ({**BODY, "success_url": "ftp://app.example.com/x"}, "success_url", "valid URL"),
-        ({**BODY, "success_url": "javascript:alert(1)"}, "success_url", "valid URL"),
+        ({**BODY, "success_url": "ftp://app.example.com/x"}, "success_url", "http or https URL"),
+        ({**BODY, "success_url": "javascript:alert(1)"}, "success_url", "http or https URL"),
         ({**BODY, "success_url": "https://example.com.evil.test/"}, "success_url", "not allowed"),
     ],
 )
@@ -126,3 +126,70 @@ def test_the_schema_describes_checkout(client):
     schema = client.get("/api/schema/?format=json").json()
     operation = schema["paths"]["/api/v1/billing/checkout"]["post"]
     assert {"201", "400", "409", "502", "503"} <= set(operation["responses"])
+
+
+# --- the allow-list is read as a browser reads the URL (issue 10, "Trust") ----------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # urlsplit sees localhost; a browser reads a backslash as "/" and goes to evil.com.
+        ("http://evil.com\\@localhost/ok", "backslash"),
+        ("http://evil.com\\.example.com/ok", "backslash"),
+        ("https://localhost\\evil.com", "backslash"),
+        ("http://evil.com@localhost/ok", "user information"),
+        ("http://localhost:3000@evil.com/ok", "user information"),
+        ("http://user:pw@app.example.com/ok", "user information"),
+        ("http://evil.com%2f@localhost/ok", "user information"),
+        ("http://evil.com%2flocalhost/ok", "percent-encoded"),
+        ("http://localhost%40evil.com/", "percent-encoded"),
+        ("http://evil.com%5c.example.com/", "percent-encoded"),
+        ("http:evil.com/ok", "http or https URL"),
+        ("http:/evil.com/ok", "http or https URL"),
+        ("http:///evil.com/ok", "valid host"),
+        ("//evil.com/ok", "http or https URL"),
+        ("http://evil.com\t.example.com/", "control characters"),
+        ("http://local\nhost/ok", "control characters"),
+        ("http://local host/ok", "control characters"),
+        ("http://app.example.com\u3002evil.com/", "ASCII"),
+        ("http://localhost:99999/ok", "valid host name and port"),
+        ("data:text/html,<script>alert(1)</script>", "http or https URL"),
+        ("file:///etc/passwd", "http or https URL"),
+    ],
+)
+def test_return_urls_a_browser_would_read_differently_are_refused_with_400(
+    local_stripe, tenant_client, priced, url, message
+):
+    response = tenant_client.post(URL, {**BODY, "success_url": url}, format="json")
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert list(error["fields"]) == ["success_url"]
+    assert message in error["fields"]["success_url"][0]
+    assert local_stripe.objects("customer") == []
+    assert local_stripe.objects("checkout.session") == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost/ok",
+        "HTTPS://APP.EXAMPLE.COM/ok?next=/x%2Fy#frag",
+        "http://localhost:3000/path/@not-a-host?q=a@b",
+        "https://a.b.example.com",
+    ],
+)
+def test_ordinary_return_urls_on_allowed_hosts_are_accepted(local_stripe, tenant_client, priced, url):
+    response = tenant_client.post(URL, {**BODY, "success_url": url}, format="json")
+    assert response.status_code == 201, response.content
+    assert local_stripe.get(response.json()["id"])["success_url"] == url
+
+
+def test_a_deeply_nested_checkout_body_is_a_400_not_a_server_error(local_stripe, tenant_client, priced):
+    for depth in (33, 100_000):
+        body = '{"success_url": ' + "[" * depth + "]" * depth + "}"
+        response = tenant_client.post(URL, body, content_type="application/json")
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "parse_error"
+        assert "nested too deeply" in response.json()["error"]["message"]
+    assert local_stripe.objects("customer") == []
