@@ -22,9 +22,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from djstripe import models as djstripe_models
 
+from billing_platform.json_input import json_problem
+from billing_platform.parsing import MAX_DATETIME, MIN_DATETIME, ParseError, parse_datetime
 from stripe_sync import mirror
 from stripe_sync.client import stripe_client
 from stripe_sync.models import BillingNotification, WebhookEvent
@@ -41,6 +42,12 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 # (the broker was down when it was first queued): queue it again.
 REQUEUE_AFTER = timedelta(seconds=60)
 ERROR_MAX_CHARS = 20_000
+# Stripe-Signature is "t=...,v1=...[,v1=...][,v0=...]": a few hundred characters at most.
+MAX_SIGNATURE_HEADER = 2000
+# Stripe's events nest a few levels (expanded objects a few more); deeper is not an event of Stripe's.
+MAX_PAYLOAD_DEPTH = 64
+MIN_CREATED = int(MIN_DATETIME.timestamp())
+MAX_CREATED = int(MAX_DATETIME.timestamp())
 
 THIN_EVENT_OBJECT = "v2.core.event"
 METERED_STATUSES = frozenset({"active", "trialing"})
@@ -107,6 +114,10 @@ def webhook_payload_verify(*, body: bytes, signature: str | None, secret: str) -
         raise WebhookRejected("webhook_not_configured", "Webhooks are not configured (no signing secret).")
     if not signature:
         raise WebhookRejected("signature_missing", "The Stripe-Signature header is missing.")
+    if len(signature) > MAX_SIGNATURE_HEADER or not signature.isascii() or not signature.isprintable():
+        # stripe-python compares signatures with hmac.compare_digest, which raises TypeError on
+        # non-ASCII text: refuse such a header before it gets there.
+        raise WebhookRejected("signature_invalid", "The Stripe-Signature header is not a Stripe signature.")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -119,14 +130,54 @@ def webhook_payload_verify(*, body: bytes, signature: str | None, secret: str) -
     return webhook_payload_parse(text=text)
 
 
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _field_problem(payload: dict) -> str | None:
+    """Why a field the platform reads from the payload has a type or value it cannot use, or None.
+
+    The one place the payload's shape is checked: receiving (`_event_fields`) and processing
+    (`_dispatch`, `_refetch_and_mirror`) read only what passed here.
+    """
+    if "created" in payload and payload["created"] is not None:
+        try:
+            _stripe_time(payload["created"])
+        except ParseError as exc:
+            return f"The event's created {exc}."
+    for name in ("api_version",):
+        if payload.get(name) is not None and not isinstance(payload[name], str):
+            return f"The event's {name} is not a string."
+    if payload.get("livemode") is not None and not isinstance(payload["livemode"], bool):
+        return "The event's livemode is not true or false."
+    if payload["object"] == THIN_EVENT_OBJECT:
+        related = payload.get("related_object")
+        if related is not None and not isinstance(related, dict):
+            return "The event's related_object is not an object."
+        if related and related.get("id") is not None and not isinstance(related["id"], str):
+            return "The event's related_object.id is not a string."
+    else:
+        obj = payload["data"]["object"]
+        for name in ("id", "object"):
+            if obj.get(name) is not None and not isinstance(obj[name], str):
+                return f"The event's data.object.{name} is not a string."
+    return None
+
+
 def webhook_payload_parse(*, text: str) -> dict:
-    """Parse an event's JSON (already verified, or from an operator's file) and check its shape."""
+    """Parse an event's JSON (already verified, or from an operator's file) and check its shape:
+    anything that could not be stored (NUL, unpaired surrogates, non-finite numbers, nesting deeper
+    than MAX_PAYLOAD_DEPTH) or read (wrong types in the fields the platform reads) is refused here."""
     try:
-        payload = json.loads(text)
+        payload = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise WebhookRejected("invalid_body", f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookRejected("invalid_body", "The body is nested too deeply.") from None
     if not isinstance(payload, dict):
         raise WebhookRejected("invalid_body", "The body is not a JSON object.")
+    if (problem := json_problem(payload, max_depth=MAX_PAYLOAD_DEPTH)) is not None:
+        raise WebhookRejected("invalid_body", f"The body {problem}.")
     if payload.get("object") not in ("event", THIN_EVENT_OBJECT):
         raise WebhookRejected("invalid_body", 'The body is not a Stripe event ("object" is not "event").')
     for name in ("id", "type"):
@@ -134,17 +185,26 @@ def webhook_payload_parse(*, text: str) -> dict:
             raise WebhookRejected("invalid_body", f"The event has no {name}.")
     if len(payload["id"]) > 255 or len(payload["type"]) > 255:
         raise WebhookRejected("invalid_body", "The event's id or type is too long.")
-    if payload["object"] == "event" and not isinstance((payload.get("data") or {}).get("object"), dict):
+    if payload["object"] == "event" and not isinstance(payload.get("data"), dict):
         raise WebhookRejected("invalid_body", "The event has no data.object.")
+    if payload["object"] == "event" and not isinstance(payload["data"].get("object"), dict):
+        raise WebhookRejected("invalid_body", "The event has no data.object.")
+    if (problem := _field_problem(payload)) is not None:
+        raise WebhookRejected("invalid_body", problem)
     return payload
 
 
 def _stripe_time(value: Any) -> datetime | None:
+    """An event's `created`: Unix seconds (snapshot events) or ISO-8601 (v2 events), between 2000
+    and 2100; None when absent. Raises ParseError otherwise."""
+    if value is None:
+        return None
     if isinstance(value, int) and not isinstance(value, bool):
+        if not MIN_CREATED <= value <= MAX_CREATED:
+            bounds = f"{MIN_DATETIME:%Y-%m-%d} and {MAX_DATETIME:%Y-%m-%d}"
+            raise ParseError(f"must be a Unix time between {bounds}")
         return datetime.fromtimestamp(value, tz=UTC)
-    if isinstance(value, str):
-        return parse_datetime(value)
-    return None
+    return parse_datetime(value, what="")
 
 
 def _event_fields(payload: dict) -> dict:

@@ -177,3 +177,98 @@ def test_a_thin_v2_event_notification_is_stored(client, local_stripe, django_cap
     )
     assert stored.stripe_created is not None
     assert len(queued) == 1
+
+
+# --- hostile or malformed input is a 400 with nothing stored, never a 500 (issue 10, "Trust") ---
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["t=1,v1=é", "t=1,v1=\u00ff\u00fe", "t=\u0100,v1=00", "t=1,v1=00\x7f", "t=1,v1=" + "0" * 5000],
+)
+def test_a_non_ascii_or_garbage_signature_header_is_refused_with_400(client, event, header):
+    response = client.post(
+        URL, data=json.dumps(event), content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+    )
+    _assert_refused(response, "signature_invalid")
+
+
+def _thin(event: dict) -> dict:
+    return {
+        "id": "evt_thin_1",
+        "object": "v2.core.event",
+        "type": "v1.billing.meter.error_report_triggered",
+        "created": "2026-11-21T10:00:00.000Z",
+        "related_object": {"id": "mtr_1", "type": "billing.meter", "url": "/v1/billing/meters/mtr_1"},
+        "livemode": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"created": 10**20}, "created must be a Unix time between 2000-01-01 and 2100-12-31"),
+        ({"created": -(10**20)}, "created must be a Unix time between"),
+        ({"created": 253402300800}, "created must be a Unix time between"),
+        ({"created": "9999-12-31T23:00:00-05:00"}, "created must be between 2000-01-01 and 2100-12-31"),
+        ({"created": "yesterday"}, "created must be an ISO-8601 string"),
+        ({"created": 1.5e9}, "created must be an ISO-8601 string"),
+        ({"created": True}, "created must be an ISO-8601 string"),
+        ({"api_version": 2024}, "api_version is not a string"),
+        ({"livemode": "yes"}, "livemode is not true or false"),
+        ({"data": {"object": {"id": ["cus_1"], "object": "customer"}}}, "data.object.id is not a string"),
+        ({"data": {"object": {"id": "cus_1", "object": ["customer"]}}}, "data.object.object is not a string"),
+        ({"data": {"object": {"id": "cus_1", "object": {"a": 1}}}}, "data.object.object is not a string"),
+        ({"data": "x"}, "no data.object"),
+        ({"id": "evt_\u0000"}, "NUL"),
+        ({"data": {"object": {"id": "cus_1", "name": "a\u0000b"}}}, "NUL"),
+        ({"data": {"object": {"id": "cus_1", "name": "\ud800"}}}, "unpaired surrogates"),
+        ({"data": {"object": {"id": "cus_1", "\udfff": 1}}}, "unpaired surrogates"),
+    ],
+)
+def test_a_signed_event_with_fields_of_the_wrong_type_or_range_is_refused_with_400(
+    client, event, change, message
+):
+    response = post_signed(client, json.dumps({**event, **change}))
+    _assert_refused(response, "invalid_body")
+    assert message in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"related_object": "mtr_1"}, "related_object is not an object"),
+        ({"related_object": ["mtr_1"]}, "related_object is not an object"),
+        ({"related_object": {"id": 7}}, "related_object.id is not a string"),
+        ({"created": 10**30}, "created must be a Unix time"),
+    ],
+)
+def test_a_signed_thin_event_with_a_string_related_object_or_bad_created_is_refused_with_400(
+    client, local_stripe, change, message
+):
+    response = post_signed(client, json.dumps({**_thin({}), **change}))
+    _assert_refused(response, "invalid_body")
+    assert message in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"object": "event", "id": "evt_1", "type": "x", "data": {"object": {"n": 1e400}}}',
+        '{"object": "event", "id": "evt_1", "type": "x", "data": {"object": {"n": NaN}}}',
+        '{"object": "event", "id": "evt_1", "type": "x", "data": {"object": {"n": -Infinity}}}',
+        '{"object": "event", "id": "evt_1", "type": "x", "data": {"object": {"n": %s}}}'
+        % ("[" * 100_000 + "]" * 100_000),
+        '{"object": "event", "id": "evt_1", "type": "x", "data": {"object": {"n": %s}}}'
+        % ("[" * 70 + "]" * 70),
+    ],
+)
+def test_a_signed_event_with_non_finite_numbers_or_deep_nesting_is_refused_with_400(
+    client, local_stripe, body
+):
+    _assert_refused(post_signed(client, body), "invalid_body")
+
+
+def test_a_signed_thin_event_with_created_as_iso_text_is_stored(client, local_stripe):
+    assert post_signed(client, json.dumps(_thin({}))).status_code == 200
+    assert WebhookEvent.objects.get().stripe_created.isoformat() == "2026-11-21T10:00:00+00:00"
