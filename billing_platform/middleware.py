@@ -67,3 +67,26 @@ def _clear_context(**kwargs):
 
 
 request_finished.connect(_clear_context, dispatch_uid="billing_platform.middleware.clear_log_context")
+
+
+class ApiInputErrorMiddleware:
+    """The edge's safety net for views outside DRF: a `billing_platform.parsing.ParseError` (outside
+    text the bounded parser refused) escaping a view under /api/ answers 400 in the API's error shape.
+    DRF views get the same from billing_platform.api_errors.exception_handler. Nothing else is
+    caught: any other exception is a bug and stays a 500."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.http import JsonResponse
+
+        from billing_platform.api_errors import error_body
+        from billing_platform.parsing import ParseError
+
+        if isinstance(exception, ParseError) and request.path.startswith("/api/"):
+            return JsonResponse(error_body("invalid", str(exception)), status=400)
+        return None

@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A bounded parser's ParseError escaping a non-DRF view under /api/ is a JSON 400, not a 500.
+    "billing_platform.middleware.ApiInputErrorMiddleware",
 ]
 
 ROOT_URLCONF = "billing_platform.urls"
