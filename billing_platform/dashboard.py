@@ -29,7 +29,8 @@ from costwatch.passthrough import ZERO_DECIMAL_CURRENCIES
 from metering.estimates import month_bounds, revenue_estimates
 from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
 from stripe_sync.circuit import STRIPE, circuit_is_open
-from stripe_sync.models import CircuitBreaker, ReconciliationRun, UsageReport, WebhookEvent
+from stripe_sync.models import CircuitBreaker, ReconciliationRun, ReportingBalance, UsageReport, WebhookEvent
+from stripe_sync.reporting import edge_moment
 from tenants.models import Tenant
 
 CENT = Decimal("0.01")
@@ -331,17 +332,24 @@ class BillingPanel:
     webhooks_waiting: int
     oldest_unprocessed: WebhookEvent | None
     links: dict[str, str]
+    # Pending or failed reports of hours close to Stripe's 35-day window (stripe_sync.reporting).
+    reports_near_edge: int = 0
+    # (tenant, meter) pairs whose reports could not be prepared; the others go on.
+    pairs_failed: int = 0
 
 
 def billing_panel(*, now: datetime | None = None) -> BillingPanel:
-    """The outbox, the circuit breaker, the last reconciliation and the webhook inbox; six queries."""
+    """The outbox, failed pairs, the circuit breaker, the last reconciliation and the webhook inbox;
+    seven queries."""
     now = now or timezone.now()
     pending, failed = UsageReport.Status.PENDING, UsageReport.Status.FAILED
     outbox = UsageReport.objects.order_by().aggregate(
         pending=Count("id", filter=Q(status=pending)),
         failed=Count("id", filter=Q(status=failed)),
         oldest_pending=Min("created_at", filter=Q(status=pending)),
+        near_edge=Count("id", filter=Q(status__in=[pending, failed], hour__lt=edge_moment(now))),
     )
+    pairs_failed = ReportingBalance.objects.filter(failed_at__isnull=False).count()
     first_failed = (
         UsageReport.objects.filter(status=failed)
         .select_related("tenant", "meter")
@@ -380,7 +388,10 @@ def billing_panel(*, now: datetime | None = None) -> BillingPanel:
         webhooks_failed=webhooks["failed"],
         webhooks_waiting=webhooks["waiting"],
         oldest_unprocessed=oldest_unprocessed,
+        reports_near_edge=outbox["near_edge"],
+        pairs_failed=pairs_failed,
         links={
+            "pairs_failed": _changelist("stripe_sync_reportingbalance", failed="yes"),
             "pending": _changelist("stripe_sync_usagereport", status__exact=pending),
             "failed": _changelist("stripe_sync_usagereport", status__exact=failed),
             "breakers": _changelist("stripe_sync_circuitbreaker"),
@@ -730,6 +741,16 @@ def dashboard(*, now: datetime | None = None) -> Dashboard:
         )
     if billing.reports_failed:
         warnings.append(f"{billing.reports_failed} usage report(s) to Stripe failed and need an operator.")
+    if billing.pairs_failed:
+        warnings.append(
+            f"Usage reports of {billing.pairs_failed} tenant/meter pair(s) could not be prepared "
+            "(Stripe sync → Reporting balances): they are not reported until fixed."
+        )
+    if billing.reports_near_edge:
+        warnings.append(
+            f"{billing.reports_near_edge} unsent usage report(s) are close to Stripe's 35-day window: "
+            "send or fix them now."
+        )
     return Dashboard(
         now=now,
         usage=usage_panel(now=now),

@@ -27,7 +27,9 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db.models import Count, Q, Sum
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from metering.models import HourlyAggregate
@@ -39,13 +41,15 @@ from stripe_sync.models import (
     UsageReport,
 )
 from stripe_sync.reporting import (
-    STRIPE_PAST_WINDOW,
     error_report_samples,
+    hour_billed,
     usage_reports_mark_rejected,
+    usage_unsent_near_edge,
     window_start,
 )
 from stripe_sync.sender import MeterEventSender, SendResult
 from tenants.models import Tenant
+from tenants.selectors import PlanHistory
 
 logger = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -117,7 +121,7 @@ def usage_reconcile(
     run.stripe_calls = result.calls
     run.finished_at = timezone.now()
     run.save()
-    if run.differences or run.status == ReconciliationRun.Status.FAILED:
+    if run.differences or run.at_risk or run.status == ReconciliationRun.Status.FAILED:
         _alert(run)
     return run
 
@@ -128,33 +132,53 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
     _error_reports(sender, meters, previous.started_at - HOUR if previous else since)
 
     by_meter = {m.meter_id: m for m in meters}
-    reported = (
-        UsageReport.objects.filter(hour__gte=since, hour__lt=until)
-        .values("tenant_id", "meter_id", "hour")
-        .annotate(
-            units=Sum("value", filter=Q(status=UsageReport.Status.SENT), default=0),
-            quantity=Sum("quantity", filter=Q(status__in=COVERING), default=Decimal(0)),
+    # Units by the hour of the timestamp Stripe got (a report sent late is stamped later than its
+    # hour), quantities by the local hour they cover.
+    units = {
+        (r["tenant_id"], r["meter_id"], r["stamp"]): r["units"]
+        for r in UsageReport.objects.filter(
+            status=UsageReport.Status.SENT, timestamp__gte=since, timestamp__lt=until
         )
-    )
-    sent = {(r["tenant_id"], r["meter_id"], r["hour"]): r for r in reported}
+        .annotate(stamp=TruncHour("timestamp"))
+        .values("tenant_id", "meter_id", "stamp")
+        .annotate(units=Sum("value"))
+        .order_by()
+    }
+    quantities = {
+        (r["tenant_id"], r["meter_id"], r["hour"]): r["quantity"]
+        for r in UsageReport.objects.filter(hour__gte=since, hour__lt=until, status__in=COVERING)
+        .values("tenant_id", "meter_id", "hour")
+        .annotate(quantity=Sum("quantity"))
+        .order_by()
+    }
+    sent = set(units) | set(quantities)
     covered = {
         (r["tenant_id"], r["meter_id"], r["hour"]): r["billed"]
         for r in ReportedHour.objects.filter(hour__gte=since, hour__lt=until).values(
             "tenant_id", "meter_id", "hour", "billed"
         )
     }
-    local = {
-        (a["tenant_id"], a["meter_id"], a["hour"]): a["value"]
-        for a in HourlyAggregate.objects.filter(
-            hour__gte=since, hour__lt=until, tenant__plan=Tenant.Plan.METERED
-        ).values("tenant_id", "meter_id", "hour", "value")
-    }
+    # Every aggregate of a tenant with a Stripe customer; whether an hour is billed is what the
+    # outbox decided (ReportedHour.billed) or, not covered yet, the plan in force during the hour.
+    aggregates = list(
+        HourlyAggregate.objects.filter(
+            hour__gte=since, hour__lt=until, tenant__stripe_customer__isnull=False
+        ).values_list("tenant_id", "meter_id", "hour", "value")
+    )
     tenants = {
         t.pk: t
-        for t in Tenant.objects.filter(pk__in={k[0] for k in sent} | {k[0] for k in local}).exclude(
+        for t in Tenant.objects.filter(pk__in={k[0] for k in sent} | {a[0] for a in aggregates}).exclude(
             stripe_customer=None
         )
     }
+    plans = PlanHistory(tenants.values())
+    local = {}
+    for tenant_id, meter_id, hour, value in aggregates:
+        billed = covered.get((tenant_id, meter_id, hour))
+        if billed is None:
+            billed = tenant_id in tenants and hour_billed(plans, tenant_id, hour)
+        if billed:
+            local[(tenant_id, meter_id, hour)] = value
     pairs = defaultdict(set)
     for tenant_id, meter_id, hour in set(sent) | set(local):
         if tenant_id in tenants and meter_id in by_meter:
@@ -171,9 +195,9 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
         )
         for hour in sorted(hours | {h for h in stripe_totals if since <= h < until}):
             key = (tenant_id, meter_id, hour)
-            row = sent.get(key) or {"units": 0, "quantity": Decimal(0)}
+            row = {"units": units.get(key, 0), "quantity": quantities.get(key, Decimal(0))}
             stripe_value = stripe_totals.get(hour, Decimal(0))
-            local_value = local.get(key, Decimal(0)) if covered.get(key, True) else Decimal(0)
+            local_value = local.get(key, Decimal(0))
             run.hours_checked += 1
             kind = None
             if stripe_value < row["units"]:
@@ -204,19 +228,37 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
     _describe_not_sent(not_sent, since, until)
     ReconciliationItem.objects.bulk_create(items)
     run.differences = len(items)
+    run.at_risk, oldest = usage_unsent_near_edge(now=now)
+    if run.at_risk:
+        run.error = (
+            f"{run.at_risk} hour(s) of usage still unsent (pending, failed, or not prepared: a tenant "
+            f"or meter not ready at Stripe, a failed pair) are close to Stripe's 35-day window, the oldest "
+            f"{oldest:%Y-%m-%d %H}:00 UTC: send or fix them before they are stamped late or dropped."
+        )
 
 
 def _resend(run, sender: MeterEventSender, key, now) -> str:
-    tenant_id, meter_id, hour = key
-    if hour < now - STRIPE_PAST_WINDOW:
-        return "outside Stripe's 35-day window: cannot be re-sent"
+    """Send the hour's sent rows again (same identifiers and values; timestamps worked out again
+    for now, so a row whose hour has left Stripe's 35 days is stamped at the oldest moment it takes)."""
+    tenant_id, meter_id, stamp = key
     rows = list(
         UsageReport.objects.filter(
-            tenant_id=tenant_id, meter_id=meter_id, hour=hour, status=UsageReport.Status.SENT
+            tenant_id=tenant_id,
+            meter_id=meter_id,
+            timestamp__gte=stamp,
+            timestamp__lt=stamp + HOUR,
+            status=UsageReport.Status.SENT,
         ).order_by("id")
     )
-    # Back to pending so the sender's v1 path can mark each one sent or failed with Stripe's answer.
-    UsageReport.objects.filter(pk__in=[r.pk for r in rows]).update(status=UsageReport.Status.PENDING)
+    # Back to pending so the sender's v1 path can mark each one sent or failed with Stripe's answer;
+    # conditional on status, so a row canceled meanwhile stays canceled and is not re-sent.
+    rows = [
+        r
+        for r in rows
+        if UsageReport.objects.filter(pk=r.pk, status=UsageReport.Status.SENT).update(
+            status=UsageReport.Status.PENDING
+        )
+    ]
     before = (sender.result.sent, sender.result.failed)
     sender.send_one_by_one(rows)
     run.resent += len(rows)
@@ -253,6 +295,7 @@ def _describe_not_sent(items: list[ReconciliationItem], since: datetime, until: 
 def _alert(run: ReconciliationRun) -> None:
     subject = (
         f"Billing reconciliation {run.pk}: {run.differences} difference(s)"
+        + (f", {run.at_risk} unsent hour(s) near Stripe's 35-day window" if run.at_risk else "")
         if run.status == ReconciliationRun.Status.SUCCEEDED
         else f"Billing reconciliation {run.pk} failed"
     )
@@ -264,3 +307,108 @@ def _alert(run: ReconciliationRun) -> None:
     logger.warning("%s. %s", subject, body)
     if settings.OPERATOR_EMAILS:
         send_mail(subject, body, None, settings.OPERATOR_EMAILS, fail_silently=True)
+
+
+def usage_reports_check_at_stripe(sender: MeterEventSender, rows: list[UsageReport]) -> list[UsageReport]:
+    """Pending rows whose outcome is unknown and whose first attempt was more than ~23 hours ago:
+    Stripe may hold them and no longer drops a copy. Compare, per (customer, meter, hour of the
+    timestamp sent), Stripe's hourly summary with what is known sent; the difference is what of
+    these rows arrived. Rows that arrived are marked sent; what is missing gets a new deterministic
+    identifier (`<identifier>-m`) and is returned to be sent now. A row that arrived only in part
+    (several rows in the hour, Stripe holding some) is split: the arrived value stays on it, sent,
+    the rest goes out as a new row. Returns the rows to send.
+
+    Stripe's summary cannot tell whose events arrived, so rows are credited in id order; usage sent
+    to the same customer and meter by anyone else counts as arrived.
+    """
+    to_send: list[UsageReport] = []
+    stripe_meters = dict(
+        StripeMeter.objects.filter(meter_id__in={r.meter_id for r in rows})
+        .exclude(stripe_meter_id="")
+        .values_list("meter_id", "stripe_meter_id")
+    )
+    groups: dict[tuple, list[UsageReport]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r.pk):
+        groups[(row.tenant_id, row.meter_id, row.customer_id)].append(row)
+    for (tenant_id, meter_id, customer), group in groups.items():
+        hours = sorted({_hour(r.timestamp) for r in group})
+        start, end = hours[0], hours[-1] + HOUR
+        stripe_totals = (
+            _summaries(sender, meter_id=stripe_meters[meter_id], customer=customer, start=start, end=end)
+            if meter_id in stripe_meters
+            else {}
+        )
+        known = {
+            r["stamp"]: r["units"]
+            for r in UsageReport.objects.filter(
+                tenant_id=tenant_id,
+                meter_id=meter_id,
+                customer_id=customer,
+                status=UsageReport.Status.SENT,
+                timestamp__gte=start,
+                timestamp__lt=end,
+            )
+            .annotate(stamp=TruncHour("timestamp"))
+            .values("stamp")
+            .annotate(units=Sum("value"))
+            .order_by()
+        }
+        for hour in hours:
+            stripe_value = stripe_totals.get(hour, Decimal(0))
+            arrived = max(Decimal(0), stripe_value - known.get(hour, 0))
+            for row in (r for r in group if _hour(r.timestamp) == hour):
+                got = int(min(Decimal(row.value), arrived))
+                arrived -= got
+                check = {"api": "summary check", "hour": f"{hour:%Y-%m-%dT%H}", "stripe": str(stripe_value)}
+                new = _settle_checked(row, got, check)
+                if new is not None:
+                    to_send.append(new)
+    return to_send
+
+
+def _settle_checked(row: UsageReport, got: int, check: dict) -> UsageReport | None:
+    """Record what of `row` Stripe holds (`got` units); returns the row that carries the rest."""
+    now = timezone.now()
+    pending = UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.PENDING)
+    if got == row.value:
+        pending.update(
+            status=UsageReport.Status.SENT,
+            sent_at=now,
+            outcome_unknown=False,
+            stripe_response=check,
+            error_message="",
+            updated_at=now,
+        )
+        return None
+    fresh = {"outcome_unknown": False, "first_attempt_at": None, "next_attempt_at": None, "updated_at": now}
+    if got == 0:
+        # Not at Stripe: the same row under a new identifier (the old one may be refused or
+        # dropped by Stripe for a while yet, or accepted late; a new one is neither).
+        row.identifier = f"{row.identifier}-m"
+        pending.update(identifier=row.identifier, **fresh)
+        for name, value in fresh.items():
+            setattr(row, name, value)
+        return row
+    with transaction.atomic():
+        if not pending.update(
+            value=got,
+            status=UsageReport.Status.SENT,
+            sent_at=now,
+            outcome_unknown=False,
+            stripe_response=check,
+        ):
+            return None
+        rest = UsageReport.objects.create(
+            tenant_id=row.tenant_id,
+            meter_id=row.meter_id,
+            hour=row.hour,
+            revision=row.revision,
+            identifier=f"{row.identifier}-m",
+            quantity=Decimal(0),
+            value=row.value - got,
+            customer_id=row.customer_id,
+            event_name=row.event_name,
+            timestamp=row.timestamp,
+            status=UsageReport.Status.PENDING,
+        )
+    return rest

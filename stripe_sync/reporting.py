@@ -20,13 +20,14 @@ tenants are reported once they have a Stripe customer and the meter exists at St
 from __future__ import annotations
 
 import functools
+import logging
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from django.db import transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import Count, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from metering.ingest import BACKFILL_WINDOW
@@ -34,12 +35,33 @@ from metering.models import HourlyAggregate
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportedHour, ReportingBalance, StripeMeter, UsageReport
 from tenants.models import Tenant
+from tenants.selectors import PlanHistory
 
-# Stripe accepts meter events stamped within the past 35 days; a report for an hour that has
-# slipped (just) past that is stamped at the oldest moment Stripe still takes, with this margin.
-STRIPE_PAST_WINDOW = BACKFILL_WINDOW
+logger = logging.getLogger(__name__)
+HOUR = timedelta(hours=1)
+
+# Stripe accepts meter events stamped within the past 35 days. A report whose hour is older than
+# that when it is sent is stamped at the oldest moment Stripe still takes, with this margin; the
+# stamp is worked out again at every send (a resend never reuses a stale one).
+STRIPE_PAST_WINDOW = timedelta(days=35)
 TIMESTAMP_MARGIN = timedelta(minutes=10)
+# Ingestion accepts usage up to BACKFILL_WINDOW old; aggregation (minute 2), reporting (minute 10),
+# a failed run or a pair waiting a little can take longer than that, so the outbox looks this much
+# further back: every hour ingestion accepted is still prepared (with a clamped timestamp if needed).
+REPORTING_LAG = timedelta(days=2)
+PREPARE_WINDOW = BACKFILL_WINDOW + REPORTING_LAG
+# Unsent usage this close to Stripe's 35 days is shown on the dashboard and alerted.
+EDGE_WARNING = timedelta(days=3)
 PAIRS_PER_TRANSACTION = 200
+# A Stripe meter event value has at most 15 digits: a larger change of one hour goes out as several
+# events (parts), each with its own deterministic identifier.
+STRIPE_MAX_VALUE = 10**15 - 1
+MAX_PARTS_PER_HOUR = 100
+MAX_UNITS = 2**63 - 1  # ReportingBalance.units and UsageReport.value are 64-bit
+
+
+class PairError(Exception):
+    """This (tenant, meter) cannot be prepared; the message says why (shown in admin)."""
 
 
 @dataclass
@@ -47,12 +69,20 @@ class PrepareResult:
     reports: int = 0  # outbox rows written that carry units to send
     carried: int = 0  # rows written with nothing to send yet (under one whole unit)
     units: int = 0
-    free_hours: int = 0  # hours of free-plan tenants covered without billing
+    free_hours: int = 0  # hours covered without billing (the tenant was on the free plan then)
     waiting_pairs: int = 0  # (tenant, meter) pairs that cannot be reported yet (no customer / meter)
+    failed_pairs: int = 0  # (tenant, meter) pairs whose preparation failed (marked, shown in admin)
+    errors: list[str] | None = None
+
+    def add(self, other: PrepareResult) -> None:
+        for f in fields(self):
+            if f.name != "errors":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
-def report_identifier(*, tenant_id: int, meter_id: int, hour: datetime, revision: int) -> str:
-    return f"bp-{tenant_id}-{meter_id}-{hour:%Y%m%d%H}-r{revision}"
+def report_identifier(*, tenant_id: int, meter_id: int, hour: datetime, revision: int, part: int = 1) -> str:
+    suffix = f"-p{part}" if part > 1 else ""
+    return f"bp-{tenant_id}-{meter_id}-{hour:%Y%m%d%H}-r{revision}{suffix}"
 
 
 def report_timestamp(*, hour: datetime, now: datetime) -> datetime:
@@ -61,7 +91,13 @@ def report_timestamp(*, hour: datetime, now: datetime) -> datetime:
 
 
 def window_start(now: datetime) -> datetime:
-    return (now - STRIPE_PAST_WINDOW).replace(minute=0, second=0, microsecond=0)
+    """The first hour the outbox (and reconciliation) covers: every hour ingestion accepted."""
+    return (now - PREPARE_WINDOW).replace(minute=0, second=0, microsecond=0)
+
+
+def edge_moment(now: datetime) -> datetime:
+    """Usage of hours before this, still unsent, is about to fall out of Stripe's window."""
+    return now - STRIPE_PAST_WINDOW + EDGE_WARNING
 
 
 def pairs_q(pairs) -> Q:
@@ -83,31 +119,80 @@ def _changed_aggregates(since: datetime):
     )
 
 
+def usage_unsent_near_edge(*, now: datetime | None = None) -> tuple[int, datetime | None]:
+    """Hours of usage not at Stripe yet that are close to (or past) Stripe's 35 days: outbox rows
+    pending or failed, and changed aggregates not prepared (a pair waiting or failed). Returns
+    their number and the oldest hour."""
+    now = now or timezone.now()
+    edge = edge_moment(now)
+    rows = UsageReport.objects.filter(
+        status__in=[UsageReport.Status.PENDING, UsageReport.Status.FAILED], hour__lt=edge
+    ).aggregate(n=Count("id"), oldest=Min("hour"))
+    unprepared = (
+        _changed_aggregates(window_start(now))
+        .filter(hour__lt=edge)
+        .aggregate(n=Count("id"), oldest=Min("hour"))
+    )
+    oldest = min((m for m in (rows["oldest"], unprepared["oldest"]) if m is not None), default=None)
+    return rows["n"] + unprepared["n"], oldest
+
+
+def hour_billed(plans: PlanHistory, tenant_id: int, hour: datetime) -> bool:
+    """An hour is billed if the tenant was on the metered plan at any moment of it.
+
+    Decided from the plan history, not the plan of the moment reporting runs: a tenant moved to
+    free keeps its metered hours (and their late events) billed, an upgraded tenant's free hours
+    stay free. In the hour of a change the usage is not split by event; it is billed whole, so no
+    metered usage is ever lost (at most the free part of that one hour is billed with it).
+    """
+    return plans.metered_during(tenant_id, hour, hour + HOUR)
+
+
 def usage_reports_prepare(*, now: datetime | None = None) -> PrepareResult:
-    """Write outbox rows for every changed (tenant, meter, hour); safe to run concurrently."""
+    """Write outbox rows for every changed (tenant, meter, hour); safe to run concurrently.
+
+    Pairs go in transactions of PAIRS_PER_TRANSACTION; if one fails, its pairs are done one by
+    one, so a pair that cannot be prepared is marked failed (admin, dashboard) and the others go on.
+    """
     now = now or timezone.now()
     since = window_start(now)
-    result = PrepareResult()
+    result = PrepareResult(errors=[])
     pairs = sorted(set(_changed_aggregates(since).values_list("tenant_id", "meter_id").order_by()))
     if not pairs:
         return result
     tenants = {t.pk: t for t in Tenant.objects.filter(pk__in={t for t, _ in pairs})}
+    plans = PlanHistory(tenants.values())
     event_names = dict(StripeMeter.objects.exclude(stripe_meter_id="").values_list("meter_id", "event_name"))
-    ready = []
-    for tenant_id, meter_id in pairs:
-        tenant = tenants[tenant_id]
-        if tenant.plan == Tenant.Plan.METERED and (
-            not tenant.stripe_customer_id or meter_id not in event_names
-        ):
-            result.waiting_pairs += 1
+    context = (tenants, plans, event_names, since, now)
+    for start in range(0, len(pairs), PAIRS_PER_TRANSACTION):
+        chunk = pairs[start : start + PAIRS_PER_TRANSACTION]
+        try:
+            result.add(_prepare_pairs(chunk, *context))
             continue
-        ready.append((tenant_id, meter_id))
-    for start in range(0, len(ready), PAIRS_PER_TRANSACTION):
-        _prepare_pairs(ready[start : start + PAIRS_PER_TRANSACTION], tenants, event_names, since, now, result)
+        except Exception:  # noqa: BLE001 (one pair's problem: find it below, the others go on)
+            logger.warning("preparing %d (tenant, meter) pairs failed; retrying them one by one", len(chunk))
+        for pair in chunk:
+            try:
+                result.add(_prepare_pairs([pair], *context))
+            except Exception as error:  # noqa: BLE001 (recorded on the pair, shown in admin)
+                message = (
+                    error.args[0] if isinstance(error, PairError) else f"{type(error).__name__}: {error}"
+                )
+                logger.error("usage reports of tenant %s meter %s not prepared: %s", *pair, message)
+                _mark_pair_failed(pair, message, now)
+                result.failed_pairs += 1
+                result.errors.append(f"tenant {pair[0]} meter {pair[1]}: {message}")
     return result
 
 
-def _prepare_pairs(pairs, tenants, event_names, since, now, result: PrepareResult) -> None:
+def _mark_pair_failed(pair: tuple[int, int], message: str, now: datetime) -> None:
+    tenant_id, meter_id = pair
+    balance, _ = ReportingBalance.objects.get_or_create(tenant_id=tenant_id, meter_id=meter_id)
+    ReportingBalance.objects.filter(pk=balance.pk).update(failed_at=now, error=message[:2000])
+
+
+def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareResult:
+    result = PrepareResult()
     with transaction.atomic():
         ReportingBalance.objects.bulk_create(
             [ReportingBalance(tenant_id=t, meter_id=m) for t, m in pairs], ignore_conflicts=True
@@ -118,57 +203,55 @@ def _prepare_pairs(pairs, tenants, event_names, since, now, result: PrepareResul
             (b.tenant_id, b.meter_id): b
             for b in ReportingBalance.objects.select_for_update().filter(pairs_q(pairs)).order_by("id")
         }
-        aggregates = (
+        by_pair: dict[tuple[int, int], list] = {}
+        for agg in (
             _changed_aggregates(since).filter(pairs_q(pairs)).order_by("tenant_id", "meter_id", "hour")
-        )
+        ):
+            by_pair.setdefault((agg.tenant_id, agg.meter_id), []).append(agg)
         reports, covered, touched = [], [], set()
-        for agg in aggregates:
-            key = (agg.tenant_id, agg.meter_id)
-            tenant = tenants[agg.tenant_id]
-            billed = tenant.plan == Tenant.Plan.METERED
-            delta = agg.value - (agg.covered_quantity or Decimal(0))
-            covered.append(
-                ReportedHour(
-                    tenant_id=agg.tenant_id,
-                    meter_id=agg.meter_id,
-                    hour=agg.hour,
-                    revision=agg.revision,
-                    quantity=agg.value,
-                    billed=billed,
-                )
-            )
-            if not billed:
-                result.free_hours += 1
-                continue
-            if delta == 0:
+        for key, aggregates in by_pair.items():
+            tenant = tenants[key[0]]
+            billed = {agg.hour: hour_billed(plans, tenant.pk, agg.hour) for agg in aggregates}
+            if any(billed.values()) and (not tenant.stripe_customer_id or key[1] not in event_names):
+                result.waiting_pairs += 1  # not lost: covered once the customer and meter exist
                 continue
             balance = balances[key]
-            balance.quantity += delta
-            units = max(balance.units, int(balance.quantity.to_integral_value(rounding=ROUND_FLOOR)))
-            value, balance.units = units - balance.units, units
-            touched.add(key)
-            reports.append(
-                UsageReport(
-                    tenant_id=agg.tenant_id,
-                    meter_id=agg.meter_id,
-                    hour=agg.hour,
-                    revision=agg.revision,
-                    identifier=report_identifier(
-                        tenant_id=agg.tenant_id, meter_id=agg.meter_id, hour=agg.hour, revision=agg.revision
-                    ),
-                    quantity=delta,
-                    value=value,
-                    customer_id=tenant.stripe_customer_id,
-                    event_name=event_names[agg.meter_id],
-                    timestamp=report_timestamp(hour=agg.hour, now=now),
-                    status=UsageReport.Status.PENDING if value > 0 else UsageReport.Status.NOTHING_TO_SEND,
+            if balance.failed_at is not None:
+                balance.failed_at, balance.error = None, ""
+                touched.add(key)
+            for agg in aggregates:
+                covered.append(
+                    ReportedHour(
+                        tenant_id=agg.tenant_id,
+                        meter_id=agg.meter_id,
+                        hour=agg.hour,
+                        revision=agg.revision,
+                        quantity=agg.value,
+                        billed=billed[agg.hour],
+                    )
                 )
-            )
-            if value > 0:
-                result.reports += 1
-                result.units += value
-            else:
-                result.carried += 1
+                if not billed[agg.hour]:
+                    result.free_hours += 1
+                    continue
+                delta = agg.value - (agg.covered_quantity or Decimal(0))
+                if delta == 0:
+                    continue
+                balance.quantity += delta
+                units = max(balance.units, int(balance.quantity.to_integral_value(rounding=ROUND_FLOOR)))
+                if units > MAX_UNITS:
+                    raise PairError(
+                        f"{agg.hour:%Y-%m-%d %H}:00: the running total would be {units} whole units, more "
+                        f"than can be recorded ({MAX_UNITS}); nothing of this pair is reported until fixed"
+                    )
+                value, balance.units = units - balance.units, units
+                touched.add(key)
+                rows = _rows(agg, delta, value, tenant, event_names[agg.meter_id], now)
+                reports.extend(rows)
+                if value > 0:
+                    result.reports += len(rows)
+                    result.units += value
+                else:
+                    result.carried += 1
         UsageReport.objects.bulk_create(reports, batch_size=1000)
         ReportedHour.objects.bulk_create(
             covered,
@@ -177,7 +260,50 @@ def _prepare_pairs(pairs, tenants, event_names, since, now, result: PrepareResul
             unique_fields=["tenant", "meter", "hour"],
             update_fields=["revision", "quantity", "billed"],
         )
-        ReportingBalance.objects.bulk_update([balances[k] for k in touched], ["quantity", "units"])
+        ReportingBalance.objects.bulk_update(
+            [balances[k] for k in touched], ["quantity", "units", "failed_at", "error"]
+        )
+    return result
+
+
+def _rows(
+    agg, delta: Decimal, value: int, tenant: Tenant, event_name: str, now: datetime
+) -> list[UsageReport]:
+    """The outbox rows of one hour's change: one, or several parts if its value has more than
+    Stripe's 15 digits (the first part carries the quantity, the others 0)."""
+    parts = max(1, -(-value // STRIPE_MAX_VALUE))
+    if parts > MAX_PARTS_PER_HOUR:
+        raise PairError(
+            f"{agg.hour:%Y-%m-%d %H}:00: {value} units in one hour would take {parts} meter events "
+            f"of at most {STRIPE_MAX_VALUE}; more than {MAX_PARTS_PER_HOUR} is refused as implausible"
+        )
+    rows = []
+    remaining = value
+    for part in range(1, parts + 1):
+        part_value = min(remaining, STRIPE_MAX_VALUE)
+        remaining -= part_value
+        rows.append(
+            UsageReport(
+                tenant_id=agg.tenant_id,
+                meter_id=agg.meter_id,
+                hour=agg.hour,
+                revision=agg.revision,
+                identifier=report_identifier(
+                    tenant_id=agg.tenant_id,
+                    meter_id=agg.meter_id,
+                    hour=agg.hour,
+                    revision=agg.revision,
+                    part=part,
+                ),
+                quantity=delta if part == 1 else Decimal(0),
+                value=part_value,
+                customer_id=tenant.stripe_customer_id,
+                event_name=event_name,
+                timestamp=report_timestamp(hour=agg.hour, now=now),
+                status=UsageReport.Status.PENDING if part_value > 0 else UsageReport.Status.NOTHING_TO_SEND,
+            )
+        )
+    return rows
 
 
 def error_report_samples(reason) -> dict[str, tuple[str, str]]:
@@ -198,17 +324,20 @@ def usage_reports_mark_rejected(*, errors: dict[str, tuple[str, str]], source_ev
     `errors` maps a report identifier to (Stripe's error code, its message). Returns the number of
     outbox rows marked failed; identifiers that are not ours are ignored.
     """
-    rows = list(UsageReport.objects.filter(identifier__in=list(errors)))
     now = timezone.now()
     suffix = f" (Stripe error report {source_event})" if source_event else ""
-    for row in rows:
-        code, message = errors[row.identifier]
-        row.status = UsageReport.Status.FAILED
-        row.error_code = code or ""
-        row.error_message = f"{message}{suffix}"
-        row.updated_at = now
-    UsageReport.objects.bulk_update(rows, ["status", "error_code", "error_message", "updated_at"])
-    return len(rows)
+    marked = 0
+    # Conditional on status: a row canceled (or being canceled) meanwhile is left as it is.
+    rejectable = (UsageReport.Status.PENDING, UsageReport.Status.SENT, UsageReport.Status.FAILED)
+    for identifier, (code, message) in errors.items():
+        marked += UsageReport.objects.filter(identifier=identifier, status__in=rejectable).update(
+            status=UsageReport.Status.FAILED,
+            error_code=(code or "")[:100],
+            error_message=f"{message}{suffix}",
+            outcome_unknown=False,
+            updated_at=now,
+        )
+    return marked
 
 
 def usage_report_retry(*, report: UsageReport) -> bool:
@@ -230,9 +359,12 @@ ADJUSTMENT_WINDOW = timedelta(hours=24)
 def usage_report_cancel(*, report: UsageReport) -> None:
     """Cancel a wrong report at Stripe (a meter event adjustment, within 24 hours of sending it).
 
-    Its units and quantity leave the (tenant, meter) balance, so the fraction carry stays right; the
-    hour then shows in reconciliation as local usage not sent, until an operator decides.
+    The row is claimed first with a conditional update (sent -> canceling), so of two operators
+    canceling the same row at once only one calls Stripe and adjusts the balance; the other is told
+    it is no longer sent. Its units and quantity leave the (tenant, meter) balance, so the fraction
+    carry stays right; the hour then shows in reconciliation as local usage not sent.
     """
+    report.refresh_from_db()
     if report.status != UsageReport.Status.SENT:
         raise ReportError(f"only a sent report can be canceled; {report.identifier} is {report.status}")
     if report.sent_at < timezone.now() - ADJUSTMENT_WINDOW:
@@ -240,13 +372,25 @@ def usage_report_cancel(*, report: UsageReport) -> None:
             f"Stripe cancels meter events only within 24 hours; {report.identifier} was sent at "
             f"{report.sent_at:%Y-%m-%d %H:%M} UTC"
         )
-    adjustment = stripe_client().v1.billing.meter_event_adjustments.create(
-        params={
-            "event_name": report.event_name,
-            "type": "cancel",
-            "cancel": {"identifier": report.identifier},
-        }
+    claimed = UsageReport.objects.filter(pk=report.pk, status=UsageReport.Status.SENT).update(
+        status=UsageReport.Status.CANCELING, updated_at=timezone.now()
     )
+    if not claimed:
+        report.refresh_from_db()
+        raise ReportError(f"only a sent report can be canceled; {report.identifier} is {report.status}")
+    try:
+        adjustment = stripe_client().v1.billing.meter_event_adjustments.create(
+            params={
+                "event_name": report.event_name,
+                "type": "cancel",
+                "cancel": {"identifier": report.identifier},
+            }
+        )
+    except BaseException:
+        UsageReport.objects.filter(pk=report.pk, status=UsageReport.Status.CANCELING).update(
+            status=UsageReport.Status.SENT, updated_at=timezone.now()
+        )
+        raise
     with transaction.atomic():
         balance = ReportingBalance.objects.select_for_update().get(
             tenant_id=report.tenant_id, meter_id=report.meter_id
@@ -254,7 +398,7 @@ def usage_report_cancel(*, report: UsageReport) -> None:
         balance.units -= report.value
         balance.quantity -= report.quantity
         balance.save(update_fields=["units", "quantity"])
-        UsageReport.objects.filter(pk=report.pk).update(
+        UsageReport.objects.filter(pk=report.pk, status=UsageReport.Status.CANCELING).update(
             status=UsageReport.Status.CANCELED,
             stripe_response={**(report.stripe_response or {}), "adjustment": adjustment.to_dict()},
             updated_at=timezone.now(),

@@ -26,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 import stripe
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing_platform.metrics import STRIPE_REPORTS
@@ -34,7 +35,7 @@ from stripe_sync.catalog import CUSTOMER_PAYLOAD_KEY, VALUE_PAYLOAD_KEY
 from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_success
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportingBalance, UsageReport
-from stripe_sync.reporting import pairs_q
+from stripe_sync.reporting import pairs_q, report_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ TRIES_PER_CALL = 4  # in-run tries of one call on 5xx/timeouts before its rows a
 MAX_RETRY_AFTER = 60.0  # seconds: a longer Retry-After defers the rows instead of sleeping
 DUPLICATE_IDENTIFIER = "An event already exists with identifier"
 SESSION_RENEW_MARGIN = timedelta(seconds=60)
+# Stripe drops a repeated identifier for about 24 hours after it received it; past this since the
+# first attempt, a row whose outcome is unknown is checked against Stripe before it is sent again.
+DEDUP_SAFE = timedelta(hours=23)
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def lease_seconds() -> int:
@@ -89,7 +94,15 @@ PACER = _Pacer()
 
 
 class _Defer(Exception):
-    """Stop trying these rows in this run (they stay pending for a later one)."""
+    """Stop trying these rows in this run (they stay pending for a later one).
+
+    `ambiguous`: a try of the call may have reached Stripe (5xx, timeout, connection lost), so
+    Stripe may hold the events; a refusal before processing (429, authentication) is not.
+    """
+
+    def __init__(self, message: str, *, ambiguous: bool = False):
+        super().__init__(message)
+        self.ambiguous = ambiguous
 
 
 def _backoff(attempt: int) -> float:
@@ -119,6 +132,7 @@ class MeterEventSender:
     # -- one call to Stripe, with pacing, 429 waits, backoff and the breaker -------------------
     def call(self, fn: Callable[[], object]) -> object:
         server_failures = 0
+        ambiguous = False
         while True:
             circuit_check()
             PACER.wait()
@@ -129,18 +143,19 @@ class MeterEventSender:
                 self.result.rate_limited += 1
                 wait = _retry_after(error)
                 if wait > MAX_RETRY_AFTER:
-                    raise _Defer(f"rate limited for {wait:.0f} s") from error
+                    raise _Defer(f"rate limited for {wait:.0f} s", ambiguous=ambiguous) from error
                 self.sleep(wait)
                 continue
             except (stripe.APIConnectionError, stripe.APIError, stripe.AuthenticationError) as error:
                 self.result.server_errors += 1
                 message = f"{type(error).__name__}: {error.user_message or error}"
+                ambiguous = ambiguous or not isinstance(error, stripe.AuthenticationError)
                 opened = circuit_failure(message)
                 if opened is not None:
                     raise CircuitOpen(opened) from error
                 server_failures += 1
                 if server_failures >= TRIES_PER_CALL or isinstance(error, stripe.AuthenticationError):
-                    raise _Defer(message) from error
+                    raise _Defer(message, ambiguous=ambiguous) from error
                 self.sleep(_backoff(server_failures))
                 continue
             circuit_success()
@@ -156,11 +171,11 @@ class MeterEventSender:
 
     # -- sending rows ---------------------------------------------------------------------
     def send(self, rows: list[UsageReport]) -> None:
-        events = [_event(row) for row in rows]
         for _ in range(3):
             try:
                 client = self.stream()
-                self.call(lambda c=client: c.v2.billing.meter_event_stream.create({"events": events}))
+                events = [_event(row) for row in _in_flight(rows)]
+                self.call(lambda c=client, e=events: c.v2.billing.meter_event_stream.create({"events": e}))
             except stripe.TemporarySessionExpiredError:
                 self.session_client = None
                 continue
@@ -174,6 +189,7 @@ class MeterEventSender:
 
     def send_one_by_one(self, rows: list[UsageReport]) -> None:
         for row in rows:
+            _in_flight([row])
             params = {**_event(row), "timestamp": int(row.timestamp.timestamp())}
             try:
                 answer = self.call(lambda p=params: self.client.v1.billing.meter_events.create(params=p))
@@ -198,6 +214,26 @@ def _moment(value) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def _in_flight(rows: list[UsageReport]) -> list[UsageReport]:
+    """Before a call that carries these rows: their timestamps worked out again for now (a resend
+    never reuses a stamp Stripe no longer takes), and, written ahead, that an attempt is under way
+    whose outcome is unknown until Stripe answers (a crash, timeout or lost answer leaves it so) and
+    when the first attempt was (Stripe de-duplicates identifiers for about 24 hours)."""
+    now = timezone.now()
+    clamped = []
+    for row in rows:
+        stamp = report_timestamp(hour=row.hour, now=now)
+        if stamp != row.timestamp:
+            row.timestamp = stamp
+            clamped.append(row.pk)
+    if clamped:
+        UsageReport.objects.filter(pk__in=clamped).update(timestamp=report_timestamp(hour=EPOCH, now=now))
+    UsageReport.objects.filter(pk__in=[r.pk for r in rows]).update(
+        outcome_unknown=True, first_attempt_at=Coalesce("first_attempt_at", Value(now))
+    )
+    return rows
+
+
 def _event(row: UsageReport) -> dict:
     return {
         "event_name": row.event_name,
@@ -213,6 +249,7 @@ def _mark_sent(rows: list[UsageReport], response: dict) -> None:
     UsageReport.objects.filter(pk__in=[r.pk for r in rows], status=UsageReport.Status.PENDING).update(
         status=UsageReport.Status.SENT,
         sent_at=now,
+        outcome_unknown=False,
         attempts=F("attempts") + 1,
         stripe_response=response,
         error_code="",
@@ -225,6 +262,7 @@ def _mark_failed(row: UsageReport, code: str, message: str) -> None:
     STRIPE_REPORTS.labels("failed").inc()
     UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.PENDING).update(
         status=UsageReport.Status.FAILED,
+        outcome_unknown=False,
         attempts=F("attempts") + 1,
         error_code=code[:100],
         error_message=message,
@@ -232,10 +270,17 @@ def _mark_failed(row: UsageReport, code: str, message: str) -> None:
     )
 
 
-def _defer(rows: list[UsageReport], message: str) -> None:
-    """Leave rows pending, to be tried again after a backoff that grows with their attempts."""
+def _defer(rows: list[UsageReport], message: str, *, ambiguous: bool = True) -> None:
+    """Leave rows pending, to be tried again after a backoff that grows with their attempts.
+
+    Unless the failure was `ambiguous`, Stripe did not process the call: rows whose outcome was
+    known before this attempt are known again."""
     STRIPE_REPORTS.labels("deferred").inc(len(rows))
     now = timezone.now()
+    if not ambiguous:
+        UsageReport.objects.filter(pk__in=[r.pk for r in rows if not r.outcome_unknown]).update(
+            outcome_unknown=False
+        )
     by_attempts = defaultdict(list)  # rows of one chunk mostly share their attempts: one update
     for row in rows:
         by_attempts[row.attempts].append(row.pk)
@@ -247,6 +292,14 @@ def _defer(rows: list[UsageReport], message: str) -> None:
             error_message=message,
             updated_at=now,
         )
+
+
+def _past_dedup(row: UsageReport, now: datetime) -> bool:
+    """An attempt of this pending row may have reached Stripe, and the first was long enough ago
+    that Stripe may no longer drop a copy of it as a duplicate."""
+    return (
+        row.outcome_unknown and row.first_attempt_at is not None and row.first_attempt_at < now - DEDUP_SAFE
+    )
 
 
 def _due(now: datetime) -> Q:
@@ -307,12 +360,21 @@ def usage_reports_send(
                 .filter(pairs_q(pairs))
                 .order_by("tenant_id", "meter_id", "id")
             )
+            stale = [r for r in rows if _past_dedup(r, now)]
+            if stale:
+                # Stripe may hold these and no longer recognizes their identifiers: ask its
+                # summaries first, send only what is missing (under new identifiers).
+                from stripe_sync.reconciliation import usage_reports_check_at_stripe
+
+                rows = [r for r in rows if not _past_dedup(r, now)]
+                rows += usage_reports_check_at_stripe(sender, stale)
+                rows.sort(key=lambda r: (r.tenant_id, r.meter_id, r.id))
             for start in range(0, len(rows), STREAM_MAX_EVENTS):
                 chunk = rows[start : start + STREAM_MAX_EVENTS]
                 try:
                     sender.send(chunk)
                 except _Defer as error:
-                    _defer(chunk, str(error))
+                    _defer(chunk, str(error), ambiguous=error.ambiguous)
                     result.deferred += len(chunk)
                     result.errors.append(str(error))
                 handled += len(chunk)

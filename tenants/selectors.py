@@ -1,6 +1,8 @@
 """Reads for tenants."""
 
-from tenants.models import Tenant
+from bisect import bisect_left, bisect_right
+
+from tenants.models import Tenant, TenantChange
 
 
 def tenant_get_by_ref(*, ref: str) -> Tenant:
@@ -11,3 +13,60 @@ def tenant_get_by_ref(*, ref: str) -> Tenant:
     if tenant is None:
         raise Tenant.DoesNotExist(f"no tenant with slug or id {ref!r}")
     return tenant
+
+
+class PlanHistory:
+    """Which plan each tenant was on at any moment, from its TenantChange history (one query).
+
+    Before a tenant's first recorded plan change it was on that change's old plan (or the plan of
+    its "created" row); a tenant with no history has always been on its current plan.
+    Usage reporting decides billed or covered per hour with it (`metered_during`), not with the plan
+    of the moment it runs.
+    """
+
+    def __init__(self, tenants):
+        self._current = {t.pk: t.plan for t in tenants}
+        self._timelines: dict[int, tuple[list, list[str]]] = {}
+        changes = (
+            TenantChange.objects.filter(
+                tenant_id__in=list(self._current),
+                field__in=[TenantChange.Field.PLAN, TenantChange.Field.CREATED],
+            )
+            .order_by("tenant_id", "created_at", "id")
+            .values_list("tenant_id", "field", "old_value", "new_value", "created_at")
+        )
+        raw: dict[int, list] = {}
+        for tenant_id, field, old, new, at in changes:
+            raw.setdefault(tenant_id, []).append((field, old, new, at))
+        for tenant_id, rows in raw.items():
+            moments, plans = [], []
+            initial = None
+            for field, old, new, at in rows:
+                plan = new.split("/", 1)[0] if field == TenantChange.Field.CREATED else new
+                if initial is None:
+                    initial = old if field == TenantChange.Field.PLAN and old else plan
+                moments.append(at)
+                plans.append(plan)
+            if plans[-1] != self._current[tenant_id]:
+                # A change written without a history row (a script, a fixture): it counts from the
+                # last recorded change, the earliest it can have happened.
+                plans[-1] = self._current[tenant_id]
+            self._timelines[tenant_id] = (moments, [initial, *plans])
+
+    def plan_at(self, tenant_id: int, moment) -> str:
+        """The plan in force at `moment`."""
+        timeline = self._timelines.get(tenant_id)
+        if timeline is None:
+            return self._current[tenant_id]
+        moments, plans = timeline
+        return plans[bisect_right(moments, moment)]
+
+    def metered_during(self, tenant_id: int, start, end) -> bool:
+        """Whether the tenant was on the metered plan at any moment of [start, end)."""
+        timeline = self._timelines.get(tenant_id)
+        if timeline is None:
+            return self._current[tenant_id] == Tenant.Plan.METERED
+        moments, plans = timeline
+        first = bisect_right(moments, start)  # plans[first] is in force at `start`
+        last = bisect_left(moments, end)  # plans[last] is in force just before `end`
+        return any(plan == Tenant.Plan.METERED for plan in plans[first : last + 1])

@@ -11,7 +11,13 @@ from django.utils.html import format_html
 
 from stripe_sync.circuit import circuit_is_open, circuit_reset
 from stripe_sync.client import StripeNotConfigured
-from stripe_sync.models import CircuitBreaker, ReconciliationItem, ReconciliationRun, UsageReport
+from stripe_sync.models import (
+    CircuitBreaker,
+    ReconciliationItem,
+    ReconciliationRun,
+    ReportingBalance,
+    UsageReport,
+)
 from stripe_sync.reporting import ReportError, usage_report_cancel, usage_report_retry
 from stripe_sync.tasks.reporting import reconcile_usage
 
@@ -46,9 +52,10 @@ class UsageReportAdmin(admin.ModelAdmin):
         "value",
         "status",
         "attempts",
+        "first_attempt_at",
         "error",
     )
-    list_filter = ("status", "meter", ("hour", admin.DateFieldListFilter))
+    list_filter = ("status", "outcome_unknown", "meter", ("hour", admin.DateFieldListFilter))
     search_fields = ("=identifier", "tenant__slug", "=customer_id")
     list_select_related = ("tenant", "meter")
     date_hierarchy = "hour"
@@ -203,3 +210,43 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
             "it appears in this list when a worker has run it.",
         )
         return HttpResponseRedirect(reverse("admin:stripe_sync_reconciliationrun_changelist"))
+
+
+class PairFailedFilter(admin.SimpleListFilter):
+    title = "preparation"
+    parameter_name = "failed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Failed"), ("no", "Fine")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(failed_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(ReportingBalance)
+class ReportingBalanceAdmin(admin.ModelAdmin):
+    """Per (tenant, meter): what was reported, and whether preparing its reports failed (the other
+    pairs went on; the mark clears itself once the pair is prepared fine again)."""
+
+    list_display = ("tenant", "meter", "quantity", "units", "state", "failed_at", "error")
+    list_filter = (PairFailedFilter, "meter")
+    search_fields = ("tenant__slug",)
+    list_select_related = ("tenant", "meter")
+    readonly_fields = [f.name for f in ReportingBalance._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="State")
+    def state(self, obj):
+        if obj.failed_at is not None:
+            return "FAILED: not reported until fixed"
+        return "reporting"

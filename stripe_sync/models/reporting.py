@@ -22,6 +22,7 @@ class UsageReport(models.Model):
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed (Stripe refused it)"
         NOTHING_TO_SEND = "nothing", "Nothing to send (under one whole unit, carried)"
+        CANCELING = "canceling", "Being canceled at Stripe"
         CANCELED = "canceled", "Canceled at Stripe"
 
     id = models.BigAutoField(primary_key=True)
@@ -39,6 +40,14 @@ class UsageReport(models.Model):
     timestamp = models.DateTimeField(help_text="The meter event's timestamp.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    first_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it first went to Stripe (Stripe de-duplicates for ~24 h)."
+    )
+    outcome_unknown = models.BooleanField(
+        default=False,
+        help_text="An attempt was made and its answer never came (timeout, 5xx, lost response, crash): "
+        "Stripe may hold the event. Past ~23 h it is checked against Stripe's summaries before a resend.",
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     stripe_response = models.JSONField(null=True, blank=True)
@@ -98,6 +107,9 @@ class ReportingBalance(models.Model):
     units = models.BigIntegerField(default=0)
     # A sender holds this (tenant, meter) until then: one call at a time per customer and meter.
     sending_until = models.DateTimeField(null=True, blank=True)
+    # Set when preparing this pair's reports failed (the other pairs went on); cleared when it works.
+    failed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
 
     class Meta:
         constraints = [
@@ -138,6 +150,9 @@ class ReconciliationRun(models.Model):
     differences = models.PositiveIntegerField(default=0)
     resent = models.PositiveIntegerField(default=0)
     stripe_calls = models.PositiveIntegerField(default=0)
+    at_risk = models.PositiveIntegerField(
+        default=0, help_text="Unsent (tenant, meter, hour)s close to Stripe's 35-day window."
+    )
     error = models.TextField(blank=True)
 
     class Meta:

@@ -13,13 +13,23 @@ class Command(BaseCommand):
         parser.add_argument("--prepare-only", action="store_true", help="Write the outbox, send nothing.")
 
     def handle(self, *args, prepare_only=False, **options):
-        prepared = usage_reports_prepare()
-        self.stdout.write(
-            f"prepared: {prepared.reports} reports ({prepared.units} units), {prepared.carried} carried "
-            f"under one unit, {prepared.free_hours} free-plan hours, {prepared.waiting_pairs} tenant/meter "
-            "pairs waiting for a Stripe customer or meter"
-        )
+        failure = None
+        try:
+            prepared = usage_reports_prepare()
+        except Exception as error:  # noqa: BLE001 (reported; what is in the outbox is still sent)
+            failure = f"preparing failed: {type(error).__name__}: {error}"
+            self.stderr.write(failure)
+        else:
+            self.stdout.write(
+                f"prepared: {prepared.reports} reports ({prepared.units} units), {prepared.carried} "
+                f"carried under one unit, {prepared.free_hours} free-plan hours, {prepared.waiting_pairs} "
+                f"tenant/meter pairs waiting for a Stripe customer or meter, {prepared.failed_pairs} failed"
+            )
+            for error in (prepared.errors or [])[:5]:
+                self.stdout.write(f"  {error}")
         if prepare_only:
+            if failure:
+                raise CommandError(failure)
             return
         try:
             sent = usage_reports_send()
@@ -33,3 +43,5 @@ class Command(BaseCommand):
             self.stdout.write(f"  {error}")
         if sent.circuit_open:
             raise CommandError("the circuit breaker around Stripe is open; reports stay pending")
+        if failure:
+            raise CommandError(failure)

@@ -1,0 +1,344 @@
+"""Reporting never halts and never loses usage (issue 10, part 2): one pair cannot stop the others,
+the plan of the hour decides billing, every accepted hour is reportable, the 24-hour de-duplication
+rule, and concurrent cancels."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from metering.ingest import BACKFILL_WINDOW
+from metering.models import HourlyAggregate
+from stripe_sync.models import ReconciliationItem, ReportedHour, ReportingBalance, UsageReport
+from stripe_sync.reconciliation import usage_reconcile
+from stripe_sync.reporting import (
+    STRIPE_MAX_VALUE,
+    STRIPE_PAST_WINDOW,
+    usage_report_cancel,
+    usage_report_retry,
+    usage_reports_prepare,
+)
+from stripe_sync.sender import usage_reports_send
+from stripe_sync.tests.support import hour_ago, ingest, link_customer, link_meter, stripe_total
+from tenants.models import Tenant, TenantChange
+from tenants.services import tenant_change_plan
+
+pytestmark = pytest.mark.django_db
+
+
+def no_sleep(seconds):
+    return None
+
+
+def plan_history(tenant: Tenant, *changes) -> None:
+    """Record the tenant's plan history: (moment, old plan, new plan), oldest first."""
+    for at, old, new in changes:
+        change = TenantChange.objects.create(
+            tenant=tenant, field=TenantChange.Field.PLAN, old_value=old, new_value=new, source="test"
+        )
+        TenantChange.objects.filter(pk=change.pk).update(created_at=at)
+    tenant.plan = changes[-1][2]
+    tenant.save()
+
+
+# --- one pair cannot stop the others ------------------------------------------------------------
+
+
+def test_one_pair_that_cannot_be_prepared_does_not_stop_other_tenants_reports(
+    admin_client, metered, other_tenant, calls, local_stripe
+):
+    link_customer(other_tenant)
+    ingest(metered, calls, hour_ago(3), [1, 1])
+    ingest(other_tenant, calls, hour_ago(3), [1, 1, 1])
+    # An hour of 20 integer digits (accepted before ingestion was bounded): more whole units than
+    # a 64-bit column holds; it rolled back the whole chunk of pairs on every run.
+    HourlyAggregate.objects.filter(tenant=metered).update(value=Decimal("10000000000000000000"))
+
+    result = usage_reports_prepare()
+    assert (result.reports, result.failed_pairs) == (1, 1)
+    assert usage_reports_send(sleep=no_sleep).sent == 1
+    assert stripe_total(local_stripe, other_tenant.stripe_customer_id, "api_calls") == 3
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 0
+
+    broken = ReportingBalance.objects.get(tenant=metered)
+    assert broken.failed_at is not None
+    assert "more than can be recorded" in broken.error
+    assert not ReportedHour.objects.filter(tenant=metered).exists()  # not lost: still to be reported
+    page = admin_client.get("/admin/stripe_sync/reportingbalance/?failed=yes").content.decode()
+    assert "FAILED: not reported until fixed" in page
+    assert "Tenant A" in page
+    assert "Tenant B" not in page
+    dashboard = admin_client.get("/admin/").content.decode()
+    assert "could not be prepared" in dashboard
+
+    # Fixed (a recompute): the pair reports again and the mark clears.
+    HourlyAggregate.objects.filter(tenant=metered).update(value=2, revision=2)
+    assert usage_reports_prepare().failed_pairs == 0
+    usage_reports_send(sleep=no_sleep)
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 2
+    broken.refresh_from_db()
+    assert (broken.failed_at, broken.error) == (None, "")
+
+
+def test_an_hour_beyond_stripes_15_digits_goes_out_as_several_events_with_their_own_identifiers(
+    metered, calls, local_stripe
+):
+    h = hour_ago(3)
+    ingest(metered, calls, h, [1])
+    total = 2 * STRIPE_MAX_VALUE + 5  # 16 digits: more than one meter event can carry
+    HourlyAggregate.objects.filter(tenant=metered).update(value=total)
+    assert usage_reports_prepare().units == total
+    rows = list(UsageReport.objects.order_by("id").values_list("identifier", "value"))
+    base = f"bp-{metered.pk}-{calls.pk}-{h:%Y%m%d%H}-r1"
+    assert rows == [(base, STRIPE_MAX_VALUE), (f"{base}-p2", STRIPE_MAX_VALUE), (f"{base}-p3", 5)]
+    assert usage_reports_send(sleep=no_sleep).failed == 0
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == total
+    assert usage_reconcile(trigger="test").differences == 0
+
+
+def test_the_send_step_runs_even_when_preparing_fails(metered, calls, local_stripe, monkeypatch):
+    from stripe_sync.tasks import reporting as tasks
+
+    ingest(metered, calls, hour_ago(2), [1, 1])
+    usage_reports_prepare()  # a row waits in the outbox
+
+    def broken_prepare(**kwargs):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(tasks, "usage_reports_prepare", broken_prepare)
+    result = tasks.report_usage.apply().get()
+    assert result["prepared"] == {"error": "RuntimeError: database hiccup"}
+    assert result["sent"]["sent"] == 1
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 2
+
+
+def test_report_usage_command_sends_even_when_preparing_fails_and_then_says_so(
+    metered, calls, local_stripe, monkeypatch
+):
+    from django.core.management import CommandError, call_command
+
+    from stripe_sync.management.commands import report_usage
+
+    ingest(metered, calls, hour_ago(2), [1, 1, 1])
+    usage_reports_prepare()
+    monkeypatch.setattr(report_usage, "usage_reports_prepare", lambda: 1 / 0)
+    with pytest.raises(CommandError, match="preparing failed: ZeroDivisionError"):
+        call_command("report_usage")
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 3
+
+
+# --- the plan of the hour -----------------------------------------------------------------------
+
+
+def test_late_events_of_an_hour_billed_metered_are_reported_after_a_downgrade(metered, calls, local_stripe):
+    now = timezone.now()
+    h = hour_ago(5)
+    plan_history(
+        metered,
+        (now - timedelta(days=2), Tenant.Plan.FREE, Tenant.Plan.METERED),
+        (hour_ago(2), Tenant.Plan.METERED, Tenant.Plan.FREE),  # a failed payment: moved to free
+    )
+    ingest(metered, calls, h, [1, 1, 1])
+    ingest(metered, calls, hour_ago(1), [1] * 5)  # after the downgrade: free
+    result = usage_reports_prepare()
+    assert (result.units, result.free_hours) == (3, 1)
+    ingest(metered, calls, h, [1, 1], prefix="late")  # late events of the metered hour
+    assert usage_reports_prepare().units == 2
+    usage_reports_send(sleep=no_sleep)
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 5
+    assert dict(ReportedHour.objects.values_list("hour", "billed")) == {h: True, hour_ago(1): False}
+    # Reconciliation judges by the plan of the hour too: nothing to report.
+    assert usage_reconcile(trigger="test").differences == 0
+
+
+def test_late_events_of_a_free_hour_are_not_billed_after_an_upgrade(local_stripe, tenant, calls):
+    link_meter(calls)
+    link_customer(tenant, plan=Tenant.Plan.FREE)
+    h = hour_ago(3)
+    ingest(tenant, calls, h, [1, 1])
+    assert usage_reports_prepare().free_hours == 1
+    tenant_change_plan(tenant=tenant, plan=Tenant.Plan.METERED, source="test")  # now, after hour h
+    ingest(tenant, calls, h, [1], prefix="after-upgrade")
+    ingest(tenant, calls, hour_ago(0), [1, 1, 1, 1], prefix="metered")
+    result = usage_reports_prepare()
+    assert (result.units, result.free_hours) == (4, 1)
+    assert list(UsageReport.objects.values_list("hour", "value")) == [(hour_ago(0), 4)]
+    assert ReportedHour.objects.get(hour=h).billed is False
+
+
+def test_an_hour_during_which_the_plan_changed_is_billed_whole(metered, calls, local_stripe):
+    h = hour_ago(4)
+    plan_history(metered, (h + timedelta(minutes=30), Tenant.Plan.FREE, Tenant.Plan.METERED))
+    ingest(metered, calls, h, [1, 1])
+    ingest(metered, calls, hour_ago(5), [1])  # before the upgrade: free
+    result = usage_reports_prepare()
+    assert (result.units, result.free_hours) == (2, 1)
+
+
+# --- window edges -------------------------------------------------------------------------------
+
+
+def test_oldest_accepted_hour_is_reported(metered, calls, local_stripe):
+    now = timezone.now()
+    oldest = now - BACKFILL_WINDOW + timedelta(minutes=1)  # ingestion still accepts it
+    from metering.aggregation import usage_aggregate
+    from metering.ingest import usage_events_record, usage_events_validate
+
+    events = [
+        {"id": f"oldest-{i}", "meter": "api_calls", "timestamp": (oldest + timedelta(seconds=i)).isoformat()}
+        for i in range(4)
+    ]
+    usage_events_record(
+        tenant=metered, events=usage_events_validate(payload={"events": events}, now=now), now=now
+    )
+    usage_aggregate(trigger="test")
+    # Reporting runs an hour and ten minutes later (aggregation at :02, reporting at :10).
+    assert usage_reports_prepare(now=now + timedelta(minutes=70)).units == 4
+    result = usage_reports_send(sleep=no_sleep)
+    assert (result.sent, result.failed) == (1, 0)
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 4
+    (event,) = local_stripe.meter_events(event_name="api_calls")
+    assert event.timestamp >= int((timezone.now() - STRIPE_PAST_WINDOW).timestamp())
+    # Reconciliation covers it too, by the hour Stripe holds it in: in step.
+    assert usage_reconcile(trigger="test").differences == 0
+
+
+def _stale_edge_row(metered, calls, *, status: str) -> UsageReport:
+    """A row prepared two hours ago for an hour at Stripe's edge: its timestamp was clamped then."""
+    ingest(metered, calls, hour_ago(3), [1] * 6)
+    usage_reports_prepare()
+    then = timezone.now() - timedelta(hours=2)
+    hour = (then - STRIPE_PAST_WINDOW).replace(minute=0, second=0, microsecond=0)
+    UsageReport.objects.update(
+        hour=hour, timestamp=then - STRIPE_PAST_WINDOW + timedelta(minutes=10), status=status, sent_at=then
+    )
+    HourlyAggregate.objects.update(hour=hour)
+    ReportedHour.objects.update(hour=hour)
+    return UsageReport.objects.get()
+
+
+def test_resend_reclamps_the_timestamp(metered, calls, local_stripe):
+    report = _stale_edge_row(metered, calls, status=UsageReport.Status.FAILED)
+    assert usage_report_retry(report=report)
+    result = usage_reports_send(sleep=no_sleep)
+    assert (result.sent, result.failed) == (1, 0)
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 6
+    report.refresh_from_db()
+    assert report.timestamp > timezone.now() - STRIPE_PAST_WINDOW
+
+
+def test_reconciliation_resend_reclamps_the_timestamp(metered, calls, local_stripe):
+    _stale_edge_row(metered, calls, status=UsageReport.Status.SENT)  # "sent", but Stripe has nothing
+    item = usage_reconcile(trigger="test").items.get()
+    assert item.kind == ReconciliationItem.Kind.STRIPE_MISSING
+    assert item.resolution == "re-sent 1 report(s): 1 accepted, 0 refused"
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 6
+    assert usage_reconcile(trigger="test").differences == 0
+
+
+def test_unsent_usage_near_stripes_window_is_alerted_and_shown(
+    admin_client, metered, calls, local_stripe, settings
+):
+    from django.core import mail
+
+    settings.OPERATOR_EMAILS = ["ops@example.com"]
+    ingest(metered, calls, hour_ago(3), [1])
+    usage_reports_prepare()
+    UsageReport.objects.update(hour=timezone.now() - timedelta(days=33), status="failed")
+    run = usage_reconcile(trigger="test", resend=False)
+    assert run.at_risk == 1
+    assert "close to Stripe's 35-day window" in run.error
+    assert "1 unsent hour(s) near Stripe's 35-day window" in mail.outbox[0].subject
+    page = admin_client.get("/admin/").content.decode()
+    assert "1 unsent usage report(s) are close to Stripe&#x27;s 35-day window" in page
+
+
+# --- Stripe de-duplicates identifiers for about 24 hours ----------------------------------------
+
+
+def _ambiguous_send(metered, calls, local_stripe, *, when: str) -> UsageReport:
+    """Every try of the stream call fails with a 500 (`after`: Stripe stored the event anyway);
+    then a day passes, so Stripe no longer recognizes the identifier."""
+    ingest(metered, calls, hour_ago(3), [1] * 7)
+    usage_reports_prepare()
+    local_stripe.fail_next(4, status=500, path="/v2/billing/meter_event_stream", when=when)
+    assert usage_reports_send(sleep=no_sleep).deferred == 1
+    row = UsageReport.objects.get()
+    assert (row.status, row.outcome_unknown) == ("pending", True)
+    UsageReport.objects.update(first_attempt_at=timezone.now() - timedelta(hours=24), next_attempt_at=None)
+    local_stripe.configure(identifier_window=0)  # past Stripe's ~24 hours
+    local_stripe.clear_requests()
+    return row
+
+
+def test_ambiguous_row_pending_past_23_hours_is_checked_against_stripe_before_resend(
+    metered, calls, local_stripe, settings
+):
+    settings.STRIPE_CIRCUIT_FAILURES = 100
+    row = _ambiguous_send(metered, calls, local_stripe, when="after")
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7
+    usage_reports_send(sleep=no_sleep)
+    assert local_stripe.requests_to(f"/v1/billing/meters/{calls.stripe.stripe_meter_id}/event_summaries")
+    assert local_stripe.requests_to("/v2/billing/meter_event_stream") == []  # nothing sent blindly
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7  # not 14
+    row.refresh_from_db()
+    assert (row.status, row.outcome_unknown, row.identifier) == ("sent", False, row.identifier)
+    assert row.stripe_response["api"] == "summary check"
+
+
+def test_ambiguous_row_that_never_reached_stripe_is_sent_under_a_new_identifier_after_the_check(
+    metered, calls, local_stripe, settings
+):
+    settings.STRIPE_CIRCUIT_FAILURES = 100
+    row = _ambiguous_send(metered, calls, local_stripe, when="before")
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 0
+    usage_reports_send(sleep=no_sleep)
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7
+    sent = UsageReport.objects.get()
+    assert (sent.status, sent.identifier) == ("sent", f"{row.identifier}-m")
+    assert [e.identifier for e in local_stripe.meter_events(event_name="api_calls")] == [sent.identifier]
+    assert usage_reconcile(trigger="test").differences == 0
+
+
+def test_a_429_is_not_an_ambiguous_outcome(metered, calls, local_stripe):
+    ingest(metered, calls, hour_ago(3), [1])
+    usage_reports_prepare()
+    local_stripe.fail_next(
+        1, status=429, path="/v2/billing/meter_event_stream", headers={"Retry-After": "999"}
+    )
+    assert usage_reports_send(sleep=no_sleep).deferred == 1
+    row = UsageReport.objects.get()
+    assert row.outcome_unknown is False
+    assert row.first_attempt_at is not None
+
+
+# --- concurrency --------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_concurrent_cancels_adjust_stripe_once(metered, calls, local_stripe):
+    from conftest import run_at_once
+    from stripe_sync.reporting import ReportError
+
+    ingest(metered, calls, hour_ago(2), [1] * 10)
+    usage_reports_prepare()
+    usage_reports_send(sleep=no_sleep)
+    pk = UsageReport.objects.get().pk
+    local_stripe.delay_next(2, 0.5, path="/v1/billing/meter_event_adjustments")
+
+    def cancel():
+        try:
+            usage_report_cancel(report=UsageReport.objects.get(pk=pk))
+        except ReportError as error:
+            return str(error)
+        return "canceled"
+
+    outcomes = run_at_once(cancel, 2)
+    assert sorted(outcomes)[0] == "canceled"
+    assert "only a sent report can be canceled" in sorted(outcomes)[1]
+    assert len(local_stripe.requests_to("/v1/billing/meter_event_adjustments")) == 1
+    balance = ReportingBalance.objects.get()
+    assert (balance.units, balance.quantity) == (0, Decimal(0))  # not -10
+    assert UsageReport.objects.get().status == "canceled"
