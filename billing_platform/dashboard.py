@@ -124,7 +124,7 @@ class UsagePanel:
     meters: list[MeterUsage]
     window_start: datetime  # the 30 days' first hour
     top_by_events: list[TenantFigure]
-    top_by_revenue: dict[str, list[TenantFigure]]  # per currency, highest first
+    top_by_revenue: dict[str, list[TenantFigure]] | None  # per currency, highest first; None: no money
     chart: UsageChart
     totals: MeterUsage  # the sums over every meter (its `meter` is None)
 
@@ -235,7 +235,7 @@ def _revenue_ranking(*, month_start: datetime, month_end: datetime) -> dict[str,
     return result
 
 
-def usage_panel(*, now: datetime | None = None) -> UsagePanel:
+def usage_panel(*, now: datetime | None = None, money: bool = True) -> UsagePanel:
     """Events per meter (last hour, day, 30 days), top tenants this month, daily events over 30 days.
 
     Seven queries: meters, raw events of the last day, aggregates of the 30 days, the month's top
@@ -308,7 +308,7 @@ def usage_panel(*, now: datetime | None = None) -> UsagePanel:
         meters=meter_rows,
         window_start=window_start,
         top_by_events=top_by_events,
-        top_by_revenue=_revenue_ranking(month_start=month_start, month_end=month_end),
+        top_by_revenue=_revenue_ranking(month_start=month_start, month_end=month_end) if money else None,
         chart=usage_chart(daily, days),
         totals=totals,
     )
@@ -722,13 +722,18 @@ class Dashboard:
     now: datetime
     usage: UsagePanel
     billing: BillingPanel
-    costs: CostsPanel
+    costs: CostsPanel | None  # None: the viewer may not see money
     jobs: JobsPanel
     warnings: list[str]
 
 
-def dashboard(*, now: datetime | None = None) -> Dashboard:
-    """Every panel, read at one moment, and the warnings an operator should act on first."""
+def dashboard(*, now: datetime | None = None, money: bool = True) -> Dashboard:
+    """Every panel, read at one moment, and the warnings an operator should act on first.
+
+    `money`: also revenue, AWS costs, budgets and margin; False (a user without the revenue permission,
+    billing_platform.permissions) neither reads nor returns them: the revenue ranking and the costs
+    panel are None.
+    """
     now = now or timezone.now()
     billing = billing_panel(now=now)
     jobs = jobs_panel(now=now)
@@ -753,9 +758,9 @@ def dashboard(*, now: datetime | None = None) -> Dashboard:
         )
     return Dashboard(
         now=now,
-        usage=usage_panel(now=now),
+        usage=usage_panel(now=now, money=money),
         billing=billing,
-        costs=costs_panel(now=now),
+        costs=costs_panel(now=now) if money else None,
         jobs=jobs,
         warnings=warnings,
     )

@@ -79,3 +79,6 @@ class OperatorAccess(models.Model):
             ("onboard_to_stripe", "Can onboard tenants to Stripe and create meters at Stripe"),
             ("cancel_at_stripe", "Can cancel usage reports and subscriptions at Stripe"),
         ]
+
+    def __str__(self) -> str:
+        return "operator access"

@@ -11,16 +11,6 @@ from __future__ import annotations
 
 APP = "billing_platform"
 
-# codename -> description, as in OperatorAccess.Meta.permissions (and migration 0003).
-CUSTOM_PERMISSIONS = {
-    "view_revenue": "Can see revenue, invoice, margin and cost figures",
-    "run_operator_jobs": "Can run operator jobs and syncs (re-aggregation, resync, budget check, reconciliation)",
-    "suspend_tenant": "Can suspend and reactivate tenants",
-    "manage_api_keys": "Can create, rotate and revoke tenants' API keys",
-    "onboard_to_stripe": "Can onboard tenants to Stripe and create meters at Stripe",
-    "cancel_at_stripe": "Can cancel usage reports and subscriptions at Stripe",
-}
-
 VIEW_REVENUE = f"{APP}.view_revenue"
 RUN_OPERATOR_JOBS = f"{APP}.run_operator_jobs"
 SUSPEND_TENANT = f"{APP}.suspend_tenant"

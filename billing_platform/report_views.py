@@ -8,10 +8,13 @@ ModelAdmin would need a migration for a table-less model just to carry two URLs)
 from datetime import date, timedelta
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from billing_platform.parsing import parse_date
+from billing_platform.permissions import can_see_revenue
 from billing_platform.reports import (
     daily_report_build,
     daily_report_csv,
@@ -22,14 +25,12 @@ from billing_platform.reports import (
 
 
 def _day(request: HttpRequest) -> date:
-    """The `date` query parameter (YYYY-MM-DD), yesterday (UTC) when absent; ValueError with a message."""
+    """The `date` query parameter (YYYY-MM-DD, 2000 to 2100), yesterday (UTC) when absent;
+    ParseError (a ValueError) with a message."""
     raw = request.GET.get("date", "").strip()
     if not raw:
         return yesterday()
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"date: must be a day such as 2026-11-20, got {raw!r}") from None
+    return parse_date(raw, what="date:")
 
 
 def daily_report_page(request: HttpRequest) -> HttpResponse:
@@ -46,6 +47,8 @@ def daily_report_page(request: HttpRequest) -> HttpResponse:
         "csv_url": f"{reverse('admin-daily-report-csv')}?date={day.isoformat()}",
         "sent": daily_report_sent_record(day=day),
         "error": error,
+        # Revenue and AWS cost, and the CSV that carries them, only with the revenue permission.
+        "hide_money": not can_see_revenue(request.user),
     }
     return TemplateResponse(
         request, "billing_platform/daily_report_admin.html", context, status=400 if error else 200
@@ -53,6 +56,8 @@ def daily_report_page(request: HttpRequest) -> HttpResponse:
 
 
 def daily_report_csv_download(request: HttpRequest) -> HttpResponse:
+    if not can_see_revenue(request.user):  # every section but failures carries revenue or cost
+        raise PermissionDenied
     try:
         day = _day(request)
     except ValueError as exc:

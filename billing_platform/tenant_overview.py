@@ -480,10 +480,11 @@ class TenantOverview:
     keys: list[KeyLine]
     stripe: StripeLinks
     usage: UsageCharts
-    estimate: Estimate
-    invoices: Invoices
-    cost: CostMargin
-    alerts: Alerts
+    # Money: None for a user without the revenue permission (billing_platform.permissions).
+    estimate: Estimate | None
+    invoices: Invoices | None
+    cost: CostMargin | None
+    alerts: Alerts | None
     jobs: list[OperatorJob]
     links: dict[str, str] = field(default_factory=dict)
 
@@ -492,12 +493,20 @@ class TenantOverview:
         return any(not job.is_finished for job in self.jobs)
 
 
-def tenant_overview(*, tenant: Tenant, now: datetime | None = None) -> TenantOverview:
-    """Everything the tenant page shows above its form, read at one moment."""
+def tenant_overview(*, tenant: Tenant, now: datetime | None = None, money: bool = True) -> TenantOverview:
+    """Everything the tenant page shows above its form, read at one moment.
+
+    `money`: also the estimate, invoices, cost and margin and budget alerts; False (a user without the
+    revenue permission) leaves them None, and reads none of them.
+    """
     now = now or timezone.now()
     month = now.astimezone(UTC).date().replace(day=1)
     meters = list(Meter.objects.order_by("code"))
-    estimate = tenant_estimate(estimates=tenant_month_estimate(tenant=tenant, month=month), month=month)
+    estimate = (
+        tenant_estimate(estimates=tenant_month_estimate(tenant=tenant, month=month), month=month)
+        if money
+        else None
+    )
     return TenantOverview(
         tenant=tenant,
         now=now,
@@ -506,9 +515,9 @@ def tenant_overview(*, tenant: Tenant, now: datetime | None = None) -> TenantOve
         stripe=tenant_stripe_links(tenant=tenant),
         usage=tenant_usage_charts(tenant=tenant, meters=meters, now=now),
         estimate=estimate,
-        invoices=tenant_invoices(tenant=tenant),
-        cost=tenant_cost_margin(tenant=tenant, month=month, estimate=estimate),
-        alerts=tenant_alerts(tenant=tenant),
+        invoices=tenant_invoices(tenant=tenant) if money else None,
+        cost=tenant_cost_margin(tenant=tenant, month=month, estimate=estimate) if money else None,
+        alerts=tenant_alerts(tenant=tenant) if money else None,
         jobs=tenant_jobs(tenant_id=tenant.pk),
         links={
             "aggregates": reverse("admin:metering_hourlyaggregate_changelist")

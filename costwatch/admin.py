@@ -9,6 +9,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing_platform.parsing import ParseError, parse_int, parse_month
+from billing_platform.permissions import can_see_revenue
 from costwatch.alerts import alerts_acknowledge, budgets_snooze
 from costwatch.budgets import DEFAULT_THRESHOLDS, thresholds_format, thresholds_parse
 from costwatch.conf import CostwatchConfigError, costwatch_config
@@ -144,7 +146,7 @@ class BudgetAdmin(admin.ModelAdmin):
             '<a href="{}?budget={}">chart</a>', reverse("admin:costwatch_tenantmargin_changelist"), obj.pk
         )
 
-    @admin.action(description="End the snooze of the selected budgets")
+    @admin.action(description="End the snooze of the selected budgets", permissions=["change"])
     def unsnooze(self, request, queryset):
         updated = queryset.update(snoozed_until=None)
         self.message_user(request, f"{updated} budget(s) no longer snoozed.")
@@ -249,12 +251,21 @@ class AlertAdmin(ReadOnlyAdmin):
     def get_readonly_fields(self, request, obj=None):
         return self.fields
 
-    @admin.action(description="Acknowledge the selected alerts (not sent yet: never sent)")
+    def has_snooze_permission(self, request, obj=None):
+        # Snoozing changes the alerts' budgets.
+        return self.has_change_permission(request) and request.user.has_perm("costwatch.change_budget")
+
+    @admin.action(
+        description="Acknowledge the selected alerts (not sent yet: never sent)", permissions=["change"]
+    )
     def acknowledge(self, request, queryset):
         count = alerts_acknowledge(alert_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
         self.message_user(request, f"{count} alert(s) acknowledged.")
 
-    @admin.action(description=f"Snooze the budgets of the selected alerts for {SNOOZE_DAYS} days")
+    @admin.action(
+        description=f"Snooze the budgets of the selected alerts for {SNOOZE_DAYS} days",
+        permissions=["snooze"],
+    )
     def snooze(self, request, queryset):
         budget_ids = sorted(set(queryset.values_list("budget_id", flat=True)))
         until = budgets_snooze(budget_ids=budget_ids, days=SNOOZE_DAYS)
@@ -282,12 +293,15 @@ class PassThroughChargeAdmin(ReadOnlyAdmin):
     list_select_related = ["budget", "tenant"]
 
 
-def _month(value: str | None) -> date:
+def _month(request) -> date:
+    """The `month` query parameter (YYYY-MM, 2000 to 2100); the current month when absent, and with
+    a message when it is not a month the page can show."""
+    value = request.GET.get("month", "").strip()
     if value:
         try:
-            return date.fromisoformat(f"{value}-01")
-        except ValueError:
-            pass
+            return parse_month(value, what="month:")
+        except ParseError as exc:
+            messages.error(request, f"{exc}; showing the current month")
     return timezone.now().date().replace(day=1)
 
 
@@ -299,6 +313,10 @@ def _shift(month: date, months: int) -> date:
 @admin.register(TenantMargin)
 class TenantMarginAdmin(ReadOnlyAdmin):
     """Not a list of rows: the per-tenant cost and margin page, its chart and its CSV."""
+
+    def has_view_permission(self, request, obj=None):
+        # Revenue and margin figures: also the revenue permission (billing_platform.permissions).
+        return super().has_view_permission(request, obj) and can_see_revenue(request.user)
 
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
@@ -318,12 +336,13 @@ class TenantMarginAdmin(ReadOnlyAdmin):
 
     def changelist_view(self, request, extra_context=None):
         config = self._config(request)
-        month = _month(request.GET.get("month"))
+        month = _month(request)
         budgets = list(Budget.objects.filter(active=True).order_by("name"))
         budget = None
         chosen = request.GET.get("budget", "")
-        if chosen.isdigit():
-            budget = next((b for b in budgets if b.pk == int(chosen)), None)
+        if chosen.isascii() and chosen.isdigit():  # "²" is a digit int() refuses
+            budget_id = parse_int(chosen, minimum=0, maximum=2**63 - 1) if len(chosen) <= 19 else None
+            budget = next((b for b in budgets if b.pk == budget_id), None)
         elif chosen != "none":
             budget = next((b for b in budgets if b.scope == Budget.Scope.ACCOUNT), None)
         table = margin_table(month=month, config=config)
@@ -344,7 +363,7 @@ class TenantMarginAdmin(ReadOnlyAdmin):
 
     def csv_view(self, request):
         config = self._config(request)
-        month = _month(request.GET.get("month"))
+        month = _month(request)
         response = HttpResponse(margin_csv(margin_table(month=month, config=config)), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="tenant-margin-{month:%Y-%m}.csv"'
         return response

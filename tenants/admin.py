@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing_platform.permissions import MANAGE_API_KEYS, SUSPEND_TENANT
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 from tenants.services import (
     TenantError,
@@ -81,7 +82,13 @@ class TenantAdmin(admin.ModelAdmin):
     def active_keys(self, obj):
         return obj._active_keys
 
-    @admin.action(description="Create an API key (shown once)")
+    def has_manage_api_keys_permission(self, request, obj=None):
+        return request.user.has_perm(MANAGE_API_KEYS)
+
+    def has_suspend_permission(self, request, obj=None):
+        return request.user.has_perm(SUSPEND_TENANT)
+
+    @admin.action(description="Create an API key (shown once)", permissions=["manage_api_keys"])
     def create_api_key(self, request, queryset):
         if "apply" not in request.POST:
             return TemplateResponse(
@@ -115,7 +122,7 @@ class TenantAdmin(admin.ModelAdmin):
             )
         return None
 
-    @admin.action(description="Suspend (their API keys get 403)")
+    @admin.action(description="Suspend (their API keys get 403)", permissions=["suspend"])
     def suspend(self, request, queryset):
         changed = 0
         for tenant in queryset:
@@ -124,7 +131,7 @@ class TenantAdmin(admin.ModelAdmin):
                 changed += 1
         self.message_user(request, f"Suspended {changed} tenant(s).")
 
-    @admin.action(description="Reactivate")
+    @admin.action(description="Reactivate", permissions=["suspend"])
     def reactivate(self, request, queryset):
         changed = 0
         for tenant in queryset:
@@ -181,7 +188,10 @@ class TenantAPIKeyAdmin(admin.ModelAdmin):
     def state(self, obj):
         return _key_state(obj)
 
-    @admin.action(description="Revoke selected keys (cannot be undone)")
+    def has_manage_api_keys_permission(self, request, obj=None):
+        return request.user.has_perm(MANAGE_API_KEYS)
+
+    @admin.action(description="Revoke selected keys (cannot be undone)", permissions=["manage_api_keys"])
     def revoke(self, request, queryset):
         revoked = 0
         for api_key in queryset.select_related("tenant"):

@@ -3,6 +3,7 @@
 from django import template
 
 from billing_platform.dashboard import Dashboard, dashboard
+from billing_platform.permissions import can_see_revenue
 
 register = template.Library()
 
@@ -13,7 +14,7 @@ def operator_dashboard(context) -> Dashboard | None:
     request = context.get("request")
     if request is None or not request.user.is_active or not request.user.is_staff:
         return None
-    return dashboard()
+    return dashboard(money=can_see_revenue(request.user))
 
 
 @register.filter

@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from billing_platform.permissions import ONBOARD_TO_STRIPE
 from stripe_sync.catalog import OnboardingError, stripe_error_message, stripe_meter_ensure
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.models import StripeMeter, TenantSubscription
@@ -57,7 +58,10 @@ class StripeTenantAdmin(TenantAdmin):
             return "—"
         return _djstripe_link("subscription", record.subscription)
 
-    @admin.action(description="Onboard to Stripe (creates the customer at Stripe)")
+    def has_onboard_permission(self, request, obj=None):
+        return request.user.has_perm(ONBOARD_TO_STRIPE)
+
+    @admin.action(description="Onboard to Stripe (creates the customer at Stripe)", permissions=["onboard"])
     def onboard_to_stripe(self, request, queryset):
         if "apply" not in request.POST:
             # Onboarding sends the tenants' names to Stripe and may start subscriptions: ask first.
@@ -99,7 +103,13 @@ class StripeMeterAdmin(admin.ModelAdmin):
     readonly_fields = ["stripe_meter_id", "stripe_product_id", "stripe_price_id", "synced_at"]
     actions = ["create_at_stripe"]
 
-    @admin.action(description="Create at Stripe (billing meter and metered price, when missing)")
+    def has_onboard_permission(self, request, obj=None):
+        return request.user.has_perm(ONBOARD_TO_STRIPE)
+
+    @admin.action(
+        description="Create at Stripe (billing meter and metered price, when missing)",
+        permissions=["onboard"],
+    )
     def create_at_stripe(self, request, queryset):
         for row in queryset.select_related("meter"):
             try:

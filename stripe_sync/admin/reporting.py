@@ -3,12 +3,14 @@
 from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing_platform.permissions import CANCEL_AT_STRIPE, RUN_OPERATOR_JOBS
 from stripe_sync.circuit import circuit_is_open, circuit_reset
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.models import (
@@ -75,7 +77,13 @@ class UsageReportAdmin(admin.ModelAdmin):
     def error(self, obj):
         return (obj.error_message[:80] + "…") if len(obj.error_message) > 80 else obj.error_message
 
-    @admin.action(description="Resend failed reports (same identifier and value)")
+    def has_resend_permission(self, request, obj=None):
+        return request.user.has_perm("stripe_sync.change_usagereport")
+
+    def has_cancel_at_stripe_permission(self, request, obj=None):
+        return request.user.has_perm(CANCEL_AT_STRIPE)
+
+    @admin.action(description="Resend failed reports (same identifier and value)", permissions=["resend"])
     def resend(self, request, queryset):
         page = confirm(
             self,
@@ -98,7 +106,9 @@ class UsageReportAdmin(admin.ModelAdmin):
         self.message_user(request, f"{done} report(s) queued again; {skipped} were not failed and were left.")
         return None
 
-    @admin.action(description="Cancel at Stripe (meter event adjustment, within 24 h)")
+    @admin.action(
+        description="Cancel at Stripe (meter event adjustment, within 24 h)", permissions=["cancel_at_stripe"]
+    )
     def cancel_at_stripe(self, request, queryset):
         page = confirm(
             self,
@@ -142,7 +152,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Close the breaker now (calls resume)")
+    @admin.action(description="Close the breaker now (calls resume)", permissions=["change"])
     def close(self, request, queryset):
         for breaker in queryset:
             circuit_reset(breaker.name)
@@ -192,8 +202,18 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
         run = path("run/", self.admin_site.admin_view(self.run_now), name="stripe_sync_reconciliationrun_run")
         return [run, *super().get_urls()]
 
+    def has_run_permission(self, request) -> bool:
+        return request.user.has_perm(RUN_OPERATOR_JOBS)
+
+    def changelist_view(self, request, extra_context=None):
+        # The "Run reconciliation now" button only for those who may press it.
+        extra_context = {**(extra_context or {}), "can_run": self.has_run_permission(request)}
+        return super().changelist_view(request, extra_context)
+
     def run_now(self, request):
         """POST from the list's button: queue a reconciliation for a worker (recorded in the admin log)."""
+        if not self.has_run_permission(request):
+            raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         result = reconcile_usage.delay(trigger="admin")
