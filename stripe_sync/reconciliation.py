@@ -2,16 +2,21 @@
 
 For each (tenant, meter) with billed usage in the window, Stripe's hourly meter event summaries are
 read and compared hour by hour:
-- STRIPE_MISSING: Stripe holds less than was sent (an event refused after acceptance, or lost). Inside
-  Stripe's 35-day window the hour's sent rows are sent again, one by one through v1 so that Stripe
-  answers each synchronously; their identifiers make the resend harmless for events Stripe has.
+- STRIPE_MISSING: Stripe holds less than was sent (an event refused after acceptance, or lost). The
+  hour's sent rows are sent again, one by one through v1 so that Stripe answers each synchronously,
+  with timestamps worked out again for the moment of sending.
 - STRIPE_EXTRA: Stripe holds more than was sent (sent by someone else, or a report canceled here).
   Listed for an operator; a wrong event of ours can be canceled (`usage_report_cancel`) inside
   Stripe's 24-hour adjustment window.
 - NOT_SENT: a local hour's billed quantity is not covered by sent reports (still pending, failed, or
   waiting for a customer). Pending rows are the sender's; failed rows need an operator.
 Fractions carried to a later hour (whole-unit reporting) are not differences: the comparison of
-local and sent quantities is by quantity, of sent and Stripe by units.
+local and sent quantities is by quantity and local hour, of sent and Stripe by units and the hour of
+the timestamp Stripe got (a report sent after its hour left Stripe's 35 days is stamped later).
+Billed hours are those the outbox covered as billed or, not covered yet, those of the plan in force
+then. Unsent usage close to Stripe's window is counted on the run (`at_risk`) and alerted.
+`usage_reports_check_at_stripe` is the same comparison for the sender's rows whose outcome is
+unknown after Stripe's ~24-hour de-duplication.
 
 Asynchronous meter error reports for the platform's meters are also fetched (v2 events) and the
 affected rows marked failed, in case the webhook delivering them was missed.

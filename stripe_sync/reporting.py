@@ -1,9 +1,11 @@
 """The usage reporting outbox: what Stripe must be told about each (tenant, meter, hour).
 
-`usage_reports_prepare()` compares every hourly aggregate inside Stripe's 35-day window with what
-the outbox already covers (`ReportedHour`) and, for each one that changed, writes a `UsageReport`
-row with the difference, in the same transaction that reads the aggregate and under a lock on the
-(tenant, meter) balance. The row's identifier is derived from (tenant, meter, hour, revision) and its
+`usage_reports_prepare()` compares every hourly aggregate of the reporting window (every hour
+ingestion accepted, plus REPORTING_LAG) with what the outbox already covers (`ReportedHour`) and, for
+each one that changed, writes a `UsageReport` row with the difference, in the same transaction that
+reads the aggregate and under a lock on the (tenant, meter) balance. A chunk of pairs that fails is
+done again pair by pair: a pair that cannot be prepared is marked failed on its balance (admin,
+dashboard) and the others go on. The row's identifier is derived from (tenant, meter, hour, revision) and its
 value is fixed when it is written, so any resend (after a crash, a timeout, a reconciliation) carries
 the same identifier with the same value and Stripe drops the copy.
 
@@ -13,8 +15,10 @@ floor(quantity after) - units before; the fraction is carried into the next repo
 lost or billed twice. A decrease (a late recompute that lowered an hour) sends nothing and is offset
 against later usage of the same tenant and meter; reconciliation shows the hour.
 
-Free-plan tenants are covered (their hours are recorded as not billed) but not reported; metered
-tenants are reported once they have a Stripe customer and the meter exists at Stripe.
+Whether an hour is billed is decided by the plan in force during that hour (`hour_billed`, from the
+tenant's plan history), for late events too. Free hours are covered (recorded as not billed) but
+not reported; billed hours are reported once the tenant has a Stripe customer and the meter exists
+at Stripe. A change of more than Stripe's 15 digits goes out as several meter events.
 """
 
 from __future__ import annotations

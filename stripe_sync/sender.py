@@ -7,6 +7,10 @@
 - One call at a time per (customer, meter): a sender leases the (tenant, meter) balances it sends for
   (renewed while it works), and a concurrent sender skips leased pairs. A sender killed mid-call
   leaves its rows pending and its lease expires; the resend carries the same identifiers and values.
+- Each row's timestamp is worked out again at every send (never older than Stripe takes). Before a
+  call, its rows are marked as having an attempt of unknown outcome (cleared when Stripe answers);
+  a row still unknown more than DEDUP_SAFE after its first attempt is checked against Stripe's
+  summaries first (reconciliation), and only what is missing is sent, under a new identifier.
 - Calls are paced under STRIPE_MAX_REQUESTS_PER_SECOND; a 429 waits for Retry-After; 5xx, timeouts
   and connection errors retry with exponential backoff and jitter, then defer the rows; a run of
   failures opens the circuit breaker (stripe_sync.circuit), which stops the run.
