@@ -1,15 +1,14 @@
 """The platform's own Celery tasks, found by Celery's autodiscovery of `<app>.tasks`."""
 
-from datetime import date
-
 from celery import shared_task
 
 # Defined beside the service it runs; imported here so that a worker registers it.
 from billing_platform.operator_jobs import run_operator_job  # noqa: F401
+from billing_platform.parsing import parse_date
 from billing_platform.reports import daily_report_send
 
 
 @shared_task(name="billing_platform.send_daily_report")
 def send_daily_report(day: str | None = None) -> dict:
     """Daily (Celery Beat, 07:00 UTC): e-mail yesterday's report to OPERATOR_EMAILS, once per day."""
-    return daily_report_send(day=date.fromisoformat(day) if day else None).as_dict()
+    return daily_report_send(day=parse_date(day) if day else None).as_dict()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from billing_platform.validation import row_validate
 from costwatch.conf import ANOMALY_WINDOW_DAYS, CostwatchConfig
 from costwatch.cost_explorer import CostExplorer
 from costwatch.costs import (
@@ -103,7 +104,7 @@ def budget_create(
         pass_through=pass_through,
         markup_percent=markup_percent,
     )
-    budget.full_clean()
+    row_validate(budget)
     budget.save()
     return budget
 
@@ -228,13 +229,3 @@ def _anomaly(*, budget: Budget, day: date, config: CostwatchConfig) -> tuple[Dec
     if cost >= config.anomaly_min_daily_cost and cost > mean * config.anomaly_factor:
         return cost, mean
     return None
-
-
-def parse_amount(value: str, *, name: str) -> Decimal:
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise ValidationError(f"{name} must be a number, got {value!r}") from None
-    if not amount.is_finite():
-        raise ValidationError(f"{name} must be a number, got {value!r}")
-    return amount

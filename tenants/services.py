@@ -5,10 +5,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from billing_platform.validation import row_validate, validation_error_message
 from tenants.key_cache import api_key_cache_clear
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 
@@ -59,9 +61,9 @@ def tenant_create(
         raise TenantError(f"cannot make a slug from {name!r}; pass one explicitly")
     if Tenant.objects.filter(slug=slug).exists():
         raise TenantError(f"a tenant with slug {slug!r} already exists")
-    tenant = Tenant.objects.create(
-        name=name, slug=slug, plan=plan, monthly_free_allowance=monthly_free_allowance
-    )
+    tenant = Tenant(name=name, slug=slug, plan=plan, monthly_free_allowance=monthly_free_allowance)
+    _validate(tenant, exclude=["stripe_customer"])
+    tenant.save()
     tenant_history_record(
         tenant=tenant,
         field=TenantChange.Field.CREATED,
@@ -73,12 +75,22 @@ def tenant_create(
     return tenant
 
 
+def _validate(row, *, exclude: list[str]) -> None:
+    """Model validation before a row from outside input is saved (a free allowance of 1e15 does
+    not fit the column: SQLite would store it and fail reading it back)."""
+    try:
+        row_validate(row, exclude=exclude)
+    except ValidationError as exc:
+        raise TenantError(validation_error_message(exc)) from None
+
+
 def api_key_issue(*, tenant: Tenant, name: str) -> IssuedKey:
     name = name.strip()
     if not name:
         raise TenantError("the key name must not be empty")
     if len(name) > 50:
         raise TenantError("the key name must be at most 50 characters")
+    _validate(TenantAPIKey(tenant=tenant, name=name), exclude=["id", "prefix", "hashed_key"])
     api_key, secret = TenantAPIKey.objects.create_key(tenant=tenant, name=name)
     return IssuedKey(api_key=api_key, secret=secret)
 

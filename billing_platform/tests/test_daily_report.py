@@ -416,7 +416,7 @@ def test_the_page_defaults_to_yesterday_and_rejects_a_bad_date(admin_client, db)
     assert 'value="2026-11-19"' in admin_client.get(PAGE).content.decode()
     response = admin_client.get(PAGE, {"date": "19/11/2026"})
     assert response.status_code == 400
-    assert "date: must be a day such as 2026-11-20, got &#x27;19/11/2026&#x27;" in response.content.decode()
+    assert "date: must be a date such as 2026-11-20, got &#x27;19/11/2026&#x27;" in response.content.decode()
     assert admin_client.get(CSV, {"date": "nope"}).status_code == 400
 
 

@@ -60,7 +60,7 @@ def test_create_budget_for_a_tenant_with_pass_through(acme):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--amount", "abc"], "--amount must be a number, got 'abc'"),
+        (["--amount", "abc"], "argument --amount: must be a decimal number"),
         (["--amount", "0"], "amount: "),
         (["--amount", "10", "--thresholds", "50,x"], "thresholds: 'x' is not a percentage"),
         (["--amount", "10", "--pass-through"], "pass_through: Pass-through needs a tenant"),

@@ -216,9 +216,9 @@ def test_full_recompute_command_changes_nothing_when_nothing_changed(tenant, api
     ("args", "message"),
     [
         (["--since", "2026-11-01"], "--since and --tenant only apply with --full"),
-        (["--full", "--since", "soon"], "--since must be an ISO date"),
+        (["--full", "--since", "soon"], "argument --since: must be an ISO-8601 string"),
         (["--full", "--tenant", "ghost"], "no tenant with slug or id 'ghost'"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "0"], "argument --batch-size: must be between 1 and 100000"),
     ],
 )
 def test_aggregate_usage_bad_arguments(db, args, message):

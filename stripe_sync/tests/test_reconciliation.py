@@ -152,5 +152,7 @@ def test_reconcile_usage_command_lists_differences(metered, calls, local_stripe)
 def test_reconcile_usage_command_rejects_a_bad_date(db):
     from django.core.management import CommandError, call_command
 
-    with pytest.raises(CommandError, match="--since must be a date like 2026-11-01, not 'yesterday'"):
+    with pytest.raises(
+        CommandError, match="argument --since: must be a date such as 2026-11-20, got 'yesterday'"
+    ):
         call_command("reconcile_usage", "--since", "yesterday")

@@ -5,17 +5,16 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.core.validators import validate_email
 
-from billing_platform.commands import BaseCommand
-from costwatch.budgets import DEFAULT_THRESHOLDS, budget_create, parse_amount
-from costwatch.models import Basis
+from billing_platform.commands import BaseCommand, decimal_argument, validation_error_message
+from costwatch.budgets import DEFAULT_THRESHOLDS, budget_create
+from costwatch.models import Basis, Budget
 from tenants.models import Tenant
 from tenants.selectors import tenant_get_by_ref
 
 
-def _message(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
-    return " ".join(exc.messages)
+def _amount_argument(field: str, **bounds):
+    column = Budget._meta.get_field(field)
+    return decimal_argument(max_digits=column.max_digits, max_places=column.decimal_places, **bounds)
 
 
 class Command(BaseCommand):
@@ -23,7 +22,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
-        parser.add_argument("--amount", required=True, help="monthly amount, e.g. 1500 or 99.50")
+        parser.add_argument(
+            "--amount",
+            required=True,
+            type=_amount_argument("amount", minimum=Decimal("0.01")),
+            help="monthly amount, e.g. 1500 or 99.50",
+        )
         parser.add_argument("--currency", help="default COSTWATCH_CURRENCY")
         parser.add_argument(
             "--thresholds",
@@ -44,7 +48,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--pass-through", action="store_true", help="bill the tenant the month's spend over the amount"
         )
-        parser.add_argument("--markup", default="0", help="with --pass-through: markup in percent")
+        parser.add_argument(
+            "--markup",
+            type=_amount_argument("markup_percent", minimum=0, maximum=1000),
+            default=Decimal(0),
+            help="with --pass-through: markup in percent",
+        )
 
     def handle(self, *args, **options):
         try:
@@ -59,7 +68,7 @@ class Command(BaseCommand):
                 validate_email(email)
             budget = budget_create(
                 name=options["name"],
-                amount=parse_amount(options["amount"], name="--amount"),
+                amount=options["amount"],
                 currency=options["currency"] or settings.COSTWATCH_CURRENCY,
                 thresholds=options["thresholds"],
                 basis=options["basis"],
@@ -69,10 +78,10 @@ class Command(BaseCommand):
                 sns_topic_arn=options["sns_topic"],
                 emails=emails,
                 pass_through=options["pass_through"],
-                markup_percent=parse_amount(options["markup"], name="--markup") or Decimal(0),
+                markup_percent=options["markup"],
             )
         except ValidationError as exc:
-            raise CommandError(_message(exc)) from None
+            raise CommandError(validation_error_message(exc)) from None
         self.stdout.write(
             f"budget {budget.pk}: {budget.name}, {budget.amount:.2f} {budget.currency} a month, "
             f"{budget.scope_label}, thresholds {budget.thresholds_label}"

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from billing_platform.commands import BaseCommand, int_argument
 from metering.aggregation import usage_events_prune
 
 
@@ -10,7 +10,12 @@ class Command(BaseCommand):
     help = "Delete raw usage events older than N days whose hours are aggregated (aggregates stay)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--older-than-days", type=int, default=45, help="at least 36 (default 45)")
+        parser.add_argument(
+            "--older-than-days",
+            type=int_argument(minimum=1, maximum=36500),
+            default=45,
+            help="at least 36 (default 45)",
+        )
 
     def handle(self, *args, older_than_days, **options):
         try:

@@ -1,17 +1,10 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from billing_platform.commands import BaseCommand, date_argument
 from stripe_sync.client import StripeNotConfigured, stripe_configured
 from stripe_sync.reconciliation import usage_reconcile
-
-
-def _date(value: str) -> datetime:
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise CommandError(f"--since must be a date like 2026-11-01, not {value!r}") from None
 
 
 def _number(value) -> str:
@@ -23,11 +16,13 @@ class Command(BaseCommand):
     help = "Compare local aggregates, what was sent and Stripe's meter event summaries now."
 
     def add_arguments(self, parser):
-        parser.add_argument("--since", type=str, help="First day (UTC) to check; default 35 days ago.")
+        parser.add_argument(
+            "--since", type=date_argument, help="First day (UTC) to check; default 35 days ago."
+        )
         parser.add_argument("--no-resend", action="store_true", help="List differences, re-send nothing.")
 
     def handle(self, *args, since=None, no_resend=False, **options):
-        start = _date(since) if since else None
+        start = datetime.combine(since, time.min, tzinfo=UTC) if since else None
         if not stripe_configured():
             raise CommandError(str(StripeNotConfigured()))
         run = usage_reconcile(trigger="command", since=start, resend=not no_resend)

@@ -1,20 +1,13 @@
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.core.management.base import CommandError
+from django.db import transaction
 
-from billing_platform.commands import BaseCommand
+from billing_platform.commands import BaseCommand, decimal_argument
 from tenants.models import Tenant
 from tenants.services import TenantError, api_key_issue, tenant_create
 
-
-def _allowance(value: str) -> Decimal:
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise CommandError(f"--free-allowance must be a number, got {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise CommandError(f"--free-allowance must be a non-negative number, got {value!r}")
-    return amount
+_ALLOWANCE = Tenant._meta.get_field("monthly_free_allowance")
 
 
 class Command(BaseCommand):
@@ -24,15 +17,21 @@ class Command(BaseCommand):
         parser.add_argument("name", help="the tenant's display name")
         parser.add_argument("--plan", choices=Tenant.Plan.values, default=Tenant.Plan.FREE)
         parser.add_argument("--slug", help="unique slug (default: made from the name)")
-        parser.add_argument("--free-allowance", default="0", help="free units per meter per month")
+        parser.add_argument(
+            "--free-allowance",
+            type=decimal_argument(
+                max_digits=_ALLOWANCE.max_digits, max_places=_ALLOWANCE.decimal_places, minimum=0
+            ),
+            default=Decimal(0),
+            help="free units per meter per month",
+        )
         parser.add_argument("--key-name", default="default", help="name of the first API key")
 
     def handle(self, *args, name, plan, slug, free_allowance, key_name, **options):
         try:
-            tenant = tenant_create(
-                name=name, plan=plan, slug=slug, monthly_free_allowance=_allowance(free_allowance)
-            )
-            issued = api_key_issue(tenant=tenant, name=key_name)
+            with transaction.atomic():  # a tenant without its first key is not made
+                tenant = tenant_create(name=name, plan=plan, slug=slug, monthly_free_allowance=free_allowance)
+                issued = api_key_issue(tenant=tenant, name=key_name)
         except TenantError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"tenant id: {tenant.pk} (slug {tenant.slug}, plan {tenant.plan})")
