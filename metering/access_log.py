@@ -8,6 +8,7 @@ again changes nothing.
 import gzip
 import io
 import json
+import math
 import os
 import re
 import zlib
@@ -23,6 +24,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.utils import timezone as django_timezone
 
+from billing_platform.json_input import text_problem
+from billing_platform.parsing import (
+    MAX_DATETIME,
+    MAX_YEAR,
+    MIN_DATETIME,
+    MIN_YEAR,
+    ParseError,
+    parse_datetime,
+)
 from metering.ingest import (
     MAX_BATCH,
     EventsInvalid,
@@ -106,19 +116,35 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _within_bounds(moment: datetime, value: object) -> datetime:
+    if not MIN_DATETIME <= moment <= MAX_DATETIME:
+        raise ValueError(f"requestTime {_shown(value)} is not between {MIN_YEAR} and {MAX_YEAR}")
+    return moment
+
+
+def _shown(value: object) -> str:
+    """A value from the log, short enough for one error line."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def request_time_parse(value: object) -> datetime:
     """The moment of a request (UTC), from API Gateway's requestTime, ISO-8601 with an offset or
-    epoch milliseconds (requestTimeEpoch); ValueError says why a value is none of them."""
+    epoch milliseconds (requestTimeEpoch), between the years 2000 and 2100 (the bounds of
+    billing_platform.parsing); ValueError says why a value is none of them."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"requestTime {value!r} is not a time")
+        raise ValueError(f"requestTime {_shown(value)} is not a time")
     if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value.strip())):
         try:
+            if isinstance(value, str) and len(value.strip()) > 16:
+                raise OverflowError
             milliseconds = int(value)
-            return datetime.fromtimestamp(milliseconds // 1000, tz=UTC) + timedelta(
+            moment = datetime.fromtimestamp(milliseconds // 1000, tz=UTC) + timedelta(
                 milliseconds=milliseconds % 1000
             )
         except (OverflowError, OSError, ValueError):
-            raise ValueError(f"requestTime {value!r} is out of range as epoch milliseconds") from None
+            raise ValueError(f"requestTime {_shown(value)} is out of range as epoch milliseconds") from None
+        return _within_bounds(moment, value)
     if not isinstance(value, str):
         raise ValueError(f"requestTime {value!r} is not a time")
     text = value.strip()
@@ -127,6 +153,9 @@ def request_time_parse(value: object) -> datetime:
         day, month, year, hour, minute, second, sign, offset_h, offset_m = match.groups()
         if month.title() not in _MONTHS:
             raise ValueError(f"requestTime {value!r} has an unknown month {month!r}")
+        if not MIN_YEAR <= int(year) <= MAX_YEAR:
+            # Checked before the arithmetic: 31/Dec/9999:23:59:59 -1400 is past datetime.max in UTC.
+            raise ValueError(f"requestTime {value!r} is not between {MIN_YEAR} and {MAX_YEAR}")
         offset = timedelta(hours=int(offset_h), minutes=int(offset_m))
         try:
             moment = datetime(
@@ -140,27 +169,50 @@ def request_time_parse(value: object) -> datetime:
             )
         except ValueError as exc:
             raise ValueError(f"requestTime {value!r} is not a valid time: {exc}") from None
-        return moment.astimezone(UTC)
+        return _within_bounds(moment.astimezone(UTC), value)
     try:
-        moment = datetime.fromisoformat(text)
+        datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(
-            f"requestTime {value!r} is not a time: expected API Gateway's format "
+            f"requestTime {_shown(value)} is not a time: expected API Gateway's format "
             "(21/Nov/2026:10:00:00 +0000), ISO-8601 with an offset, or epoch milliseconds"
         ) from None
-    if moment.tzinfo is None:
-        raise ValueError(f"requestTime {value!r} has no time zone offset")
-    return moment.astimezone(UTC)
+    try:
+        return parse_datetime(text, what="", naive_is_utc=False)
+    except ParseError as exc:
+        raise ValueError(f"requestTime {_shown(value)} {exc}") from None
+
+
+# A property value from a log line is stored in the event's JSON: text, a whole number a bigint
+# and JavaScript hold exactly, or a finite float. Anything else (an object, "1e400", a 5000-digit
+# number) means the line is not a gateway log line.
+_MAX_WHOLE = 2**53
 
 
 def _integer(value: object) -> object:
     """Gateways log status and response length as strings ("200", "-" for none)."""
     if isinstance(value, str):
-        if _is_number(value.strip()):
+        if _is_number(value.strip()) and len(value.strip()) <= 16:
             return int(value)
         if value.strip() in {"", "-"}:
             return None
     return value
+
+
+def _property(name: str, value: object) -> object:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if (problem := text_problem(value)) is not None:
+            raise _LineError(f"{name} {problem}")
+        if len(value) > 2048:
+            raise _LineError(f"{name} is longer than 2048 characters")
+        return value
+    if isinstance(value, int) and -_MAX_WHOLE <= value <= _MAX_WHOLE:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise _LineError(f"{name} {_shown(value)} is not a text or a number in range")
 
 
 class _TenantResolver:
@@ -172,8 +224,12 @@ class _TenantResolver:
 
     def resolve(self, value: object) -> Tenant:
         if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
-            raise _LineError(f"user {value!r} is not a tenant {self._tenant_by}")
+            raise _LineError(f"user {_shown(value)} is not a tenant {self._tenant_by}")
+        if isinstance(value, int) and abs(value) > _MAX_WHOLE:
+            raise _LineError(f"user {_shown(value)} is not a tenant {self._tenant_by}")
         key = str(value).strip()
+        if text_problem(key) is not None or len(key) > 200:
+            raise _LineError(f"user {_shown(key)} is not a tenant {self._tenant_by}")
         if key not in self._cache:
             self._cache[key] = self._lookup(key)
         tenant = self._cache[key]
@@ -198,13 +254,17 @@ def _event_from_line(
 ) -> tuple[Tenant, dict]:
     try:
         record = json.loads(raw)
-    except ValueError as exc:  # also UnicodeDecodeError
+    except ValueError as exc:  # also UnicodeDecodeError and integers of over 4300 digits
         raise _LineError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _LineError("not a gateway log line: nested too deeply") from None
     if not isinstance(record, dict):
         raise _LineError("not a JSON object")
     request_id = record.get("requestId")
     if not isinstance(request_id, str) or not request_id.strip():
         raise _LineError("missing requestId")
+    if (problem := text_problem(request_id)) is not None:
+        raise _LineError(f"requestId {problem}")
     if record.get(user_field) in (None, "", "-"):
         raise _LineError(f"missing {user_field}")
     if record.get("requestTime") in (None, "", "-"):
@@ -215,12 +275,15 @@ def _event_from_line(
     except ValueError as exc:
         raise _LineError(str(exc)) from None
     properties = {
-        "method": record.get("httpMethod"),
-        "path": record.get("resourcePath"),
-        "status": _integer(record.get("status")),
-        "protocol": record.get("protocol"),
-        "response_length": _integer(record.get("responseLength")),
-        "ip": record.get("ip"),
+        name: _property(field, value)
+        for name, field, value in (
+            ("method", "httpMethod", record.get("httpMethod")),
+            ("path", "resourcePath", record.get("resourcePath")),
+            ("status", "status", _integer(record.get("status"))),
+            ("protocol", "protocol", record.get("protocol")),
+            ("response_length", "responseLength", _integer(record.get("responseLength"))),
+            ("ip", "ip", record.get("ip")),
+        )
     }
     event = {
         "id": request_id,
