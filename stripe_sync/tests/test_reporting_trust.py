@@ -176,6 +176,29 @@ def test_an_hour_during_which_the_plan_changed_is_billed_whole(metered, calls, l
     assert (result.units, result.free_hours) == (2, 1)
 
 
+def test_plan_history_reads_every_tenants_plan_of_any_hour_in_one_query(
+    tenant, other_tenant, django_assert_num_queries
+):
+    from tenants.selectors import PlanHistory
+
+    base = hour_ago(10)
+    plan_history(
+        tenant,
+        (base + timedelta(hours=2), Tenant.Plan.FREE, Tenant.Plan.METERED),
+        (base + timedelta(hours=5, minutes=59), Tenant.Plan.METERED, Tenant.Plan.FREE),
+    )
+    with django_assert_num_queries(1):
+        plans = PlanHistory([tenant, other_tenant])
+    billed = [
+        plans.metered_during(tenant.pk, base + timedelta(hours=i), base + timedelta(hours=i + 1))
+        for i in range(8)
+    ]
+    assert billed == [False, False, True, True, True, True, False, False]
+    assert plans.plan_at(tenant.pk, base) == Tenant.Plan.FREE
+    assert plans.plan_at(tenant.pk, base + timedelta(hours=3)) == Tenant.Plan.METERED
+    assert plans.plan_at(other_tenant.pk, base) == other_tenant.plan  # no history: its plan
+
+
 # --- window edges -------------------------------------------------------------------------------
 
 
