@@ -8,6 +8,8 @@ place with the same key.
 
 from __future__ import annotations
 
+import re
+
 import stripe
 from django.conf import settings
 
@@ -17,6 +19,23 @@ class StripeNotConfigured(RuntimeError):
 
     def __init__(self):
         super().__init__("STRIPE_API_KEY is not set: set it to a Stripe secret key (sk_...) to reach Stripe")
+
+
+# Stripe's secret and restricted keys: sk_live_..., sk_test_..., rk_live_... (ASCII letters, digits, "_").
+_KEY_FORMAT = re.compile(r"[A-Za-z0-9_]{8,255}")
+
+
+class StripeKeyMalformed(StripeNotConfigured):
+    """STRIPE_API_KEY is set but cannot be a Stripe key (a space, a newline, a non-ASCII letter):
+    refused here with one message naming the variable, before an HTTP library fails on the header.
+    The key itself is never echoed."""
+
+    def __init__(self):
+        RuntimeError.__init__(
+            self,
+            "STRIPE_API_KEY is malformed: a Stripe secret key looks like sk_live_... or sk_test_... "
+            "(letters, digits and underscores only, no spaces or line breaks); check the variable",
+        )
 
 
 def stripe_configured() -> bool:
@@ -30,9 +49,12 @@ def stripe_client(*, max_network_retries: int = 0, api_key: str | None = None) -
     Retries are off by default: callers that retry do it themselves (the reporting sender has its
     own backoff and circuit breaker); read-only callers may ask stripe-python for a few.
     """
-    api_key = api_key or settings.STRIPE_API_KEY
     if not api_key:
-        raise StripeNotConfigured()
+        api_key = settings.STRIPE_API_KEY
+        if not api_key:
+            raise StripeNotConfigured()
+        if not _KEY_FORMAT.fullmatch(api_key):
+            raise StripeKeyMalformed()
     return stripe.StripeClient(
         api_key=api_key,
         base_addresses={
