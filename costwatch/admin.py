@@ -3,7 +3,7 @@ from datetime import date
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -294,15 +294,20 @@ class PassThroughChargeAdmin(ReadOnlyAdmin):
 
 
 def _month(request) -> date:
-    """The `month` query parameter (YYYY-MM, 2000 to 2100); the current month when absent, and with
-    a message when it is not a month the page can show."""
+    """The `month` query parameter (YYYY-MM, 2000 to 2100), the current month when absent;
+    ParseError when it is not a month the page can show."""
     value = request.GET.get("month", "").strip()
     if value:
-        try:
-            return parse_month(value, what="month:")
-        except ParseError as exc:
-            messages.error(request, f"{exc}; showing the current month")
+        return parse_month(value, what="month:")
     return timezone.now().date().replace(day=1)
+
+
+def _budget_id(value: str) -> int | None:
+    """The `budget` query parameter: a budget id, or None when it is not one."""
+    try:
+        return parse_int(value, minimum=1, maximum=2**63 - 1, what="budget")
+    except ParseError:
+        return None
 
 
 def _shift(month: date, months: int) -> date:
@@ -336,13 +341,16 @@ class TenantMarginAdmin(ReadOnlyAdmin):
 
     def changelist_view(self, request, extra_context=None):
         config = self._config(request)
-        month = _month(request)
+        try:
+            month = _month(request)
+        except ParseError as exc:
+            messages.error(request, f"{exc}; showing the current month")
+            month = timezone.now().date().replace(day=1)
         budgets = list(Budget.objects.filter(active=True).order_by("name"))
         budget = None
         chosen = request.GET.get("budget", "")
         if chosen.isascii() and chosen.isdigit():  # "²" is a digit int() refuses
-            budget_id = parse_int(chosen, minimum=0, maximum=2**63 - 1) if len(chosen) <= 19 else None
-            budget = next((b for b in budgets if b.pk == budget_id), None)
+            budget = next((b for b in budgets if b.pk == _budget_id(chosen)), None)
         elif chosen != "none":
             budget = next((b for b in budgets if b.scope == Budget.Scope.ACCOUNT), None)
         table = margin_table(month=month, config=config)
@@ -363,7 +371,10 @@ class TenantMarginAdmin(ReadOnlyAdmin):
 
     def csv_view(self, request):
         config = self._config(request)
-        month = _month(request)
+        try:
+            month = _month(request)
+        except ParseError as exc:
+            return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
         response = HttpResponse(margin_csv(margin_table(month=month, config=config)), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="tenant-margin-{month:%Y-%m}.csv"'
         return response
