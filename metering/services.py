@@ -1,7 +1,7 @@
 """Writes for meters. Ingestion lives in metering/ingest.py, aggregation in metering/aggregation.py."""
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
 from billing_platform.json_input import json_problem
@@ -23,13 +23,25 @@ def meter_has_usage(*, meter: Meter) -> bool:
     enough: an hour whose events all fail the meter's filters leaves neither once aggregated. The
     events table is indexed by (tenant, meter, timestamp), so it is asked tenant by tenant, one
     index probe each, never by meter alone (a scan)."""
-    return (
+    if (
         HourlyAggregate.objects.filter(meter=meter).exists()
         or PendingHour.objects.filter(meter=meter).exists()
-        or Tenant.objects.filter(
-            Exists(UsageEvent.objects.filter(tenant_id=OuterRef("pk"), meter=meter))
-        ).exists()
-    )
+    ):
+        return True
+    if connection.vendor == "postgresql":
+        # LATERAL ... LIMIT 1 is never flattened into a join, so the planner cannot trade the
+        # per-tenant index probes for a scan of the events table.
+        events, tenants = UsageEvent._meta.db_table, Tenant._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM {tenants} t CROSS JOIN LATERAL (SELECT 1 FROM {events} e "  # noqa: S608 - table names from the models
+                "WHERE e.tenant_id = t.id AND e.meter_id = %s LIMIT 1) x LIMIT 1",
+                [meter.pk],
+            )
+            return cursor.fetchone() is not None
+    return Tenant.objects.filter(
+        Exists(UsageEvent.objects.filter(tenant_id=OuterRef("pk"), meter=meter))
+    ).exists()
 
 
 def meter_create(
