@@ -70,6 +70,10 @@ NEVER = -1
 # later event, 3 instead of 7 with one). The xfail tests below reproduce it; until stripe_sync is
 # fixed the model does not upgrade a tenant in such an hour. Set to False once they pass.
 KNOWN_FREE_COVERED_HOUR_BUG = True
+# A recompute that lowers an hour sends nothing (the outbox offsets it against later usage), so that
+# hour stays too high at Stripe: see test_narrowing_a_filter_* below. Until it is corrected at Stripe
+# the model only widens filters; set to True once that test passes.
+LOWERED_HOURS_CORRECTED_AT_STRIPE = False
 _examples = itertools.count()
 
 
@@ -177,7 +181,7 @@ class BillingPipeline(RuleBasedStateMachine):
             change = TenantChange.objects.filter(tenant=self.tenant, field="plan").order_by("-id").first()
             self.plan_at.append((change.created_at, plan))
 
-    @precondition(lambda self: self.filter is not None and "b" not in self.filter)
+    @precondition(lambda self: self.filter == {"a"})
     @rule(remove=st.booleans())
     def widen_filter(self, remove):
         """The operator widens the meter's filter (or removes it); its hours are recomputed."""
@@ -187,6 +191,16 @@ class BillingPipeline(RuleBasedStateMachine):
         else:
             MeterFilter.objects.filter(meter=self.meter).update(operator="in", values=["a", "b"])
             self.filter = {"a", "b"}
+        meter_filters_changed(meter=self.meter)
+
+    @precondition(lambda self: LOWERED_HOURS_CORRECTED_AT_STRIPE and self.filter != {"a"})
+    @rule()
+    def narrow_filter(self):
+        """The operator narrows the filter back to kind "a": hours with "b" events are lowered."""
+        MeterFilter.objects.update_or_create(
+            meter=self.meter, property="kind", defaults={"operator": "eq", "values": ["a"]}
+        )
+        self.filter = {"a"}
         meter_filters_changed(meter=self.meter)
 
     @rule(hours_ago=st.integers(0, HOURS_BACK + 1))
@@ -412,3 +426,37 @@ def test_an_hour_covered_as_free_then_upgraded_bills_all_7_after_a_late_event(
     usage_reports_send(sleep=no_sleep)
     assert hour_ago(0) == hour
     assert _stripe_hour(local_stripe, tenant, hour) == 7
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="stripe_sync/reporting.py: a recompute that lowers an already reported hour sends nothing "
+    "(offset against later usage of the pair), so Stripe keeps the old value for that hour; correcting "
+    "it would need a meter event adjustment (cancel within 24 h) and a resend of the new value",
+)
+def test_narrowing_a_filter_lowers_the_hour_at_stripe_too(local_stripe, tenant):
+    meter = Meter.objects.create(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
+    link_meter(meter)
+    link_customer(tenant)
+    hour = hour_ago(1)
+    now = timezone.now()
+    events = [
+        {"id": f"e-{n}", "meter": EVENT_NAME, "timestamp": hour.isoformat(), "properties": {"kind": kind}}
+        for n, kind in enumerate("aaabb")
+    ]
+    usage_events_record(
+        tenant=tenant, events=usage_events_validate(payload={"events": events}, now=now), now=now
+    )
+    usage_aggregate(trigger="test")
+    usage_reports_prepare()
+    usage_reports_send(sleep=no_sleep)
+    assert _stripe_hour(local_stripe, tenant, hour) == 5
+
+    MeterFilter.objects.create(meter=meter, property="kind", operator="eq", values=["a"])
+    meter_filters_changed(meter=meter)
+    usage_aggregate(trigger="test")
+    usage_reports_prepare()
+    usage_reports_send(sleep=no_sleep)
+
+    assert HourlyAggregate.objects.get(tenant=tenant, meter=meter, hour=hour).value == 3
+    assert _stripe_hour(local_stripe, tenant, hour) == 3
