@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from billing_platform.api_schema import ERROR_SCHEMA
 from billing_platform.env import RecordingEnv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -267,6 +268,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The API's one error shape (billing_platform.api_errors.ERROR_SCHEMA), referenced by every operation.
+    "APPEND_COMPONENTS": {"schemas": {"Error": ERROR_SCHEMA}},
+    # Three models have a `status`: name each choice set, so the schema's enums are stable.
+    "ENUM_NAME_OVERRIDES": {
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
+        "WebhookEventStatusEnum": "stripe_sync.models.WebhookEvent.Status",
+    },
 }
 # Requests per API key and window on the ingestion endpoint ("100/s", "3000/m"; "0" for none).
 INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="100/s")

@@ -11,10 +11,20 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from billing_platform.api_errors import error_body
+from billing_platform.api_schema import error_responses
+from billing_platform.json_input import printable
 from billing_platform.metrics import instrument_ingest
 from billing_platform.parsers import TOO_DEEP
 from billing_platform.parsing import ParseError, parse_datetime
-from metering.ingest import EXACT, MAX_BODY_BYTES, EventsInvalid, usage_events_record, usage_events_validate
+from metering.ingest import (
+    EXACT,
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MAX_EVENT_ID_LENGTH,
+    EventsInvalid,
+    usage_events_record,
+    usage_events_validate,
+)
 from metering.models import Meter
 from metering.selectors import usage_series
 from metering.throttling import ApiKeyRateThrottle
@@ -72,20 +82,56 @@ def _invalid_response(errors: dict) -> Response:
     return Response(error_body("invalid", message, fields), status=status.HTTP_400_BAD_REQUEST)
 
 
-EVENT_SCHEMA = inline_serializer(
-    "UsageEvent",
-    {
-        "id": serializers.CharField(max_length=100, help_text="Idempotency key, unique per tenant."),
-        "meter": serializers.CharField(help_text="A meter code."),
-        "quantity": serializers.DecimalField(
-            max_digits=32, decimal_places=12, required=False, help_text="Default 1; not negative."
-        ),
-        "timestamp": serializers.DateTimeField(
-            required=False, help_text="ISO-8601 with offset; default now; at most 35 days old."
-        ),
-        "properties": serializers.DictField(required=False, help_text="At most 8 KiB as JSON."),
+# The request body, exactly as far as a schema can say it. What it cannot say (the meter must
+# exist, the timestamp must be inside Stripe's window, a quantity has at most 15 digits, 12 of them
+# decimals, properties at most 8 KiB and 20 levels, one id per event) is checked and answered 400.
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "meter"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_EVENT_ID_LENGTH,
+            "description": "Idempotency key, unique per tenant; not blank, no NUL.",
+        },
+        "meter": {"type": "string", "minLength": 1, "maxLength": 100, "description": "A meter's code."},
+        "quantity": {
+            "description": "Default 1 when omitted (null is refused); not negative; at most 15 digits, "
+            "at most 12 after the point. A JSON number is read as an exact decimal.",
+            "oneOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "minLength": 1, "maxLength": 100, "description": "A decimal number."},
+            ],
+        },
+        "timestamp": {
+            "type": "string",
+            "format": "date-time",
+            "nullable": True,
+            "description": "With an offset; omitted or null: now. At most 35 days old, 5 minutes ahead.",
+        },
+        "properties": {
+            "type": "object",
+            "nullable": True,
+            "additionalProperties": True,
+            "description": "Omitted or null: none. At most 8 KiB as JSON and 20 levels deep.",
+        },
     },
-)
+}
+EVENTS_REQUEST_SCHEMA = {
+    "oneOf": [
+        EVENT_SCHEMA,
+        {
+            "type": "object",
+            "required": ["events"],
+            "additionalProperties": False,
+            "properties": {
+                "events": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": EVENT_SCHEMA},
+            },
+        },
+    ]
+}
 
 
 @instrument_ingest
@@ -94,14 +140,16 @@ EVENT_SCHEMA = inline_serializer(
     description='One event, or `{"events": [...]}` of up to 1,000. All-or-nothing validation; '
     "an event id already seen for this tenant counts as a duplicate and changes nothing. "
     "Answers 202 once the events are committed.",
-    request=OpenApiTypes.OBJECT,
+    request={"application/json": EVENTS_REQUEST_SCHEMA},
     responses={
         202: inline_serializer(
-            "IngestResult", {"accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField()}
+            "IngestResult",
+            {
+                "accepted": serializers.IntegerField(min_value=0, help_text="Events stored now."),
+                "duplicates": serializers.IntegerField(min_value=0, help_text="Events already stored."),
+            },
         ),
-        400: OpenApiTypes.OBJECT,
-        413: OpenApiTypes.OBJECT,
-        429: OpenApiTypes.OBJECT,
+        **error_responses(400, 401, 403, 413, 415, 429),
     },
     examples=[
         OpenApiExample(
@@ -142,7 +190,7 @@ class BoundedDateTimeField(serializers.Field):
 
     def to_internal_value(self, data):
         try:
-            return parse_datetime(data, what="")
+            return parse_datetime(data, what="", naive_is_utc=False)
         except ParseError as exc:
             raise serializers.ValidationError(str(exc)) from None
 
@@ -168,6 +216,10 @@ class UsageQuery(serializers.Serializer):
     DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=30)}
 
     def validate(self, attrs):
+        # As with events' fields: a typo (`metre=`) is refused rather than silently ignored.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({printable(name): ["unknown parameter"] for name in unknown})
         granularity = attrs["granularity"]
         unit = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
         end = _ceil(attrs.get("end") or timezone.now(), granularity, unit)
@@ -198,21 +250,49 @@ def _ceil(moment: datetime, granularity: str, unit: timedelta) -> datetime:
     return floored if floored == moment else floored + unit
 
 
+USAGE_RESPONSE = inline_serializer(
+    "Usage",
+    {
+        "granularity": serializers.ChoiceField(choices=["hour", "day"]),
+        "start": serializers.DateTimeField(help_text="Inclusive, rounded down to the hour or day."),
+        "end": serializers.DateTimeField(help_text="Exclusive, rounded up to the hour or day."),
+        "data": inline_serializer(
+            "UsagePoint",
+            {
+                "meter": serializers.CharField(),
+                "start": serializers.DateTimeField(help_text="The hour's or UTC day's start."),
+                "value": serializers.RegexField(
+                    r"^[0-9]+(\.[0-9]+)?$", help_text="Decimal string: the billable quantity."
+                ),
+                "events": serializers.IntegerField(min_value=0),
+            },
+            many=True,
+        ),
+    },
+)
+
+
 @extend_schema(
     summary="The calling tenant's usage",
     description="Hourly aggregates, or their sums per UTC day, in [start, end). Values are decimal "
     "strings. Default range: the last 24 hours (hour) or 30 days (day).",
     parameters=[
-        OpenApiParameter("meter", str, description="A meter code; all meters when omitted."),
-        OpenApiParameter("start", OpenApiTypes.DATETIME),
-        OpenApiParameter("end", OpenApiTypes.DATETIME),
-        OpenApiParameter("granularity", str, enum=["hour", "day"]),
+        OpenApiParameter(
+            "meter",
+            {"type": "string", "minLength": 1, "maxLength": 100},
+            description="A meter code; all meters when omitted.",
+        ),
+        OpenApiParameter("start", OpenApiTypes.DATETIME, description="With an offset; 2000 to 2100."),
+        OpenApiParameter("end", OpenApiTypes.DATETIME, description="With an offset; 2000 to 2100."),
+        OpenApiParameter("granularity", str, enum=["hour", "day"], description="Default hour."),
     ],
-    responses={200: OpenApiTypes.OBJECT},
+    responses={200: USAGE_RESPONSE, **error_responses(400, 401, 403)},
 )
 @api_view(["GET"])
 def usage_read(request):
-    query = UsageQuery(data=request.query_params)
+    # A plain dict, not the QueryDict: DRF reads an empty value of an optional field in a QueryDict
+    # as "omitted", so `start=` would silently mean the default range.
+    query = UsageQuery(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
     params = query.validated_data
     points = usage_series(

@@ -18,6 +18,7 @@ from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
+from billing_platform.api_schema import error_responses
 from metering.estimates import month_bounds
 from metering.ingest import EXACT
 from metering.models import HourlyAggregate, Meter
@@ -110,7 +111,7 @@ ENTITLEMENTS_SCHEMA = inline_serializer(
     "hourly aggregates, so up to the last hourly aggregation). On the free plan (`limited: true`) "
     "each meter also has the monthly free allowance and what remains of it (never negative); "
     "metered tenants are not limited and get `allowance` and `remaining` null.",
-    responses={200: ENTITLEMENTS_SCHEMA},
+    responses={200: ENTITLEMENTS_SCHEMA, **error_responses(401, 403)},
     examples=[
         OpenApiExample(
             "A free tenant",

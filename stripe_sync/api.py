@@ -2,13 +2,13 @@
 
 import stripe
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.response import Response
 
 from billing_platform.api_errors import error_body
+from billing_platform.api_schema import error_responses
 from stripe_sync.catalog import OnboardingError, stripe_error_message
 from stripe_sync.checkout import (
     MAX_RETURN_URL_LENGTH,
@@ -20,12 +20,22 @@ from stripe_sync.client import StripeNotConfigured
 from tenants.authentication import IsActiveTenant, TenantApiKeyAuthentication, request_tenant
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "maxLength": MAX_RETURN_URL_LENGTH,
+        # http(s), "//", a host[:port] without "\\", "@", "%" or spaces, then no "\\" or spaces.
+        "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^\\@%\s/?#]+([/?#][^\\\s]*)?$",
+        "description": "An http(s) URL on a host in CHECKOUT_ALLOWED_HOSTS.",
+    }
+)
 class ReturnURLField(serializers.CharField):
     """An http(s) URL on one of settings.CHECKOUT_ALLOWED_HOSTS, read as a browser reads it (see
     stripe_sync.checkout.return_url_problem), so Checkout cannot send a tenant's user anywhere else."""
 
     def __init__(self, **kwargs):
-        super().__init__(max_length=MAX_RETURN_URL_LENGTH, **kwargs)
+        # Not trimmed: " http://localhost/" is refused, not read as another URL than the one sent.
+        super().__init__(max_length=MAX_RETURN_URL_LENGTH, trim_whitespace=False, **kwargs)
 
     def run_validators(self, value):
         super().run_validators(value)
@@ -50,10 +60,7 @@ class CheckoutRequest(serializers.Serializer):
         201: inline_serializer(
             "CheckoutSession", {"id": serializers.CharField(), "url": serializers.URLField()}
         ),
-        400: OpenApiTypes.OBJECT,
-        409: OpenApiTypes.OBJECT,
-        502: OpenApiTypes.OBJECT,
-        503: OpenApiTypes.OBJECT,
+        **error_responses(400, 401, 403, 409, 415, 502, 503),
     },
     examples=[
         OpenApiExample(

@@ -3,13 +3,15 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing_platform.api_errors import error_body
+from billing_platform.api_schema import error_responses
+from stripe_sync.models import WebhookEvent
 from stripe_sync.webhooks import WebhookRejected, webhook_event_receive, webhook_payload_verify
 
 
@@ -31,11 +33,30 @@ class StripeWebhookView(APIView):
             "delivery answers 200 and changes nothing."
         ),
         auth=[],
-        parameters=[OpenApiParameter("Stripe-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER)],
-        request=OpenApiTypes.OBJECT,
+        parameters=[
+            OpenApiParameter("Stripe-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)
+        ],
+        request={"application/json": {"type": "object", "description": "A Stripe event, signed."}},
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="Stored (or already stored)."),
-            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Not a verified Stripe event."),
+            200: OpenApiResponse(
+                inline_serializer(
+                    "WebhookReceived",
+                    {
+                        "id": serializers.CharField(help_text="Stripe's event id."),
+                        "status": serializers.ChoiceField(choices=WebhookEvent.Status.choices),
+                        "duplicate": serializers.BooleanField(help_text="Stored by an earlier delivery."),
+                    },
+                ),
+                description="Stored (or already stored).",
+            ),
+            **{
+                **error_responses(413),
+                400: OpenApiResponse(
+                    {"$ref": "#/components/schemas/Error"},
+                    description="Not a verified Stripe event: signature missing, wrong or stale, "
+                    "no signing secret configured, or a body that is not a Stripe event.",
+                ),
+            },
         },
         tags=["stripe"],
     )

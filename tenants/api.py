@@ -3,6 +3,7 @@ from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
+from billing_platform.api_schema import error_responses
 from tenants.authentication import request_tenant
 from tenants.models import Tenant
 
@@ -35,7 +36,7 @@ class TenantMeSerializer(TenantSerializer):
 @extend_schema(
     summary="The calling tenant",
     description="Returns the tenant the API key belongs to, so a client can test its key.",
-    responses=TenantMeSerializer,
+    responses={200: TenantMeSerializer, **error_responses(401, 403)},
 )
 @api_view(["GET"])
 def tenant_me(request):

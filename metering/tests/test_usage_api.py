@@ -102,7 +102,8 @@ def test_usage_needs_a_key(db):
         ({"end": "9999-12-31T23:30:00Z"}, "end", "must be between 2000-01-01 and 2100-12-31"),
         ({"start": "0001-01-01T00:00:00Z"}, "start", "must be between 2000-01-01 and 2100-12-31"),
         ({"start": "9999-12-31T23:00:00-05:00"}, "start", "must be between"),
-        ({"end": "9999-12-31", "granularity": "day"}, "end", "must be between"),
+        ({"end": "9999-12-31T00:00:00Z", "granularity": "day"}, "end", "must be between"),
+        ({"end": "2026-11-21T10:00:00"}, "end", "must include a time zone offset"),
         ({"start": "2026-11-21T10:00:00\x00Z"}, "start", "must be an ISO-8601 string"),
         ({"meter": "api\x00calls"}, "meter", "Null characters are not allowed"),
         ({"meter": "x" * 101}, "meter", "no more than 100 characters"),
@@ -122,3 +123,12 @@ def test_the_last_hour_of_2100_can_still_be_read(tenant_client, usage):
     response = get(tenant_client, start="2100-12-31T00:00:00Z", end="2100-12-31T23:30:00Z")
     assert response.status_code == 200
     assert response.json()["end"] == "2101-01-01T00:00:00Z"
+
+
+def test_unknown_or_empty_query_parameters_are_refused_not_ignored(tenant_client, usage):
+    response = tenant_client.get("/api/v1/usage?metre=api_calls&=true")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"": ["unknown parameter"], "metre": ["unknown parameter"]}
+    response = tenant_client.get("/api/v1/usage?start=")
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["start"]
