@@ -371,7 +371,13 @@ def usage_reports_send(
                 from stripe_sync.reconciliation import usage_reports_check_at_stripe
 
                 rows = [r for r in rows if not _past_dedup(r, now)]
-                rows += usage_reports_check_at_stripe(sender, stale)
+                try:
+                    rows += usage_reports_check_at_stripe(sender, stale)
+                except _Defer as error:
+                    # Stripe could not be asked: they stay pending and unknown, checked next run.
+                    _defer(stale, f"checking Stripe's summaries first: {error}", ambiguous=True)
+                    result.deferred += len(stale)
+                    result.errors.append(str(error))
                 rows.sort(key=lambda r: (r.tenant_id, r.meter_id, r.id))
             for start in range(0, len(rows), STREAM_MAX_EVENTS):
                 chunk = rows[start : start + STREAM_MAX_EVENTS]

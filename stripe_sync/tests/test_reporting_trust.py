@@ -326,6 +326,20 @@ def test_ambiguous_row_that_never_reached_stripe_is_sent_under_a_new_identifier_
     assert usage_reconcile(trigger="test").differences == 0
 
 
+def test_ambiguous_row_is_not_resent_while_stripes_summaries_cannot_be_read(
+    metered, calls, local_stripe, settings
+):
+    settings.STRIPE_CIRCUIT_FAILURES = 100
+    row = _ambiguous_send(metered, calls, local_stripe, when="after")
+    local_stripe.fail_next(4, status=500, path="/v1/billing/meters/")
+    result = usage_reports_send(sleep=no_sleep)
+    assert result.deferred == 1
+    assert local_stripe.requests_to("/v2/billing/meter_event_stream") == []
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7
+    row.refresh_from_db()
+    assert (row.status, row.outcome_unknown, row.identifier) == ("pending", True, row.identifier)
+
+
 def test_a_429_is_not_an_ambiguous_outcome(metered, calls, local_stripe):
     ingest(metered, calls, hour_ago(3), [1])
     usage_reports_prepare()
