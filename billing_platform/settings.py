@@ -268,7 +268,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # The API's one error shape (billing_platform.api_errors.ERROR_SCHEMA), referenced by every operation.
+    # The API's one error shape (billing_platform.api_schema.ERROR_SCHEMA), referenced by every operation.
     "APPEND_COMPONENTS": {"schemas": {"Error": ERROR_SCHEMA}},
     # Three models have a `status`: name each choice set, so the schema's enums are stable.
     "ENUM_NAME_OVERRIDES": {
