@@ -31,14 +31,14 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from django.db import transaction
-from django.db.models import Count, F, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from metering.ingest import BACKFILL_WINDOW
 from metering.models import HourlyAggregate
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportedHour, ReportingBalance, StripeMeter, UsageReport
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantChange
 from tenants.selectors import PlanHistory
 
 logger = logging.getLogger(__name__)
@@ -109,17 +109,30 @@ def pairs_q(pairs) -> Q:
 
 
 def _changed_aggregates(since: datetime):
-    """Aggregates inside the window whose revision the outbox has not covered yet."""
+    """Aggregates inside the window whose revision the outbox has not covered yet, and hours covered
+    as free whose tenant moved to metered within the hour afterwards (billed now, same revision)."""
     covered = ReportedHour.objects.filter(
         tenant_id=OuterRef("tenant_id"), meter_id=OuterRef("meter_id"), hour=OuterRef("hour")
+    )
+    upgraded_within = TenantChange.objects.filter(
+        tenant_id=OuterRef("tenant_id"),
+        field=TenantChange.Field.PLAN,
+        new_value=Tenant.Plan.METERED,
+        created_at__gte=OuterRef("hour"),
+        created_at__lt=OuterRef("hour") + HOUR,
     )
     return (
         HourlyAggregate.objects.filter(hour__gte=since)
         .annotate(
             covered_revision=Subquery(covered.values("revision")[:1]),
             covered_quantity=Subquery(covered.values("quantity")[:1]),
+            covered_billed=Subquery(covered.values("billed")[:1]),
         )
-        .filter(Q(covered_revision__isnull=True) | Q(covered_revision__lt=F("revision")))
+        .filter(
+            Q(covered_revision__isnull=True)
+            | Q(covered_revision__lt=F("revision"))
+            | Q(covered_billed=False) & Exists(upgraded_within)
+        )
     )
 
 
@@ -215,7 +228,11 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareRes
         reports, covered, touched = [], [], set()
         for key, aggregates in by_pair.items():
             tenant = tenants[key[0]]
-            billed = {agg.hour: hour_billed(plans, tenant.pk, agg.hour) for agg in aggregates}
+            # Once billed, an hour stays billed (what was sent for it is not taken back).
+            billed = {
+                agg.hour: bool(agg.covered_billed) or hour_billed(plans, tenant.pk, agg.hour)
+                for agg in aggregates
+            }
             if any(billed.values()) and (not tenant.stripe_customer_id or key[1] not in event_names):
                 result.waiting_pairs += 1  # not lost: covered once the customer and meter exist
                 continue
@@ -237,7 +254,8 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareRes
                 if not billed[agg.hour]:
                     result.free_hours += 1
                     continue
-                delta = agg.value - (agg.covered_quantity or Decimal(0))
+                # Nothing of an hour covered as free was billed: all of it is the difference now.
+                delta = agg.value - (agg.covered_quantity if agg.covered_billed else Decimal(0))
                 if delta == 0:
                     continue
                 balance.quantity += delta

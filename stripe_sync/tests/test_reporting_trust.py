@@ -178,6 +178,23 @@ def test_an_hour_during_which_the_plan_changed_is_billed_whole(metered, calls, l
     assert (result.units, result.free_hours) == (2, 1)
 
 
+def test_an_hour_covered_as_free_is_billed_whole_once_the_tenant_upgrades_within_it(
+    local_stripe, tenant, calls
+):
+    link_meter(calls)
+    link_customer(tenant, plan=Tenant.Plan.FREE)
+    h = hour_ago(0)
+    ingest(tenant, calls, h, [1] * 4)
+    assert usage_reports_prepare().free_hours == 1
+    tenant_change_plan(tenant=tenant, plan=Tenant.Plan.METERED, source="test")  # within hour h
+    assert usage_reports_prepare().units == 4  # same revision: prepared again because of the upgrade
+    ingest(tenant, calls, h, [1] * 3, prefix="late")
+    assert usage_reports_prepare().units == 3
+    usage_reports_send(sleep=no_sleep)
+    assert stripe_total(local_stripe, tenant.stripe_customer_id, "api_calls") == 7
+    assert ReportedHour.objects.get().billed is True
+
+
 def test_plan_history_reads_every_tenants_plan_of_any_hour_in_one_query(
     tenant, other_tenant, django_assert_num_queries
 ):
