@@ -169,3 +169,44 @@ def test_hours_past_the_45_day_retention_are_refused_even_before_any_prune(tenan
             call_command("aggregate_usage", "--full", "--since", "2026-09-01", stdout=StringIO())
     assert (result.marked, result.skipped) == (0, 1)
     assert not PendingHour.objects.exists()
+
+
+# Every way an hour gets recomputed from raw events, and the test that shows it leaves a partly
+# pruned hour alone. A new entry point fails this test until it is added here with its test.
+RECOMPUTE_ENTRY_POINTS = {
+    # usage_mark_for_recompute callers
+    "metering/services.py": "meter_filters_changed -> the service's skip (test_recompute_service_skips_...)",
+    "metering/management/commands/aggregate_usage.py": "test_full_aggregate_command_refuses_since_...",
+    "billing_platform/operator_jobs.py": "test_reaggregate_job_queued_before_the_prune_skips_the_hour_...",
+    "bench/aggregate.py": "a benchmark on its own database; the service's skip applies",
+}
+PENDING_HOUR_WRITERS = {
+    "metering/aggregation.py": "usage_mark_for_recompute, and the claim that drops pruned hours "
+    "(test_a_pending_hour_before_the_prune_cutoff_is_dropped_not_recomputed)",
+    "metering/ingest.py": "new events only, never older than 35 days (inside every prune cutoff)",
+    "bench/aggregate.py": "a benchmark's synthetic data",
+}
+
+
+def _sources_containing(*patterns: str) -> set[str]:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = set()
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith((".venv/", "var/")) or "/tests/" in relative or "/migrations/" in relative:
+            continue
+        text = path.read_text(encoding="utf-8")
+        if any(pattern in text for pattern in patterns):
+            found.add(relative)
+    return found
+
+
+def test_every_recompute_entry_point_is_known_and_covered():
+    callers = _sources_containing("usage_mark_for_recompute(") - {"metering/aggregation.py"}
+    assert callers == set(RECOMPUTE_ENTRY_POINTS)
+    writers = _sources_containing(
+        "INSERT INTO metering_pendinghour", "PendingHour(", "PendingHour._meta.db_table"
+    )
+    assert writers - {"metering/models.py"} == set(PENDING_HOUR_WRITERS)
