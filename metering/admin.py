@@ -465,7 +465,10 @@ class HourlyAggregateAdmin(BigTableAdmin):
             "aggregates_url": reverse("admin:metering_hourlyaggregate_changelist")
             + f"?tenant__id__exact={tenant.pk}",
             "chart_url": reverse("admin:metering_hourlyaggregate_usage_chart", args=[tenant.pk]),
-            "estimate_url": reverse("admin:metering_hourlyaggregate_estimate", args=[tenant.pk]),
+            # The estimate is money: linked only for those who may open it.
+            "estimate_url": reverse("admin:metering_hourlyaggregate_estimate", args=[tenant.pk])
+            if can_see_revenue(request.user)
+            else "",
         }
 
     def usage_chart_view(self, request, tenant_id: int):

@@ -389,6 +389,9 @@ def test_staff_without_the_revenue_permission_see_no_money_anywhere(view_client,
     assert view_client.get(reverse("admin:costwatch_tenantmargin_csv")).status_code == 403
     estimate = reverse("admin:metering_hourlyaggregate_estimate", args=[tenant.pk])
     assert view_client.get(estimate).status_code == 403
+    chart = view_client.get(reverse("admin:metering_hourlyaggregate_usage_chart", args=[tenant.pk]))
+    assert chart.status_code == 200
+    assert "Month estimate" not in chart.content.decode()
 
 
 # --- The groups -----------------------------------------------------------------------------------
