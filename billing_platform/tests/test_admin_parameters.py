@@ -115,3 +115,43 @@ def test_every_changelist_of_our_apps_answers_garbage_search_page_and_filter_wit
             if status >= 500:
                 failures.append((page, params, status))
     assert failures == []
+
+
+HOUR_GARBAGE = ["9999-12-31T23:00", "0001-01-01T00:00", "notadate", "2026-13-01T00:00", "9" * 5000, "\x00"]
+
+
+def test_the_tenant_page_reaggregate_form_answers_garbage_hours_with_form_errors(superuser_client):
+    from billing_platform.models import OperatorJob
+
+    tenant = TenantFactory(slug="acme")
+    page = reverse("admin:tenants_tenant_reaggregate", args=[tenant.pk])
+    for first, last in [(value, value) for value in HOUR_GARBAGE] + [
+        ("2026-11-01T00:00", "9999-12-31T23:00")
+    ]:
+        response = superuser_client.post(page, {"first_hour": first, "last_hour": last, "confirmed": "yes"})
+        assert response.status_code == 200, (first, last)
+        assert response.context["form"].errors
+    assert not OperatorJob.objects.exists()
+
+
+def test_the_tenant_page_key_rotation_refuses_an_unstorable_name(superuser_client):
+    from tenants.services import api_key_issue
+
+    tenant = TenantFactory(slug="acme")
+    key = api_key_issue(tenant=tenant, name="old").api_key
+    page = reverse("admin:tenants_tenant_rotate_key", args=[tenant.pk, key.pk])
+    for name in ["a\x00b", "n" * 51]:
+        response = superuser_client.post(page, {"name": name, "confirmed": "yes"})
+        assert response.status_code == 200
+        assert response.context["form"].errors
+    assert tenant.api_keys.count() == 1
+
+
+def test_tenant_page_urls_with_an_id_past_bigint_are_404_not_500(superuser_client):
+    huge = "9" * 30
+    for path in [
+        f"/admin/tenants/tenant/{huge}/change/",
+        f"/admin/tenants/tenant/{huge}/operations/reaggregate/",
+        f"/admin/tenants/tenant/{huge}/keys/{huge}/rotate/",
+    ]:
+        assert superuser_client.get(path).status_code in (302, 404), path
