@@ -29,7 +29,7 @@ def project_commands() -> dict[str, str]:
 
 
 # Per command: arguments an operator may get wrong, a garbage value for each typed option among them.
-# "{tenant}" is a tenant that exists, "{meter}" a meter that exists.
+# "{tenant}" is a tenant that exists, "{meter}" a meter that exists, "{files}" a folder of bad files.
 BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     "aggregate_usage": [
         ["--full", "--since", "notadate"],
@@ -94,7 +94,12 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     ],
     "create_api_key": [["nobody"], ["{tenant}", "--name", "n" * 51], ["{tenant}", "--name", "a\x00b"]],
     "onboard_tenant": [["nobody"], ["{tenant}", "--subscription", "sub_1"], ["{tenant}"]],
-    "handle_stripe_event": [["/nonexistent/event.json"]],
+    "handle_stripe_event": [
+        ["/nonexistent/event.json"],
+        ["{files}/nested.json"],
+        ["{files}/binary.json"],
+        ["{files}/not-an-event.json"],
+    ],
     "report_usage": [["--bogus"], []],  # no STRIPE_API_KEY under tests
     "sync_stripe": [["--tenant", "nobody"], ["--tenant", "{tenant}"]],
     "reconcile_usage": [
@@ -162,11 +167,16 @@ def run_as_manage_py(capsys, monkeypatch, name: str, *args: str) -> tuple[int, l
     [(name, args) for name, cases in BAD_ARGUMENTS.items() for args in cases],
     ids=[f"{name}:{' '.join(args)[:60]}" for name, cases in BAD_ARGUMENTS.items() for args in cases],
 )
-def test_a_bad_run_of_each_command_is_one_error_line_and_a_non_zero_exit(capsys, monkeypatch, name, args):
+def test_a_bad_run_of_each_command_is_one_error_line_and_a_non_zero_exit(
+    capsys, monkeypatch, tmp_path, name, args
+):
     tenant = TenantFactory(slug="acme")
     Meter.objects.create(code="api_calls", name="API calls", aggregation="count")
+    (tmp_path / "nested.json").write_text("[" * 200_000 + "]" * 200_000)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage\x9c")
+    (tmp_path / "not-an-event.json").write_text('{"object": "event", "id": 1}')
     rows = (Tenant.objects.count(), TenantAPIKey.objects.count(), Meter.objects.count())
-    args = [arg.format(tenant=tenant.slug, meter="api_calls") for arg in args]
+    args = [arg.format(tenant=tenant.slug, meter="api_calls", files=tmp_path) for arg in args]
 
     status, stderr, _ = run_as_manage_py(capsys, monkeypatch, name, *args)
 
