@@ -78,7 +78,8 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--timeout", "-1"],
         ["--timeout", HUGE],
     ],
-    "seed_demo": [["--bogus"], []],  # DEBUG is off under tests: refused without --force
+    # DEBUG is off under tests: [] is refused without --force.
+    "seed_demo": [["--bogus"], [], ["--force", "--username", "u" * 200], ["--force", "--username", "a b"]],
     "create_tenant": [
         ["X", "--free-allowance", "1e15"],
         ["X", "--free-allowance", "1e400"],

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing_platform.commands import BaseCommand
+from billing_platform.validation import row_validate
 from metering.aggregation import usage_aggregate
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import Meter, Price, UsageEvent
@@ -89,6 +90,8 @@ class Command(BaseCommand):
         user_model = get_user_model()
         user = user_model.objects.filter(username=username).first()
         if user is None:
+            # --username is outside input: a name the model refuses is one line, not a DataError.
+            row_validate(user_model(username=username), exclude=["password"])
             password = os.environ.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
             user_model.objects.create_superuser(username=username, email="", password=password)
             if not os.environ.get("DEMO_ADMIN_PASSWORD"):
