@@ -2,16 +2,21 @@
 
 from bisect import bisect_left, bisect_right
 
+from billing_platform.parsing import ParseError, parse_int
 from tenants.models import Tenant, TenantChange
 
 
 def tenant_get_by_ref(*, ref: str) -> Tenant:
     """Find a tenant by slug or numeric id, as operators type them on the command line."""
     tenant = Tenant.objects.filter(slug=ref).first()
-    if tenant is None and ref.isdigit():
-        tenant = Tenant.objects.filter(pk=int(ref)).first()
+    if tenant is None and ref.isascii() and ref.isdigit():  # "²" is a digit int() refuses
+        try:
+            tenant = Tenant.objects.filter(pk=parse_int(ref, minimum=1, maximum=2**63 - 1)).first()
+        except ParseError:
+            tenant = None
     if tenant is None:
-        raise Tenant.DoesNotExist(f"no tenant with slug or id {ref!r}")
+        shown = ref if len(ref) <= 64 else f"{ref[:61]}..."
+        raise Tenant.DoesNotExist(f"no tenant with slug or id {shown!r}")
     return tenant
 
 

@@ -40,6 +40,7 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--batch-size", "99999999999999999999999"],
         ["--batch-size", "x"],
         ["--full", "--tenant", "nobody"],
+        ["--full", "--tenant", "²"],
         ["--since", "2026-11-01"],
     ],
     "prune_usage_events": [
@@ -93,7 +94,14 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["X", "--key-name", "k" * 51],
         ["{tenant}"],
     ],
-    "create_api_key": [["nobody"], ["{tenant}", "--name", "n" * 51], ["{tenant}", "--name", "a\x00b"]],
+    "create_api_key": [
+        ["nobody"],
+        ["9" * 30],
+        ["9" * 5000],
+        ["²"],
+        ["{tenant}", "--name", "n" * 51],
+        ["{tenant}", "--name", "a\x00b"],
+    ],
     "onboard_tenant": [["nobody"], ["{tenant}", "--subscription", "sub_1"], ["{tenant}"]],
     "handle_stripe_event": [
         ["/nonexistent/event.json"],
