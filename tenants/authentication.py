@@ -44,7 +44,8 @@ class TenantApiKeyAuthentication(authentication.BaseAuthentication):
             return None  # another scheme; DRF answers 401 "credentials were not provided"
         key = key.strip()
         prefix, dot, secret = key.partition(".")
-        if not prefix or not dot or not secret or " " in key:
+        # Printable ASCII only: a NUL in the prefix would reach PostgreSQL (a DataError, a 500).
+        if not prefix or not dot or not secret or not key.isprintable() or " " in key or len(key) > 200:
             raise exceptions.AuthenticationFailed(
                 "Malformed API key: expected `Authorization: Api-Key <prefix>.<secret>`."
             )

@@ -81,3 +81,18 @@ def test_a_parse_error_escaping_a_view_is_a_400_in_the_api_error_shape(client, u
 def test_any_other_exception_stays_a_server_error(client):
     client.raise_request_exception = False
     assert client.get("/api/test/bug").status_code == 500
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Api-Key abc\x00def.secret",
+        "Api-Key ab\x7f.secret",
+        "Api-Key é.secret",
+        "Api-Key " + "a" * 5000 + ".b",
+    ],
+)
+def test_a_garbage_api_key_is_a_401_not_a_server_error(client, tenant, header):
+    response = client.get("/api/v1/tenant", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] in ("authentication_failed", "not_authenticated")
