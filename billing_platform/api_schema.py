@@ -2,7 +2,6 @@
 SPECTACULAR_SETTINGS["APPEND_COMPONENTS"]) and the responses that reference it. No Django imports
 at module level: settings import it."""
 
-
 ERROR_SCHEMA = {
     "type": "object",
     "description": "Every 4xx and 5xx answer of the API.",
