@@ -342,7 +342,15 @@ def _dispatch(event: WebhookEvent) -> Outcome:
         return Outcome(WebhookEvent.Status.IGNORED, f"no handler for {event.type}")
     ctx = _Context(event=event, client=stripe_client(max_network_retries=2))
     if not event.thin:
-        ctx.obj = _refetch_and_mirror(ctx.client, event.payload["data"]["object"])
+        # Handlers read only the object as Stripe has it now: one the payload names with another
+        # kind than the event type's, or without an id, cannot be fetched and is not acted on.
+        stale, kind = event.payload["data"]["object"], _OBJECT_KINDS[event.type]
+        if stale.get("object") != kind or not isinstance(stale.get("id"), str) or not stale["id"]:
+            return Outcome(
+                WebhookEvent.Status.IGNORED,
+                f"the event's data.object is not a {kind} with an id; nothing to fetch from Stripe",
+            )
+        ctx.obj = _refetch_and_mirror(ctx.client, stale)
     try:
         return handler(ctx)
     except _NotOurs as why:
@@ -655,6 +663,18 @@ _HANDLERS = {
     "customer.subscription.created": _on_subscription,
     "customer.subscription.updated": _on_subscription,
     "customer.subscription.deleted": _on_subscription,
+}
+# The kind of object each snapshot handler works on (and re-fetches from Stripe).
+_OBJECT_KINDS = {
+    "payment_method.attached": "payment_method",
+    "setup_intent.succeeded": "setup_intent",
+    "checkout.session.completed": "checkout.session",
+    "invoice.payment_failed": "invoice",
+    "invoice.paid": "invoice",
+    "invoice.payment_succeeded": "invoice",
+    "customer.subscription.created": "subscription",
+    "customer.subscription.updated": "subscription",
+    "customer.subscription.deleted": "subscription",
 }
 _THIN_HANDLERS = {
     "v1.billing.meter.error_report_triggered": _on_meter_error_report,

@@ -272,3 +272,40 @@ def test_a_signed_event_with_non_finite_numbers_or_deep_nesting_is_refused_with_
 def test_a_signed_thin_event_with_created_as_iso_text_is_stored(client, local_stripe):
     assert post_signed(client, json.dumps(_thin({}))).status_code == 200
     assert WebhookEvent.objects.get().stripe_created.isoformat() == "2026-11-21T10:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj"),
+    [
+        # The payload's own copy used to be read when it could not be fetched: a list as customer
+        # raised TypeError in the worker, a missing id KeyError.
+        ("checkout.session.completed", {"object": "x", "status": "complete", "customer": [1]}),
+        ("customer.subscription.updated", {"object": "x", "status": "active", "customer": {"id": 5}}),
+        ("invoice.payment_failed", {"object": "invoice", "status": "open", "customer": 7}),
+        ("invoice.payment_failed", {"object": "subscription", "id": "sub_1", "customer": "cus_1"}),
+        ("payment_method.attached", {"object": "payment_method", "id": "", "customer": True}),
+    ],
+)
+def test_a_signed_event_whose_object_cannot_be_fetched_is_ignored_not_a_crashed_task(
+    client, local_stripe, event_type, obj
+):
+    from stripe_sync.webhooks import webhook_event_process
+
+    event = {
+        "object": "event",
+        "id": "evt_odd",
+        "type": event_type,
+        "created": 1_700_000_000,
+        "data": {"object": obj},
+    }
+    assert post_signed(client, event).status_code == 200
+    stored = webhook_event_process(event_id=WebhookEvent.objects.get().pk)
+    assert stored.status == WebhookEvent.Status.IGNORED
+    assert "nothing to fetch from Stripe" in stored.result
+
+
+def test_every_snapshot_handler_names_the_kind_of_object_it_fetches():
+    from stripe_sync import webhooks
+
+    assert set(webhooks._OBJECT_KINDS) == set(webhooks._HANDLERS)
+    assert set(webhooks._OBJECT_KINDS.values()) <= set(webhooks._RETRIEVE)
