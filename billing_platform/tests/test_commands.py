@@ -233,12 +233,27 @@ def test_create_tenant_free_allowance_1e15_is_refused_and_nothing_is_saved(capsy
     assert not TenantAPIKey.objects.exists()
 
 
-def test_the_largest_free_allowance_the_column_holds_is_accepted_and_reads_back(capsys, monkeypatch):
+def test_the_largest_free_allowance_the_database_holds_is_accepted_and_reads_back(capsys, monkeypatch):
+    from django.db import connection
+
+    largest = "999999999.999999" if connection.vendor == "sqlite" else "99999999999999.999999"
     status, stderr, _ = run_as_manage_py(
-        capsys, monkeypatch, "create_tenant", "Big", "--free-allowance", "99999999999999.999999"
+        capsys, monkeypatch, "create_tenant", "Big", "--free-allowance", largest
     )
     assert (status, stderr) == (0, [])
-    assert str(Tenant.objects.get(slug="big").monthly_free_allowance) == "99999999999999.999999"
+    assert str(Tenant.objects.get(slug="big").monthly_free_allowance) == largest
+
+
+def test_on_sqlite_a_free_allowance_it_would_round_is_refused_and_nothing_is_saved(capsys, monkeypatch):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite stores decimals as floating point; PostgreSQL holds all 20 digits")
+    message = error_of(
+        capsys, monkeypatch, "create_tenant", "Big", "--free-allowance", "99999999999999.999999"
+    )
+    assert message.startswith("CommandError: monthly_free_allowance: Ensure that there are no more than 15")
+    assert not Tenant.objects.exists()
 
 
 def test_an_unknown_error_of_a_command_is_not_swallowed():
