@@ -15,9 +15,9 @@ Time is real (the local Stripe server's clock): events go to the current hour an
 it; a plan change happens now, and the plan of earlier hours is set up once per example through the
 same service, its history row dated back. Quantities are whole numbers. Filter edits only widen
 (decreases are reported by design as "nothing to send, absorbed later", so per-hour equality does
-not hold for them: see test_narrowing_a_filter_* below). Raw events here are all recent, so a prune
-deletes nothing: the rule checks it changes no aggregate (the partly pruned hours themselves are
-covered by metering/tests/test_retention.py).
+not hold for them: see test_narrowing_a_filter_* below). Recent raw events are never pruned; the
+prune rule may first write an hour of 40 days ago (outside the reporting window) with 10 early and 1
+late event, and checks that after the prune deletes the 10 no recompute lowers its 11.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from rest_framework.test import APIClient
 
 from metering.aggregation import usage_aggregate, usage_events_prune, usage_mark_for_recompute
 from metering.ingest import meter_cache, usage_events_record, usage_events_validate
-from metering.models import HourlyAggregate, Meter, MeterFilter
+from metering.models import HourlyAggregate, Meter, MeterFilter, PruneRun, UsageEvent
 from metering.services import meter_filters_changed
 from stripe_sync import sender as sender_module
 from stripe_sync.models import ReportingBalance, UsageReport
@@ -101,6 +101,7 @@ class BillingPipeline(RuleBasedStateMachine):
         self.ids = itertools.count()
         self.tenant = None
         self.first_event: dict | None = None
+        self.old_hours: dict[datetime, Decimal] = {}  # outside the reporting window, never billed
 
     def teardown(self):
         """Every example ends at quiescence, checked; then its rows are rolled back."""
@@ -222,11 +223,40 @@ class BillingPipeline(RuleBasedStateMachine):
         result = usage_mark_for_recompute(since=hour_ago(hours_ago), tenant_id=self.tenant.pk)
         assert result.skipped == 0
 
-    @rule()
-    def prune(self):
+    @rule(with_old_hour=st.booleans())
+    def prune(self, with_old_hour):
+        """The retention job, 36 days. With `with_old_hour`, first an hour of 40 days ago that got 10
+        events at once and a late one 30 days later (written as history: ingestion refuses that
+        age): the prune deletes the 10, and recomputing that hour must leave its 11 alone."""
+        old_hour = hour_ago(40 * 24)
+        # (Only before this example's first prune: history older than a prune's cutoff is not
+        # aggregated any more, rightly.)
+        if with_old_hour and not self.old_hours and not PruneRun.objects.exists():
+            received = [old_hour + timedelta(minutes=10)] * 10 + [old_hour + timedelta(days=30)]
+            UsageEvent.objects.bulk_create(
+                UsageEvent(
+                    tenant=self.tenant,
+                    meter=self.meter,
+                    event_id=f"m{self.example}-old-{n}",
+                    timestamp=old_hour + timedelta(minutes=5),
+                    properties={"kind": "a"},
+                    received_at=at,
+                )
+                for n, at in enumerate(received)
+            )
+            usage_mark_for_recompute(since=old_hour - HOUR, until=old_hour + HOUR, tenant_id=self.tenant.pk)
+            usage_aggregate(trigger="model")
+            self.old_hours[old_hour] = Decimal(11)
+            assert self._aggregates()[old_hour] == 11
         before = self._aggregates()
-        assert usage_events_prune(older_than=timedelta(days=36)).deleted == 0
+        deleted = usage_events_prune(older_than=timedelta(days=36)).deleted
         assert self._aggregates() == before
+        if old_hour in self.old_hours:
+            assert deleted in (0, 10)
+            result = usage_mark_for_recompute(since=old_hour, tenant_id=self.tenant.pk)
+            assert result.skipped == 1
+            usage_aggregate(trigger="model")
+            assert self._aggregates()[old_hour] == 11
 
     @rule()
     def aggregate(self):
@@ -334,7 +364,9 @@ class BillingPipeline(RuleBasedStateMachine):
         for hour, quantity, kind in self.events:
             if self.filter is None or kind in self.filter:
                 expected[hour] += quantity
-        assert self._aggregates() == dict(expected), "local aggregates differ from the events"
+        assert self._aggregates() == dict(expected) | self.old_hours, (
+            "local aggregates differ from the events"
+        )
         at_stripe = {
             datetime.fromtimestamp(start, tz=UTC): total
             for (customer, _, start), total in self.stripe.meter_totals(
