@@ -426,7 +426,8 @@ class HourlyAggregateAdmin(BigTableAdmin):
         "event_count",
         "revision",
         "updated_at",
-        "tenant_reports",
+        "usage_chart",
+        "month_estimate",
     ]
     list_filter = ["tenant", "meter"]
     list_select_related = ["tenant", "meter"]
@@ -448,11 +449,24 @@ class HourlyAggregateAdmin(BigTableAdmin):
             *super().get_urls(),
         ]
 
-    @admin.display(description="tenant reports")
-    def tenant_reports(self, obj):
+    def get_list_display(self, request):
+        # The month estimate is money, and its page answers 403 without view_revenue: no column.
+        columns = super().get_list_display(request)
+        if can_see_revenue(request.user):
+            return columns
+        return [column for column in columns if column != "month_estimate"]
+
+    @admin.display(description="usage chart")
+    def usage_chart(self, obj):
         return format_html(
-            '<a href="{}">usage chart</a> · <a href="{}">month estimate</a>',
+            '<a href="{}">usage chart</a>',
             reverse("admin:metering_hourlyaggregate_usage_chart", args=[obj.tenant_id]),
+        )
+
+    @admin.display(description="month estimate")
+    def month_estimate(self, obj):
+        return format_html(
+            '<a href="{}">month estimate</a>',
             reverse("admin:metering_hourlyaggregate_estimate", args=[obj.tenant_id]),
         )
 

@@ -1,8 +1,10 @@
+import importlib
 import re
 from datetime import UTC, timedelta
 from decimal import Decimal
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
@@ -465,3 +467,33 @@ def test_estimate_page_shows_the_month_amounts(staff_client, meter):
     assert re.findall(r"<td>([^<]*)</td>", row) == ["1,500", "500", "1,000", "20.00 USD"]
     assert "no price on this plan" in html.split("<td>storage-gb</td>")[1].split("</tr>")[0]
     assert '<th class="estimate-total">20.00 USD</th>' in html
+
+
+@pytest.mark.parametrize("with_revenue", [False, True], ids=["billing-viewer", "viewer-with-view-revenue"])
+def test_aggregate_list_links_the_month_estimate_only_for_staff_holding_view_revenue(
+    tenant, meter, with_revenue
+):
+    from django.contrib.auth.models import Group, Permission
+
+    roles = importlib.import_module("billing_platform.migrations.0003_operator_roles")
+    roles.create_groups(django_apps, None)
+    user = get_user_model().objects.create_user("viewer", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name=roles.VIEWER))
+    if with_revenue:
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label="billing_platform", codename="view_revenue")
+        )
+    make_aggregate(tenant, meter, this_hour(), "7")
+    client = Client()
+    client.force_login(user)
+
+    response = client.get("/admin/metering/hourlyaggregate/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/" in html
+    estimate_url = f"/admin/metering/hourlyaggregate/estimate/{tenant.pk}/"
+    assert (estimate_url in html) is with_revenue
+    assert ("month estimate" in html) is with_revenue
+    if with_revenue:
+        assert client.get(estimate_url).status_code != 403
