@@ -361,7 +361,9 @@ class _Importer:
         while batch:
             now = django_timezone.now()
             try:
-                valid = usage_events_validate(payload={"events": [p.event for p in batch]}, now=now)
+                valid = usage_events_validate(
+                    payload={"events": [p.event for p in batch]}, now=now, tenant=tenant
+                )
             except EventsInvalid as exc:
                 # Validation is all-or-nothing: report and drop the bad events, then the rest again.
                 if None in exc.errors:

@@ -174,11 +174,12 @@ EVENTS_REQUEST_SCHEMA = {
 @throttle_classes([ApiKeyRateThrottle])
 def events_ingest(request):
     now = timezone.now()
+    tenant = request_tenant(request)
     try:
-        events = usage_events_validate(payload=request.data, now=now)
+        events = usage_events_validate(payload=request.data, now=now, tenant=tenant)
     except EventsInvalid as invalid:
         return _invalid_response(invalid.errors)
-    result = usage_events_record(tenant=request_tenant(request), events=events, now=now)
+    result = usage_events_record(tenant=tenant, events=events, now=now)
     return Response(
         {"accepted": result.accepted, "duplicates": result.duplicates}, status=status.HTTP_202_ACCEPTED
     )

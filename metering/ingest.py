@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Context, Decimal
 
 from django.db import OperationalError, connection, transaction
+from django.db.models import Sum
 
 from billing_platform.json_input import json_problem, printable, text_problem
 from billing_platform.parsing import ParseError, parse_datetime, parse_decimal
@@ -28,6 +29,16 @@ FUTURE_SKEW = timedelta(minutes=5)
 # in all (before and after the point, trailing zeros not counted), at most 12 of them after it.
 QUANTITY_DIGITS = 15
 QUANTITY_PLACES = QUANTITY_DECIMAL_PLACES
+# An hour's total must be billable too: the outbox sends a change of more than one meter event's
+# value as several events (stripe_sync.reporting), at most MAX_PARTS_PER_HOUR of them.
+STRIPE_MAX_EVENT_VALUE = 10**QUANTITY_DIGITS - 1
+MAX_PARTS_PER_HOUR = 100
+MAX_HOUR_TOTAL = STRIPE_MAX_EVENT_VALUE * MAX_PARTS_PER_HOUR
+# A batch adding less than this to one (meter, hour) is not checked against the hour's stored total:
+# at the default INGEST_RATE_LIMIT (100/s, 360,000 requests an hour) such batches cannot bring an
+# hour past MAX_HOUR_TOTAL (3.6e16 < 1e17); larger ones are checked against the stored events (a
+# pair that still overflows is held and shown in admin by the outbox, never lost).
+HOUR_CHECK_THRESHOLD = 10**11
 # Levels of `properties` (the object itself is level 1); deeper is refused.
 MAX_PROPERTIES_DEPTH = 20
 _MISSING = object()
@@ -139,8 +150,11 @@ def _same(first: ValidEvent, second: ValidEvent) -> bool:
     ) and json.loads(first.properties_json) == json.loads(second.properties_json)
 
 
-def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
-    """Check every event of the request; raise EventsInvalid listing every problem."""
+def usage_events_validate(*, payload, now: datetime, tenant: Tenant | None = None) -> list[ValidEvent]:
+    """Check every event of the request; raise EventsInvalid listing every problem.
+
+    With `tenant`, also check that no hour of a sum meter would pass what Stripe can bill.
+    """
     if isinstance(payload, dict) and "events" in payload:
         extra = set(payload) - {"events"}
         if extra:
@@ -220,7 +234,47 @@ def usage_events_validate(*, payload, now: datetime) -> list[ValidEvent]:
             valid.append(event)
     if errors:
         raise EventsInvalid(errors)
+    if tenant is not None and (errors := _hour_total_problems(tenant.pk, valid)):
+        raise EventsInvalid({(index if indexed else None): problems for index, problems in errors.items()})
     return valid
+
+
+def _hour_total_problems(tenant_id: int, events: list[ValidEvent]) -> dict[int, dict[str, list[str]]]:
+    """Events that would bring an hour of a sum meter past MAX_HOUR_TOTAL, by index."""
+    added: dict[tuple[int, datetime], Decimal] = {}
+    for event in events:
+        key = (event.meter_id, _hour(event.timestamp))
+        added[key] = added.get(key, Decimal(0)) + event.quantity
+    large = {key: total for key, total in added.items() if total >= HOUR_CHECK_THRESHOLD}
+    if not large:
+        return {}
+    sum_meters = dict(
+        Meter.objects.filter(pk__in={m for m, _ in large}, aggregation=Meter.Aggregation.SUM).values_list(
+            "pk", "code"
+        )
+    )
+    over = set()
+    for (meter_id, hour), total in large.items():
+        if meter_id not in sum_meters:
+            continue
+        stored = UsageEvent.objects.filter(
+            tenant_id=tenant_id,
+            meter_id=meter_id,
+            timestamp__gte=hour,
+            timestamp__lt=hour + timedelta(hours=1),
+        ).aggregate(total=Sum("quantity"))["total"] or Decimal(0)
+        if stored + total > MAX_HOUR_TOTAL:
+            over.add((meter_id, hour))
+    return {
+        index: {
+            "quantity": [
+                f"would bring the total of meter {sum_meters[event.meter_id]!r} for the hour "
+                f"{_hour(event.timestamp):%Y-%m-%dT%H:00Z} past {MAX_HOUR_TOTAL}, more than Stripe can bill"
+            ]
+        }
+        for index, event in enumerate(events)
+        if (event.meter_id, _hour(event.timestamp)) in over
+    }
 
 
 def _hour(moment: datetime) -> datetime:

@@ -34,7 +34,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from metering.ingest import BACKFILL_WINDOW
+from metering.ingest import BACKFILL_WINDOW, MAX_PARTS_PER_HOUR, STRIPE_MAX_EVENT_VALUE
 from metering.models import HourlyAggregate
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportedHour, ReportingBalance, StripeMeter, UsageReport
@@ -59,8 +59,7 @@ EDGE_WARNING = timedelta(days=3)
 PAIRS_PER_TRANSACTION = 200
 # A Stripe meter event value has at most 15 digits: a larger change of one hour goes out as several
 # events (parts), each with its own deterministic identifier.
-STRIPE_MAX_VALUE = 10**15 - 1
-MAX_PARTS_PER_HOUR = 100
+STRIPE_MAX_VALUE = STRIPE_MAX_EVENT_VALUE  # ingestion refuses an hour of more than MAX_PARTS_PER_HOUR
 MAX_UNITS = 2**63 - 1  # ReportingBalance.units and UsageReport.value are 64-bit
 
 

@@ -441,3 +441,31 @@ def test_a_body_nested_100k_levels_deep_is_a_400_not_a_recursion_error(tenant_cl
         "message": "The body is nested too deeply (at most 32 levels of objects and arrays).",
     }
     assert UsageEvent.objects.count() == 0
+
+
+def test_events_that_would_bring_an_hour_past_what_stripe_can_bill_are_refused_with_400(tenant_client, storage):
+    # 100 events of Stripe's largest value fill the hour (the outbox sends at most 100 parts)...
+    top = "999999999999999"
+    full = {"events": [{"id": f"big-{n}", "meter": "storage_gb", "quantity": top} for n in range(100)]}
+    assert post(tenant_client, full).status_code == 202
+    # ...one more unit in that hour, even in another batch, cannot be billed: refused, nothing stored.
+    response = post(tenant_client, {"events": [event(1, meter="storage_gb"), event(2, meter="storage_gb")]})
+    assert response.status_code == 202  # small batches are not checked (bounded by the rate limit)
+    response = post(tenant_client, {"events": [{"id": "one-more", "meter": "storage_gb", "quantity": top}]})
+    assert response.status_code == 400
+    message = response.json()["error"]["fields"]["events"]["0"]["quantity"][0]
+    assert "more than Stripe can bill" in message
+    assert "2026-11-21T12:00Z" in message
+    assert not UsageEvent.objects.filter(event_id="one-more").exists()
+    # The next hour has room.
+    next_hour = {"id": "next", "meter": "storage_gb", "quantity": top, "timestamp": "2026-11-21T11:10:00Z"}
+    assert post(tenant_client, next_hour).status_code == 202
+
+
+def test_large_quantities_of_a_max_meter_are_not_summed_against_the_hour(tenant_client, tenant, db):
+    from metering.models import Meter
+
+    Meter.objects.create(code="peak_gb", name="Peak", aggregation=Meter.Aggregation.MAX)
+    top = "999999999999999"
+    batch = {"events": [{"id": f"p-{n}", "meter": "peak_gb", "quantity": top} for n in range(101)]}
+    assert post(tenant_client, batch).status_code == 202
