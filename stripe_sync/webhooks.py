@@ -25,7 +25,7 @@ from django.utils import timezone
 from djstripe import models as djstripe_models
 
 from billing_platform.json_input import json_problem
-from billing_platform.parsing import MAX_DATETIME, MIN_DATETIME, ParseError, parse_datetime
+from billing_platform.parsing import MAX_DATETIME, MIN_DATETIME, ParseError, parse_datetime, parse_int
 from stripe_sync import mirror
 from stripe_sync.client import stripe_client
 from stripe_sync.models import BillingNotification, WebhookEvent
@@ -419,7 +419,10 @@ def _tenant_for_customer(client: stripe.StripeClient, customer_id: str | None) -
     if customer.get("deleted"):
         raise _NotOurs(f"customer {customer_id} is deleted")
     tenant_id = str((customer.get("metadata") or {}).get("tenant_id") or "")
-    tenant = Tenant.objects.filter(pk=int(tenant_id)).first() if tenant_id.isdigit() else None
+    try:
+        tenant = Tenant.objects.filter(pk=parse_int(tenant_id, minimum=1, maximum=2**63 - 1)).first()
+    except ParseError:  # metadata someone else wrote: "²", "12a", 5,000 digits
+        tenant = None
     if tenant is None:
         raise _NotOurs(f"no tenant for customer {customer_id}")
     if tenant.stripe_customer_id is not None:

@@ -243,6 +243,15 @@ def test_body_over_1_mib_is_413(tenant_client, api_calls):
     assert UsageEvent.objects.count() == 0
 
 
+@pytest.mark.parametrize("declared", ["\u00b2", "9" * 5000, "99999999999"])
+def test_a_content_length_that_is_not_a_small_ascii_number_is_never_a_500(tenant_client, api_calls, declared):
+    body = json.dumps(event(1))
+    response = tenant_client.post(
+        "/api/v1/events", body, content_type="application/json", CONTENT_LENGTH=declared
+    )
+    assert response.status_code in {400, 413}
+
+
 def test_not_json_is_400_and_other_media_types_415(tenant_client, api_calls):
     response = tenant_client.post("/api/v1/events", "{not json", content_type="application/json")
     assert response.status_code == 400
@@ -443,7 +452,9 @@ def test_a_body_nested_100k_levels_deep_is_a_400_not_a_recursion_error(tenant_cl
     assert UsageEvent.objects.count() == 0
 
 
-def test_events_that_would_bring_an_hour_past_what_stripe_can_bill_are_refused_with_400(tenant_client, storage):
+def test_events_that_would_bring_an_hour_past_what_stripe_can_bill_are_refused_with_400(
+    tenant_client, storage
+):
     # 100 events of Stripe's largest value fill the hour (the outbox sends at most 100 parts)...
     top = "999999999999999"
     full = {"events": [{"id": f"big-{n}", "meter": "storage_gb", "quantity": top} for n in range(100)]}

@@ -252,6 +252,17 @@ def test_an_event_for_a_customer_of_no_tenant_is_ignored(local_stripe, deliver_e
     assert f"no tenant for customer {customer.id}" in event.result
 
 
+@pytest.mark.parametrize("tenant_id", ["\u00b2", "12a", "9" * 400, "-1", "99999999999999999999"])
+def test_a_customer_whose_tenant_id_metadata_is_not_a_tenant_id_is_ignored(
+    local_stripe, deliver_event, tenant_id
+):
+    customer = stripe_client().v1.customers.create(params={"metadata": {"tenant_id": tenant_id}})
+    local_stripe.create_payment_method(customer.id)
+    event = deliver_event(_last_event(local_stripe, "payment_method.attached"))
+    assert event.status == "ignored"
+    assert f"no tenant for customer {customer.id}" in event.result
+
+
 def test_a_tenant_is_found_by_customer_metadata_and_linked(local_stripe, tenant, deliver_event):
     meter_customer_id = onboarded_tenant(tenant)  # meters and prices at Stripe
     Tenant.objects.filter(pk=tenant.pk).update(stripe_customer=None)
