@@ -538,6 +538,12 @@ def test_a_billing_viewer_sees_usage_and_health_without_money_and_changes_nothin
     assert client.get(changelist(apps.get_model("stripe_sync", "ReportingBalance"))).status_code == 200
 
 
+def test_the_read_only_tenant_form_shows_each_field_once(client, django_user_model, roles, tenant):
+    client.force_login(member(django_user_model, roles[VIEWER], "viewer"))
+    html = client.get(reverse("admin:tenants_tenant_change", args=[tenant.pk])).content.decode()
+    assert html.count("<label>Stripe customer:</label>") == 1
+
+
 def test_a_billing_operator_can_suspend_create_a_key_and_run_jobs_but_sees_no_money(
     client, django_user_model, roles, tenant, settings
 ):

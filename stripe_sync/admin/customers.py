@@ -46,6 +46,13 @@ class StripeTenantAdmin(TenantAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("stripe_subscription__subscription")
 
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Read-only, the raw customer id would show beside its linked page under the same label.
+            fields = [name for name in fields if name != "stripe_customer"]
+        return fields
+
     @admin.display(description="Stripe customer")
     def stripe_customer_page(self, obj):
         return _djstripe_link("customer", obj.stripe_customer)
