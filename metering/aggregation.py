@@ -23,7 +23,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
-from metering.ingest import BACKFILL_WINDOW
+from metering.ingest import BACKFILL_WINDOW, REPORTABLE_WINDOW
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -235,10 +235,10 @@ def usage_aggregate(
 
 
 def recompute_window_start() -> datetime:
-    """The first hour a recompute covers by default: Stripe's 35-day window, plus the hour that
-    straddles its edge. Older hours can no longer be reported, so recomputing them changes nothing
-    that is billed."""
-    return (timezone.now() - BACKFILL_WINDOW - HOUR).replace(minute=0, second=0, microsecond=0)
+    """The first hour a recompute covers by default: every hour the outbox still reports (ingestion's
+    35 days plus the reporting lag), plus the hour that straddles its edge. Older hours can no longer
+    be reported, so recomputing them changes nothing that is billed."""
+    return (timezone.now() - REPORTABLE_WINDOW - HOUR).replace(minute=0, second=0, microsecond=0)
 
 
 def _ceil_hour(moment: datetime) -> datetime:

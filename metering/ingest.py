@@ -25,6 +25,11 @@ MAX_PROPERTIES_BYTES = 8 * 1024
 # Stripe accepts meter events up to 35 days old and 5 minutes in the future.
 BACKFILL_WINDOW = timedelta(days=35)
 FUTURE_SKEW = timedelta(minutes=5)
+# Aggregation (minute 2), reporting (minute 10), a failed run or a pair waiting a little can take
+# longer than an hour, so the outbox, reconciliation and recomputes look this much further back than
+# ingestion accepts: every hour ingestion accepted is still reported.
+REPORTING_LAG = timedelta(days=2)
+REPORTABLE_WINDOW = BACKFILL_WINDOW + REPORTING_LAG
 # A Stripe meter event value carries at most 15 significant digits: a quantity has at most 15 digits
 # in all (before and after the point, trailing zeros not counted), at most 12 of them after it.
 QUANTITY_DIGITS = 15

@@ -34,7 +34,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from metering.ingest import BACKFILL_WINDOW, MAX_PARTS_PER_HOUR, STRIPE_MAX_EVENT_VALUE
+from metering.ingest import MAX_PARTS_PER_HOUR, REPORTABLE_WINDOW, STRIPE_MAX_EVENT_VALUE
 from metering.models import HourlyAggregate
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportedHour, ReportingBalance, StripeMeter, UsageReport
@@ -49,11 +49,9 @@ HOUR = timedelta(hours=1)
 # stamp is worked out again at every send (a resend never reuses a stale one).
 STRIPE_PAST_WINDOW = timedelta(days=35)
 TIMESTAMP_MARGIN = timedelta(minutes=10)
-# Ingestion accepts usage up to BACKFILL_WINDOW old; aggregation (minute 2), reporting (minute 10),
-# a failed run or a pair waiting a little can take longer than that, so the outbox looks this much
-# further back: every hour ingestion accepted is still prepared (with a clamped timestamp if needed).
-REPORTING_LAG = timedelta(days=2)
-PREPARE_WINDOW = BACKFILL_WINDOW + REPORTING_LAG
+# Every hour ingestion accepted is still prepared (with a clamped timestamp if needed): see
+# metering.ingest.REPORTABLE_WINDOW, which filter-change recomputes cover too.
+PREPARE_WINDOW = REPORTABLE_WINDOW
 # Unsent usage this close to Stripe's 35 days is shown on the dashboard and alerted.
 EDGE_WARNING = timedelta(days=3)
 PAIRS_PER_TRANSACTION = 200

@@ -37,8 +37,9 @@ class Command(BaseCommand):
                 tenant_id = tenant_get_by_ref(ref=tenant).pk if tenant else None
             except Tenant.DoesNotExist as exc:
                 raise CommandError(str(exc)) from None
-            since = since or recompute_window_start()
             horizon = recompute_horizon()
+            # By default, every reportable hour whose raw events are all still kept.
+            since = since or max(recompute_window_start(), horizon)
             if since < horizon:
                 raise CommandError(
                     f"--since {since:%Y-%m-%d %H:%M}Z is before {horizon:%Y-%m-%d %H:%M}Z: raw events "
