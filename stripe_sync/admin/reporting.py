@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing_platform.permissions import CANCEL_AT_STRIPE, RUN_OPERATOR_JOBS
+from metering.admin import ReadOnlyAdmin
 from stripe_sync.circuit import circuit_is_open, circuit_reset
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.models import (
@@ -246,7 +247,7 @@ class PairFailedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ReportingBalance)
-class ReportingBalanceAdmin(admin.ModelAdmin):
+class ReportingBalanceAdmin(ReadOnlyAdmin):
     """Per (tenant, meter): what was reported, and whether preparing its reports failed (the other
     pairs went on; the mark clears itself once the pair is prepared fine again)."""
 
@@ -255,15 +256,6 @@ class ReportingBalanceAdmin(admin.ModelAdmin):
     search_fields = ("tenant__slug",)
     list_select_related = ("tenant", "meter")
     readonly_fields = [f.name for f in ReportingBalance._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="State")
     def state(self, obj):
