@@ -156,6 +156,14 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
         .annotate(quantity=Sum("quantity"))
         .order_by()
     }
+    # Hours lowered when their events could no longer be canceled at Stripe (older than a day, or
+    # Stripe refused the cancel): Stripe keeps the earlier value, the decrease is offset against
+    # later usage of the pair (a covering row with a negative quantity).
+    offset = set(
+        UsageReport.objects.filter(hour__gte=since, hour__lt=until, status__in=COVERING, quantity__lt=0)
+        .values_list("tenant_id", "meter_id", "hour")
+        .distinct()
+    )
     sent = set(units) | set(quantities)
     covered = {
         (r["tenant_id"], r["meter_id"], r["hour"]): r["billed"]
@@ -211,6 +219,8 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
                 kind = ReconciliationItem.Kind.STRIPE_EXTRA
             elif local_value != row["quantity"]:
                 kind = ReconciliationItem.Kind.NOT_SENT
+            elif key in offset:
+                kind = ReconciliationItem.Kind.OFFSET
             if kind is None:
                 continue
             item = ReconciliationItem(
@@ -227,6 +237,11 @@ def _reconcile(run, sender, since, until, now, resend) -> None:
                 item.resolution = _resend(run, sender, key, now) if resend else "not re-sent (resend off)"
             elif kind == ReconciliationItem.Kind.NOT_SENT:
                 not_sent.append(item)
+            elif kind == ReconciliationItem.Kind.OFFSET:
+                item.resolution = (
+                    "lowered after Stripe's 24 hours to cancel: Stripe keeps the earlier value, the "
+                    "decrease is offset against later usage of this tenant and meter"
+                )
             else:
                 item.resolution = "for an operator: cancel a wrong report within 24 h of sending it"
             items.append(item)

@@ -12,8 +12,11 @@ the same identifier with the same value and Stripe drops the copy.
 Stripe meter event values are whole numbers. Local quantities are decimal, so each (tenant, meter)
 keeps a balance: the local quantity reported so far and the whole units sent for it. A report sends
 floor(quantity after) - units before; the fraction is carried into the next report and nothing is
-lost or billed twice. A decrease (a late recompute that lowered an hour) sends nothing and is offset
-against later usage of the same tenant and meter; reconciliation shows the hour.
+lost or billed twice. A decrease (a late recompute that lowered an hour) is corrected at Stripe when
+every event sent for the hour is under CORRECTION_WINDOW old: the sender cancels them (meter event
+adjustments) and then sends the hour's whole new total (`_correct_lowered_hour`,
+`usage_reports_correct`). Older, or if Stripe refuses the cancel, it sends nothing and is offset
+against later usage of the same tenant and meter; reconciliation shows the hour ("offset").
 
 Whether an hour is billed is decided by the plan in force during that hour (`hour_billed`, from the
 tenant's plan history), for late events too. Free hours are covered (recorded as not billed) but
@@ -73,6 +76,7 @@ class PrepareResult:
     free_hours: int = 0  # hours covered without billing (the tenant was on the free plan then)
     waiting_pairs: int = 0  # (tenant, meter) pairs that cannot be reported yet (no customer / meter)
     failed_pairs: int = 0  # (tenant, meter) pairs whose preparation failed (marked, shown in admin)
+    corrected: int = 0  # lowered hours to be corrected at Stripe (cancel, then send the new total)
     errors: list[str] | None = None
 
     def add(self, other: PrepareResult) -> None:
@@ -255,6 +259,16 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareRes
                 delta = agg.value - (agg.covered_quantity if agg.covered_billed else Decimal(0))
                 if delta == 0:
                     continue
+                if delta < 0 and agg.covered_billed:
+                    replacement = _correct_lowered_hour(agg, balance, tenant, event_names[agg.meter_id], now)
+                    if replacement is not None:
+                        touched.add(key)
+                        reports.append(replacement)
+                        result.corrected += 1
+                        if replacement.value > 0:
+                            result.reports += 1
+                            result.units += replacement.value
+                        continue
                 balance.quantity += delta
                 units = max(balance.units, int(balance.quantity.to_integral_value(rounding=ROUND_FLOOR)))
                 if units > MAX_UNITS:
@@ -283,6 +297,154 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareRes
             [balances[k] for k in touched], ["quantity", "units", "failed_at", "error"]
         )
     return result
+
+
+# Stripe cancels a meter event within 24 hours of receiving it; a lowered hour is corrected at Stripe
+# only if every event sent for it is younger than this (the margin covers the send's own delay).
+CORRECTION_WINDOW = timedelta(hours=23)
+
+
+def _correct_lowered_hour(agg, balance, tenant: Tenant, event_name: str, now: datetime):
+    """A recompute lowered an hour already reported: if every event sent for it can still be
+    canceled at Stripe, take the whole hour back and write one row with its new total.
+
+    The hour's sent rows become `correcting` (the sender cancels them at Stripe, then sends the
+    replacement, which waits until none is left); rows that never reached Stripe (nothing to send,
+    pending and never attempted) are canceled here. Their quantity and units leave the balance and
+    the new total enters it like any report (floor of the running quantity, fraction carried), so a
+    refused cancel can be turned back into today's offset exactly (`_correction_refused`).
+    Returns the replacement row (not saved), or None when the hour must be offset instead.
+    """
+    rows = list(
+        UsageReport.objects.filter(tenant_id=agg.tenant_id, meter_id=agg.meter_id, hour=agg.hour)
+        .exclude(status=UsageReport.Status.CANCELED)
+        .select_for_update()
+    )
+    sent, local = [], []
+    for row in rows:
+        if row.status == UsageReport.Status.SENT and row.sent_at and row.sent_at >= now - CORRECTION_WINDOW:
+            sent.append(row)
+        elif row.status == UsageReport.Status.NOTHING_TO_SEND or (
+            row.status == UsageReport.Status.PENDING and row.attempts == 0 and not row.outcome_unknown
+        ):
+            local.append(row)
+        else:
+            return None  # too old to cancel, failed, in flight or being canceled: offset
+    if sum((r.quantity for r in rows), Decimal(0)) != agg.covered_quantity:
+        return None  # the rows do not account for the hour exactly: do not guess
+    balance.quantity -= agg.covered_quantity
+    balance.units -= sum(r.value for r in sent) + sum(r.value for r in local)
+    balance.quantity += agg.value
+    units = max(balance.units, int(balance.quantity.to_integral_value(rounding=ROUND_FLOOR)))
+    value = units - balance.units
+    if value > STRIPE_MAX_VALUE or units > MAX_UNITS:
+        raise PairError(f"{agg.hour:%Y-%m-%d %H}:00: the lowered hour's new total is too large to send")
+    balance.units = units
+    stamp = timezone.now()
+    UsageReport.objects.filter(pk__in=[r.pk for r in sent]).update(
+        status=UsageReport.Status.CORRECTING, updated_at=stamp
+    )
+    UsageReport.objects.filter(pk__in=[r.pk for r in local]).update(
+        status=UsageReport.Status.CANCELED,
+        error_message=f"replaced by revision {agg.revision} (the hour was lowered)",
+        updated_at=stamp,
+    )
+    (row,) = _rows(agg, agg.value, value, tenant, event_name, now)
+    row.replaces_hour = True
+    return row
+
+
+def usage_reports_correct(*, now: datetime | None = None) -> dict[str, int]:
+    """Cancel at Stripe the events of lowered hours (rows `correcting`), one by one.
+
+    Each cancel is recorded as soon as Stripe answers; a crash before that leaves the row
+    `correcting` and the next run cancels it again (Stripe's answer for an event already canceled
+    changes nothing). The hour's replacement is sent by the sender once none of its rows is left
+    correcting. A cancel Stripe refuses (past its 24 hours, unknown event) turns the hour back into
+    an offset (`_correction_refused`), shown by reconciliation. Other errors leave the row for the
+    next run.
+    """
+    import stripe
+
+    counts = {"canceled": 0, "refused": 0, "errors": 0}
+    for row in UsageReport.objects.filter(status=UsageReport.Status.CORRECTING).order_by("id"):
+        try:
+            adjustment = stripe_client().v1.billing.meter_event_adjustments.create(
+                params={
+                    "event_name": row.event_name,
+                    "type": "cancel",
+                    "cancel": {"identifier": row.identifier},
+                }
+            )
+        except stripe.InvalidRequestError as error:
+            message = getattr(error, "user_message", None) or str(error)
+            logger.warning(
+                "Stripe refused to cancel %s: %s; the hour is offset instead", row.identifier, message
+            )
+            _correction_refused(row, message)
+            counts["refused"] += 1
+            continue
+        except stripe.StripeError as error:
+            logger.warning("canceling %s at Stripe failed (%s); tried again next run", row.identifier, error)
+            counts["errors"] += 1
+            continue
+        UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.CORRECTING).update(
+            status=UsageReport.Status.CANCELED,
+            stripe_response={**(row.stripe_response or {}), "adjustment": adjustment.to_dict()},
+            error_message="canceled at Stripe: its hour was lowered and is sent again whole",
+            updated_at=timezone.now(),
+        )
+        counts["canceled"] += 1
+    return counts
+
+
+def _correction_refused(row: UsageReport, message: str) -> None:
+    """Stripe would not cancel `row`: it stays sent, and the hour's replacement row becomes what an
+    offset would have been (the hour's new total minus what stays at Stripe for it)."""
+    with transaction.atomic():
+        balance = ReportingBalance.objects.select_for_update().get(
+            tenant_id=row.tenant_id, meter_id=row.meter_id
+        )
+        if not UsageReport.objects.filter(pk=row.pk, status=UsageReport.Status.CORRECTING).update(
+            status=UsageReport.Status.SENT,
+            error_message=f"not canceled at Stripe ({message}); the lowered hour is offset against "
+            "later usage of this tenant and meter",
+            updated_at=timezone.now(),
+        ):
+            return
+        replacement = (
+            UsageReport.objects.select_for_update()
+            .filter(
+                tenant_id=row.tenant_id,
+                meter_id=row.meter_id,
+                hour=row.hour,
+                replaces_hour=True,
+                status__in=[UsageReport.Status.PENDING, UsageReport.Status.NOTHING_TO_SEND],
+            )
+            .order_by("-id")
+            .first()
+        )
+        # Undo the replacement, put the refused row back, then the difference as an offset.
+        balance.units += row.value
+        balance.quantity += row.quantity
+        quantity = row.quantity
+        if replacement is not None:
+            balance.units -= replacement.value
+            balance.quantity -= replacement.quantity
+            quantity = replacement.quantity
+        delta = quantity - row.quantity
+        balance.quantity += delta
+        units = max(balance.units, int(balance.quantity.to_integral_value(rounding=ROUND_FLOOR)))
+        value, balance.units = units - balance.units, units
+        balance.save(update_fields=["units", "quantity"])
+        if replacement is not None:
+            UsageReport.objects.filter(pk=replacement.pk).update(
+                quantity=delta,
+                value=value,
+                status=UsageReport.Status.PENDING if value > 0 else UsageReport.Status.NOTHING_TO_SEND,
+                error_message="an earlier event of the hour could not be canceled: offset",
+                updated_at=timezone.now(),
+            )
 
 
 def _rows(

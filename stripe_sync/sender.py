@@ -11,6 +11,8 @@
   call, its rows are marked as having an attempt of unknown outcome (cleared when Stripe answers);
   a row still unknown more than DEDUP_SAFE after its first attempt is checked against Stripe's
   summaries first (reconciliation), and only what is missing is sent, under a new identifier.
+- First, the rows of lowered hours (`correcting`) are canceled at Stripe (reporting.usage_reports_correct);
+  an hour's replacement row is not due while any of them is left.
 - Calls are paced under STRIPE_MAX_REQUESTS_PER_SECOND; a 429 waits for Retry-After; 5xx, timeouts
   and connection errors retry with exponential backoff and jitter, then defer the rows; a run of
   failures opens the circuit breaker (stripe_sync.circuit), which stops the run.
@@ -39,7 +41,7 @@ from stripe_sync.catalog import CUSTOMER_PAYLOAD_KEY, VALUE_PAYLOAD_KEY
 from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_success
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportingBalance, UsageReport
-from stripe_sync.reporting import pairs_q, report_timestamp
+from stripe_sync.reporting import pairs_q, report_timestamp, usage_reports_correct
 
 logger = logging.getLogger(__name__)
 
@@ -307,8 +309,17 @@ def _past_dedup(row: UsageReport, now: datetime) -> bool:
 
 
 def _due(now: datetime) -> Q:
-    return Q(status=UsageReport.Status.PENDING) & (
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    # A lowered hour's new total waits until its earlier events are canceled at Stripe.
+    correcting = UsageReport.objects.filter(
+        status=UsageReport.Status.CORRECTING,
+        tenant_id=OuterRef("tenant_id"),
+        meter_id=OuterRef("meter_id"),
+        hour=OuterRef("hour"),
+    )
+    return (
+        Q(status=UsageReport.Status.PENDING)
+        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        & ~Exists(correcting)
     )
 
 
@@ -351,6 +362,7 @@ def usage_reports_send(
         result.circuit_open = True
         result.errors.append(str(error))
         return result
+    usage_reports_correct()  # lowered hours: cancel their events first, then their new totals go
     sender = MeterEventSender(result, sleep)
     handled = 0
     while max_rows is None or handled < max_rows:

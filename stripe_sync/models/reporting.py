@@ -24,6 +24,7 @@ class UsageReport(models.Model):
         NOTHING_TO_SEND = "nothing", "Nothing to send (under one whole unit, carried)"
         CANCELING = "canceling", "Being canceled at Stripe"
         CANCELED = "canceled", "Canceled at Stripe"
+        CORRECTING = "correcting", "Being canceled at Stripe (its hour was lowered)"
 
     id = models.BigAutoField(primary_key=True)
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="usage_reports")
@@ -39,6 +40,11 @@ class UsageReport(models.Model):
     event_name = models.CharField(max_length=100)
     timestamp = models.DateTimeField(help_text="The meter event's timestamp.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    replaces_hour = models.BooleanField(
+        default=False,
+        help_text="Carries the hour's whole new total after a recompute lowered it: sent once the "
+        "hour's earlier events are canceled at Stripe (or, if Stripe refuses, turned into an offset).",
+    )
     attempts = models.PositiveIntegerField(default=0)
     first_attempt_at = models.DateTimeField(
         null=True, blank=True, help_text="When it first went to Stripe (Stripe de-duplicates for ~24 h)."
@@ -169,6 +175,7 @@ class ReconciliationItem(models.Model):
         NOT_SENT = "not_sent", "Local usage not (fully) sent"
         STRIPE_MISSING = "stripe_missing", "Sent but missing at Stripe"
         STRIPE_EXTRA = "stripe_extra", "Stripe has more than was sent"
+        OFFSET = "offset", "Lowered too late to cancel at Stripe: offset against later usage"
 
     run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="items")
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")

@@ -13,11 +13,13 @@ identifier once.
 
 Time is real (the local Stripe server's clock): events go to the current hour and the four before
 it; a plan change happens now, and the plan of earlier hours is set up once per example through the
-same service, its history row dated back. Quantities are whole numbers. Filter edits only widen
-(decreases are reported by design as "nothing to send, absorbed later", so per-hour equality does
-not hold for them: see test_narrowing_a_filter_* below). Recent raw events are never pruned; the
-prune rule may first write an hour of 40 days ago (outside the reporting window) with 10 early and 1
-late event, and checks that after the prune deletes the 10 no recompute lowers its 11.
+same service, its history row dated back. Quantities are whole numbers. Filter edits widen and
+narrow: a lowered hour is corrected at Stripe (its events canceled, its new total sent), which holds
+because every hour of the model is less than 23 hours old; older hours are offset by design (see
+test_reporting_trust: test_an_hour_lowered_after_a_day_is_offset_and_shown_by_reconciliation).
+Recent raw events are never pruned; the prune rule may first write an hour of 40 days ago (outside
+the reporting window) with 10 early and 1 late event, and checks that after the prune deletes the
+10 no recompute lowers its 11.
 """
 
 from __future__ import annotations
@@ -67,10 +69,10 @@ EVENT_NAME = "model_calls"
 STREAM = "/v2/billing/meter_event_stream"
 V1_EVENTS = "/v1/billing/meter_events"
 NEVER = -1
-# A recompute that lowers an hour sends nothing (the outbox offsets it against later usage), so that
-# hour stays too high at Stripe: see test_narrowing_a_filter_* below. Until it is corrected at Stripe
-# the model only widens filters; set to True once that test passes.
-LOWERED_HOURS_CORRECTED_AT_STRIPE = False
+# A recompute that lowers an hour is corrected at Stripe (cancel within 24 h, then the new total), so
+# the model narrows filters too. Its hours are all within HOURS_BACK (< 23 h): older lowered hours are
+# offset against later usage by design and would not hold per-hour equality.
+LOWERED_HOURS_CORRECTED_AT_STRIPE = True
 _examples = itertools.count()
 
 
@@ -464,12 +466,8 @@ def test_an_hour_covered_as_free_then_upgraded_bills_all_7_after_a_late_event(
     assert _stripe_hour(local_stripe, tenant, hour) == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stripe_sync/reporting.py: a recompute that lowers an already reported hour sends nothing "
-    "(offset against later usage of the pair), so Stripe keeps the old value for that hour; correcting "
-    "it would need a meter event adjustment (cancel within 24 h) and a resend of the new value",
-)
+# A narrowed filter left the lowered hour too high at Stripe (offset against later usage); fixed in
+# stripe_sync/reporting.py: within 23 hours the hour's events are canceled and its new total sent.
 def test_narrowing_a_filter_lowers_the_hour_at_stripe_too(local_stripe, tenant):
     meter = Meter.objects.create(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
     link_meter(meter)

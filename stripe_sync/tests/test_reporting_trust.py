@@ -398,3 +398,128 @@ def test_two_concurrent_cancels_adjust_stripe_once(metered, calls, local_stripe)
     balance = ReportingBalance.objects.get()
     assert (balance.units, balance.quantity) == (0, Decimal(0))  # not -10
     assert UsageReport.objects.get().status == "canceled"
+
+
+# --- a lowered hour is corrected at Stripe within a day, offset after -----------------------------
+
+ADJUSTMENTS = "/v1/billing/meter_event_adjustments"
+
+
+def _lower(tenant, meter, hour, value) -> None:
+    """What a recompute that lowers the hour writes (e.g. a narrowed filter): a new revision."""
+    from django.db.models import F
+
+    HourlyAggregate.objects.filter(tenant=tenant, meter=meter, hour=hour).update(
+        value=Decimal(value), revision=F("revision") + 1
+    )
+
+
+def _stripe_hour(server, tenant, hour) -> Decimal:
+    totals = server.meter_totals(event_name="api_calls", customer=tenant.stripe_customer_id)
+    return totals.get((tenant.stripe_customer_id, "api_calls", int(hour.timestamp())), Decimal(0))
+
+
+def _reported_five_then_lowered_to_three(metered, calls, local_stripe):
+    hour = hour_ago(2)
+    ingest(metered, calls, hour, [1] * 5)
+    usage_reports_prepare()
+    usage_reports_send(sleep=no_sleep)
+    assert _stripe_hour(local_stripe, metered, hour) == 5
+    _lower(metered, calls, hour, 3)
+    return hour
+
+
+def test_an_hour_lowered_within_a_day_is_corrected_at_stripe(metered, calls, local_stripe):
+    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+    assert usage_reports_prepare().corrected == 1
+    assert usage_reports_send(sleep=no_sleep).sent == 1
+
+    assert _stripe_hour(local_stripe, metered, hour) == 3
+    assert len(local_stripe.requests_to(ADJUSTMENTS)) == 1
+    rows = {r.identifier: (r.status, r.value, r.quantity) for r in UsageReport.objects.all()}
+    first, second = sorted(rows)
+    assert rows[first] == ("canceled", 5, Decimal(5))
+    assert rows[second] == ("sent", 3, Decimal(3))
+    balance = ReportingBalance.objects.get()
+    assert (balance.units, balance.quantity) == (3, Decimal(3))
+    # Later usage of the pair is billed in full (nothing is offset against it).
+    ingest(metered, calls, hour_ago(1), [1, 1])
+    usage_reports_prepare()
+    usage_reports_send(sleep=no_sleep)
+    assert _stripe_hour(local_stripe, metered, hour_ago(1)) == 2
+    run = usage_reconcile(trigger="test")
+    assert run.differences == 0, list(ReconciliationItem.objects.values("kind", "hour"))
+
+
+def test_a_crash_between_cancel_and_resend_is_recovered_without_double_counting(metered, calls, local_stripe):
+    from stripe_sync.client import stripe_client
+
+    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+    usage_reports_prepare()
+    old = UsageReport.objects.get(status="correcting")
+    # The sender canceled it at Stripe and died before recording it: the row is still correcting.
+    stripe_client().v1.billing.meter_event_adjustments.create(
+        params={"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": old.identifier}}
+    )
+    assert _stripe_hour(local_stripe, metered, hour) == 0
+    assert UsageReport.objects.get(pk=old.pk).status == "correcting"
+
+    assert usage_reports_send(sleep=no_sleep).sent == 1  # cancels again (no change), then resends
+    assert _stripe_hour(local_stripe, metered, hour) == 3
+    # The resend reached Stripe but the row was not updated: sent again, Stripe drops the copy.
+    UsageReport.objects.filter(replaces_hour=True).update(status="pending", outcome_unknown=True)
+    usage_reports_send(sleep=no_sleep)
+    assert _stripe_hour(local_stripe, metered, hour) == 3
+    assert UsageReport.objects.get(pk=old.pk).status == "canceled"
+    assert UsageReport.objects.get(replaces_hour=True).status == "sent"
+    usage_reports_prepare()
+    usage_reports_send(sleep=no_sleep)
+    assert _stripe_hour(local_stripe, metered, hour) == 3
+    balance = ReportingBalance.objects.get()
+    assert (balance.units, balance.quantity) == (3, Decimal(3))
+
+
+def test_an_hour_lowered_after_a_day_is_offset_and_shown_by_reconciliation(metered, calls, local_stripe):
+    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+    UsageReport.objects.update(sent_at=timezone.now() - timedelta(hours=25))
+    result = usage_reports_prepare()
+    assert (result.corrected, result.carried) == (0, 1)
+    usage_reports_send(sleep=no_sleep)
+    assert local_stripe.requests_to(ADJUSTMENTS) == []
+    assert _stripe_hour(local_stripe, metered, hour) == 5  # Stripe keeps it: too old to cancel
+    run = usage_reconcile(trigger="test")
+    assert run.differences == 1
+    item = ReconciliationItem.objects.get()
+    assert (item.hour, item.kind, item.local_quantity, item.sent_value) == (hour, "offset", Decimal(3), 5)
+    assert "offset against later usage" in item.resolution
+    # The 2 units too many are offset against later usage of the pair.
+    ingest(metered, calls, hour_ago(1), [1, 1, 1])
+    usage_reports_prepare()
+    usage_reports_send(sleep=no_sleep)
+    assert _stripe_hour(local_stripe, metered, hour_ago(1)) == 1
+    assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 6
+
+
+def test_a_cancel_stripe_refuses_as_too_old_falls_back_to_the_offset_and_is_shown(
+    metered, calls, local_stripe
+):
+    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+    assert usage_reports_prepare().corrected == 1
+    local_stripe.advance_time(25 * 3600)  # the send comes after Stripe's 24 hours
+    try:
+        assert usage_reports_send(sleep=no_sleep).sent == 0
+    finally:
+        local_stripe.advance_time(-25 * 3600)
+    assert len(local_stripe.requests_to(ADJUSTMENTS)) == 1
+    assert _stripe_hour(local_stripe, metered, hour) == 5
+    old = UsageReport.objects.get(replaces_hour=False)
+    assert old.status == "sent"
+    assert "not canceled at Stripe" in old.error_message
+    offset = UsageReport.objects.get(replaces_hour=True)
+    assert (offset.status, offset.value, offset.quantity) == ("nothing", 0, Decimal(-2))
+    balance = ReportingBalance.objects.get()
+    assert (balance.units, balance.quantity) == (5, Decimal(3))
+    run = usage_reconcile(trigger="test")
+    assert run.differences == 1
+    item = ReconciliationItem.objects.get()
+    assert (item.hour, item.kind, item.stripe_value, item.sent_value) == (hour, "offset", Decimal(5), 5)
