@@ -27,31 +27,36 @@ def text_problem(value: str) -> str | None:
     return "must not contain unpaired surrogates (\\ud800-\\udfff): it must be valid Unicode text"
 
 
-def json_problem(value, *, max_depth: int) -> str | None:
-    """Why a decoded JSON value cannot be stored, or None. Depth 1 is the value itself; each object
-    or array adds a level."""
+def _nodes(value):
+    """Every value inside a decoded JSON value with its depth (the value itself is 1), without
+    recursion; a consumer that stops early leaves the rest unvisited."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        yield item, depth
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+
+
+def json_problem(value, *, max_depth: int) -> str | None:
+    """Why a decoded JSON value cannot be stored, or None. Depth 1 is the value itself; each object
+    or array adds a level."""
+    for item, depth in _nodes(value):
         if isinstance(item, str):
             if (problem := text_problem(item)) is not None:
                 return problem
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "must not hold infinite or NaN numbers"
-        elif isinstance(item, Decimal):
-            if not item.is_finite():
+        elif isinstance(item, float | Decimal):
+            if not (item.is_finite() if isinstance(item, Decimal) else math.isfinite(item)):
                 return "must not hold infinite or NaN numbers"
         elif isinstance(item, dict | list):
             if depth > max_depth:
                 return f"is nested more than {max_depth} levels deep"
             if isinstance(item, dict):
-                for key, child in item.items():
+                for key in item:
                     if (problem := text_problem(key)) is not None:
                         return f"has a key that {problem}"
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in item)
     return None
 
 
@@ -66,11 +71,4 @@ def printable(text: str, limit: int = 100) -> str:
 
 def nesting_exceeds(value, max_depth: int) -> bool:
     """Whether a decoded JSON value has objects or arrays more than `max_depth` levels deep."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > max_depth:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
+    return any(isinstance(item, dict | list) and depth > max_depth for item, depth in _nodes(value))

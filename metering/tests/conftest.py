@@ -1,7 +1,11 @@
+from datetime import datetime, timedelta
+
 import pytest
+from django.utils import timezone as django_timezone
 
 from metering.ingest import meter_cache
 from metering.models import Meter, MeterFilter
+from tenants.tests.factories import TenantFactory
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +39,20 @@ def make_meter(db):
         return meter
 
     return make
+
+
+# The access-log importer's tests (test_access_log.py, test_access_log_robustness.py).
+@pytest.fixture
+def meter():
+    return Meter.objects.create(code="api_requests", name="API requests", aggregation="count")
+
+
+@pytest.fixture
+def acme():
+    return TenantFactory(slug="acme")
+
+
+@pytest.fixture
+def moment() -> datetime:
+    """A recent whole second, well inside the 35-day window."""
+    return django_timezone.now().replace(microsecond=0) - timedelta(hours=2)

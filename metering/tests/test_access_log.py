@@ -11,7 +11,6 @@ import boto3
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.utils import timezone as django_timezone
 from moto.server import ThreadedMotoServer
 
 from metering import access_log
@@ -64,24 +63,8 @@ def run(*args: str) -> tuple[str, str]:
 
 
 @pytest.fixture
-def meter():
-    return Meter.objects.create(code="api_requests", name="API requests", aggregation="count")
-
-
-@pytest.fixture
-def acme():
-    return TenantFactory(slug="acme")
-
-
-@pytest.fixture
 def globex():
     return TenantFactory(slug="globex")
-
-
-@pytest.fixture
-def moment() -> datetime:
-    """A recent whole second, well inside the 35-day window."""
-    return django_timezone.now().replace(microsecond=0) - timedelta(hours=2)
 
 
 @pytest.fixture(scope="module")

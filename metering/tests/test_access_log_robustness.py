@@ -5,38 +5,20 @@ parser and of whole files."""
 import io
 import itertools
 import json
-from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.utils import timezone as django_timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from metering import access_log
 from metering.access_log import access_log_import, request_time_parse
-from metering.models import Meter, UsageEvent
-from tenants.tests.factories import TenantFactory
+from metering.models import UsageEvent
 
 pytestmark = pytest.mark.django_db
 
 FIELDS = ["requestId", "user", "requestTime", "httpMethod", "resourcePath", "status", "protocol",
           "responseLength", "ip"]  # fmt: skip
-
-
-@pytest.fixture
-def meter():
-    return Meter.objects.create(code="api_requests", name="API requests", aggregation="count")
-
-
-@pytest.fixture
-def acme():
-    return TenantFactory(slug="acme")
-
-
-@pytest.fixture
-def moment():
-    return django_timezone.now().replace(microsecond=0) - timedelta(hours=2)
 
 
 def good(request_id: str, moment) -> bytes:
