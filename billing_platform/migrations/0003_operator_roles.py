@@ -108,12 +108,14 @@ GROUPS = {VIEWER: VIEWER_PERMISSIONS, OPERATOR: OPERATOR_PERMISSIONS, FINANCE: F
 APPS = ["tenants", "metering", "stripe_sync", "costwatch", "billing_platform", "django_celery_beat", "djstripe"]
 
 
-def create_groups(apps, schema_editor):
-    for label in APPS:
+def groups_grant(apps, groups: dict[str, list[str]], app_labels) -> None:
+    """Give each group its permissions ("app.codename"), creating what is missing; removes nothing.
+    Later role migrations call this too (post_migrate has not created the permissions yet)."""
+    for label in app_labels:
         create_permissions(global_apps.get_app_config(label), verbosity=0, apps=apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    for name, wanted in GROUPS.items():
+    for name, wanted in groups.items():
         permissions = []
         for full in wanted:
             app_label, codename = full.split(".")
@@ -121,6 +123,10 @@ def create_groups(apps, schema_editor):
             permissions.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.add(*permissions)
+
+
+def create_groups(apps, schema_editor):
+    groups_grant(apps, GROUPS, APPS)
 
 
 class Migration(migrations.Migration):
