@@ -7,8 +7,8 @@ from pathlib import Path
 from celery import Celery
 
 # These modules connect Celery signal receivers: log context and format, task metrics, beat heartbeat.
-from billing_platform import beat, metrics  # noqa: F401
-from billing_platform import logging as platform_logging  # noqa: F401
+from core import beat, metrics  # noqa: F401
+from core import logging as platform_logging  # noqa: F401
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_platform.settings")
 
@@ -16,7 +16,7 @@ app = Celery("billing_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.conf.beat_schedule = {
-    # The database scheduler writes this entry into its tables at start (see billing_platform/beat.py).
+    # The database scheduler writes this entry into its tables at start (see core/beat.py).
     "celery-beat-heartbeat": {
         "task": beat.HEARTBEAT_TASK,
         "schedule": float(beat.HEARTBEAT_INTERVAL_SECONDS),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from billing_platform.api_schema import ERROR_SCHEMA
-from billing_platform.env import RecordingEnv
+from core.api_schema import ERROR_SCHEMA
+from core.env import RecordingEnv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,8 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhos
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django admin with the console's AdminSite as admin.site (console/sites.py).
+    "console.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -46,13 +47,15 @@ INSTALLED_APPS = [
     "metering",
     "stripe_sync",
     "costwatch",
-    # The project package itself, for its platform-wide commands (seed_demo, check_worker).
-    "billing_platform",
+    # The ground floor (commands, API errors, logging, metrics, money, charts, notifier) and the
+    # roof (the operator console: admin site, dashboard, tenant page, reports, operator jobs).
+    "core",
+    "console",
 ]
 
 MIDDLEWARE = [
     # First, so that every log line of the request (and its X-Request-ID answer) has the id.
-    "billing_platform.middleware.RequestContextMiddleware",
+    "core.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -62,7 +65,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A bounded parser's ParseError escaping a non-DRF view under /api/ is a JSON 400, not a 500.
-    "billing_platform.middleware.ApiInputErrorMiddleware",
+    "core.middleware.ApiInputErrorMiddleware",
 ]
 
 ROOT_URLCONF = "billing_platform.urls"
@@ -252,9 +255,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.TenantApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.authentication.IsActiveTenant"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["billing_platform.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "billing_platform.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -268,7 +271,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # The API's one error shape (billing_platform.api_schema.ERROR_SCHEMA), referenced by every operation.
+    # The API's one error shape (core.api_schema.ERROR_SCHEMA), referenced by every operation.
     "APPEND_COMPONENTS": {"schemas": {"Error": ERROR_SCHEMA}},
     # Three models have a `status`: name each choice set, so the schema's enums are stable.
     "ENUM_NAME_OVERRIDES": {
@@ -296,10 +299,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "billing_platform.logging.JsonFormatter"},
-        "text": {"()": "billing_platform.logging.TextFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
+        "text": {"()": "core.logging.TextFormatter"},
     },
-    "filters": {"context": {"()": "billing_platform.logging.ContextFilter"}},
+    "filters": {"context": {"()": "core.logging.ContextFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}
     },

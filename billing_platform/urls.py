@@ -3,7 +3,7 @@ from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from billing_platform import health, metrics, report_views
+from core import health, metrics
 
 
 class SwaggerView(SpectacularSwaggerView):
@@ -18,18 +18,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
-    # Admin pages of the project package, ahead of admin/ so that its catch-all does not take them;
-    # admin_view makes them staff-only with the admin's login redirect (see report_views.py).
-    path(
-        "admin/reports/daily/",
-        admin.site.admin_view(report_views.daily_report_page),
-        name="admin-daily-report",
-    ),
-    path(
-        "admin/reports/daily.csv",
-        admin.site.admin_view(report_views.daily_report_csv_download),
-        name="admin-daily-report-csv",
-    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("metering.urls")),
@@ -46,5 +34,5 @@ urlpatterns = [
     ),
 ]
 
-handler404 = "billing_platform.api_errors.handler404"
-handler500 = "billing_platform.api_errors.handler500"
+handler404 = "core.api_errors.handler404"
+handler500 = "core.api_errors.handler500"

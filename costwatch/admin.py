@@ -9,8 +9,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_platform.parsing import ParseError, parse_int, parse_month
-from billing_platform.permissions import can_see_revenue
+from core.admin_mixins import ReadOnlyAdmin
+from core.parsing import ParseError, parse_int, parse_month
+from core.permissions import can_see_revenue
 from costwatch.alerts import alerts_acknowledge, budgets_snooze
 from costwatch.budgets import DEFAULT_THRESHOLDS, thresholds_format, thresholds_parse
 from costwatch.conf import CostwatchConfigError, costwatch_config
@@ -26,17 +27,6 @@ from costwatch.models import (
 )
 
 SNOOZE_DAYS = 7
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ThresholdsField(forms.CharField):
@@ -320,7 +310,7 @@ class TenantMarginAdmin(ReadOnlyAdmin):
     """Not a list of rows: the per-tenant cost and margin page, its chart and its CSV."""
 
     def has_view_permission(self, request, obj=None):
-        # Revenue and margin figures: also the revenue permission (billing_platform.permissions).
+        # Revenue and margin figures: also the revenue permission (core.permissions).
         return super().has_view_permission(request, obj) and can_see_revenue(request.user)
 
     def get_urls(self):

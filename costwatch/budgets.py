@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from billing_platform.validation import row_validate
+from core.validation import row_validate
 from costwatch.conf import ANOMALY_WINDOW_DAYS, CostwatchConfig
 from costwatch.cost_explorer import CostExplorer
 from costwatch.costs import (

@@ -24,8 +24,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.utils import timezone as django_timezone
 
-from billing_platform.json_input import text_problem
-from billing_platform.parsing import (
+from core.json_input import text_problem
+from core.parsing import (
     MAX_DATETIME,
     MAX_YEAR,
     MIN_DATETIME,
@@ -131,7 +131,7 @@ def _shown(value: object) -> str:
 def request_time_parse(value: object) -> datetime:
     """The moment of a request (UTC), from API Gateway's requestTime, ISO-8601 with an offset or
     epoch milliseconds (requestTimeEpoch), between the years 2000 and 2100 (the bounds of
-    billing_platform.parsing); ValueError says why a value is none of them."""
+    core.parsing); ValueError says why a value is none of them."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"requestTime {_shown(value)} is not a time")
     if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value.strip())):

@@ -16,8 +16,9 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from billing_platform.parsing import ParseError, parse_date
-from billing_platform.permissions import can_see_revenue
+from core.admin_mixins import ReadOnlyAdmin
+from core.parsing import ParseError, parse_date
+from core.permissions import can_see_revenue
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -152,19 +153,6 @@ class EstimatedCountPaginator(Paginator):
             )
             row = cursor.fetchone()
         return row[0] if row and row[0] is not None else -1
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by ingestion and aggregation: operators look, never touch."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class BigTableAdmin(ReadOnlyAdmin):

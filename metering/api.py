@@ -10,12 +10,12 @@ from rest_framework.decorators import api_view, parser_classes, throttle_classes
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
-from billing_platform.api_errors import error_body
-from billing_platform.api_schema import error_responses
-from billing_platform.json_input import printable
-from billing_platform.metrics import instrument_ingest
-from billing_platform.parsers import TOO_DEEP
-from billing_platform.parsing import ParseError, parse_datetime
+from core.api_errors import error_body
+from core.api_schema import error_responses
+from core.json_input import printable
+from core.metrics import instrument_ingest
+from core.parsers import TOO_DEEP
+from core.parsing import ParseError, parse_datetime
 from metering.ingest import (
     EXACT,
     MAX_BATCH,
@@ -191,7 +191,7 @@ def events_ingest(request):
 
 
 class BoundedDateTimeField(serializers.Field):
-    """A date-time query parameter read by billing_platform.parsing (years 2000-2100; no offset
+    """A date-time query parameter read by core.parsing (years 2000-2100; no offset
     means UTC), so no value can overflow the range arithmetic below."""
 
     def to_internal_value(self, data):

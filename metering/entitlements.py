@@ -18,7 +18,7 @@ from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from billing_platform.api_schema import error_responses
+from core.api_schema import error_responses
 from metering.estimates import month_bounds
 from metering.ingest import EXACT
 from metering.models import HourlyAggregate, Meter

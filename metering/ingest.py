@@ -13,8 +13,8 @@ from decimal import Context, Decimal
 from django.db import OperationalError, connection, transaction
 from django.db.models import Sum
 
-from billing_platform.json_input import json_problem, printable, text_problem
-from billing_platform.parsing import ParseError, parse_datetime, parse_decimal
+from core.json_input import json_problem, printable, text_problem
+from core.parsing import ParseError, parse_datetime, parse_decimal
 from metering.models import QUANTITY_DECIMAL_PLACES, Meter, PendingHour, UsageEvent
 from tenants.models import Tenant
 

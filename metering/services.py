@@ -4,8 +4,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
-from billing_platform.json_input import json_problem
-from billing_platform.validation import row_validate, validation_error_message
+from core.json_input import json_problem
+from core.validation import row_validate, validation_error_message
 from metering.aggregation import RecomputeResult, recompute_window_start, usage_mark_for_recompute
 from metering.ingest import meter_cache
 from metering.models import HourlyAggregate, Meter, MeterFilter, PendingHour, UsageEvent

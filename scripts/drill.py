@@ -939,7 +939,7 @@ class Drill:
             self.failures.append("no webhook was delivered out of order")
 
     def check_dashboard(self) -> None:
-        from billing_platform.dashboard import billing_panel, dashboard
+        from console.dashboard import billing_panel, dashboard
 
         billing = billing_panel()
         board = dashboard()

@@ -7,8 +7,8 @@ from rest_framework import serializers, status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.response import Response
 
-from billing_platform.api_errors import error_body
-from billing_platform.api_schema import error_responses
+from core.api_errors import error_body
+from core.api_schema import error_responses
 from stripe_sync.catalog import OnboardingError, stripe_error_message
 from stripe_sync.checkout import (
     MAX_RETURN_URL_LENGTH,

@@ -36,7 +36,7 @@ from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing_platform.metrics import STRIPE_REPORTS
+from core.metrics import STRIPE_REPORTS
 from stripe_sync.catalog import CUSTOMER_PAYLOAD_KEY, VALUE_PAYLOAD_KEY
 from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_success
 from stripe_sync.client import stripe_client

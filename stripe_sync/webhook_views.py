@@ -9,8 +9,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_platform.api_errors import error_body
-from billing_platform.api_schema import error_responses
+from core.api_errors import error_body
+from core.api_schema import error_responses
 from stripe_sync.models import WebhookEvent
 from stripe_sync.webhooks import WebhookRejected, webhook_event_receive, webhook_payload_verify
 

@@ -24,8 +24,8 @@ from django.db.models import F
 from django.utils import timezone
 from djstripe import models as djstripe_models
 
-from billing_platform.json_input import json_problem
-from billing_platform.parsing import MAX_DATETIME, MIN_DATETIME, ParseError, parse_datetime, parse_int
+from core.json_input import json_problem
+from core.parsing import MAX_DATETIME, MIN_DATETIME, ParseError, parse_datetime, parse_int
 from stripe_sync import mirror
 from stripe_sync.client import stripe_client
 from stripe_sync.models import BillingNotification, WebhookEvent

@@ -6,8 +6,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_platform.permissions import MANAGE_API_KEYS, SUSPEND_TENANT
-from tenants.models import Tenant, TenantAPIKey, TenantChange
+from core.permissions import MANAGE_API_KEYS, SUSPEND_TENANT
+from tenants.models import TenantAPIKey, TenantChange
 from tenants.services import (
     TenantError,
     api_key_issue,
@@ -59,8 +59,10 @@ class TenantChangeInline(admin.TabularInline):
         return False
 
 
-@admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    """The tenants app's part of the Tenant admin. Not registered here: the console registers the
+    Tenant admin once, composed of this and what the other apps contribute (console/admin.py)."""
+
     list_display = ["name", "slug", "plan", "status", "active_keys", "stripe_customer", "created_at"]
     list_filter = ["plan", "status"]
     search_fields = ["name", "slug", "stripe_customer__id"]

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from billing_platform.api_schema import error_responses
+from core.api_schema import error_responses
 from tenants.authentication import request_tenant
 from tenants.models import Tenant
 

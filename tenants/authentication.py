@@ -6,7 +6,7 @@ suspended tenant answers 403, so a client can tell "fix your key" from "talk to 
 
 from rest_framework import authentication, exceptions, permissions
 
-from billing_platform.logging import log_context_bind
+from core.logging import log_context_bind
 from tenants.key_cache import api_key_lookup
 from tenants.models import Tenant, TenantAPIKey
 from tenants.services import api_key_mark_used

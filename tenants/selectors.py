@@ -2,7 +2,7 @@
 
 from bisect import bisect_left, bisect_right
 
-from billing_platform.parsing import ParseError, parse_int
+from core.parsing import ParseError, parse_int
 from tenants.models import Tenant, TenantChange
 
 

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from billing_platform.validation import row_validate, validation_error_message
+from core.validation import row_validate, validation_error_message
 from tenants.key_cache import api_key_cache_clear
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 

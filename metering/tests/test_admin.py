@@ -475,13 +475,13 @@ def test_aggregate_list_links_the_month_estimate_only_for_staff_holding_view_rev
 ):
     from django.contrib.auth.models import Group, Permission
 
-    roles = importlib.import_module("billing_platform.migrations.0003_operator_roles")
+    roles = importlib.import_module("console.migrations.0002_operator_roles")
     roles.create_groups(django_apps, None)
     user = get_user_model().objects.create_user("viewer", password="x", is_staff=True)
     user.groups.add(Group.objects.get(name=roles.VIEWER))
     if with_revenue:
         user.user_permissions.add(
-            Permission.objects.get(content_type__app_label="billing_platform", codename="view_revenue")
+            Permission.objects.get(content_type__app_label="core", codename="view_revenue")
         )
     make_aggregate(tenant, meter, this_hour(), "7")
     client = Client()

@@ -6,9 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from freezegun import freeze_time
 
-from billing_platform.models import OperatorJob
-from billing_platform.operator_jobs import operator_job_run
 from conftest import beat_task_from_migration
+from console.models import OperatorJob
+from console.operator_jobs import operator_job_run
 from metering.aggregation import recompute_horizon, usage_aggregate, usage_mark_for_recompute
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import HourlyAggregate, PendingHour, PruneRun, UsageEvent
@@ -177,7 +177,7 @@ RECOMPUTE_ENTRY_POINTS = {
     # usage_mark_for_recompute callers
     "metering/services.py": "meter_filters_changed -> the service's skip (test_recompute_service_skips_...)",
     "metering/management/commands/aggregate_usage.py": "test_full_aggregate_command_refuses_since_...",
-    "billing_platform/operator_jobs.py": "test_reaggregate_job_queued_before_the_prune_skips_the_hour_...",
+    "console/operator_jobs.py": "test_reaggregate_job_queued_before_the_prune_skips_the_hour_...",
     "bench/aggregate.py": "a benchmark on its own database; the service's skip applies",
 }
 PENDING_HOUR_WRITERS = {

@@ -1,8 +1,9 @@
 """Tenants' Stripe side in admin: the "Onboard to Stripe" action, links to dj-stripe's pages, and
 the Stripe meters.
 
-tenants must not import stripe_sync (apps depend downwards), so the Tenant admin is extended here:
-tenants' TenantAdmin is unregistered and a subclass with the Stripe parts registered instead.
+tenants must not import stripe_sync (apps depend downwards), so stripe_sync contributes its part of
+the Tenant admin as a mixin, which the console composes with tenants' TenantAdmin and registers once
+(console/admin.py).
 """
 
 import stripe
@@ -12,13 +13,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from billing_platform.permissions import ONBOARD_TO_STRIPE
+from core.permissions import ONBOARD_TO_STRIPE
 from stripe_sync.catalog import OnboardingError, stripe_error_message, stripe_meter_ensure
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.models import StripeMeter, TenantSubscription
 from stripe_sync.onboarding import tenant_onboard
-from tenants.admin import TenantAdmin
-from tenants.models import Tenant
 
 _FAILURES = (OnboardingError, StripeNotConfigured, stripe.StripeError)
 
@@ -35,13 +34,11 @@ def _djstripe_link(model_name: str, obj) -> str:
     return format_html('<a href="{}">{}</a>{}', url, obj.id, f" ({status})" if status else "")
 
 
-admin.site.unregister(Tenant)
+class StripeTenantAdminMixin:
+    """stripe_sync's part of the Tenant admin: its action and its read-only links."""
 
-
-@admin.register(Tenant)
-class StripeTenantAdmin(TenantAdmin):
-    actions = [*TenantAdmin.actions, "onboard_to_stripe"]
-    readonly_fields = [*TenantAdmin.readonly_fields, "stripe_customer_page", "stripe_subscription_page"]
+    stripe_actions = ["onboard_to_stripe"]
+    stripe_readonly_fields = ["stripe_customer_page", "stripe_subscription_page"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("stripe_subscription__subscription")

@@ -10,8 +10,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing_platform.permissions import CANCEL_AT_STRIPE, RUN_OPERATOR_JOBS
-from metering.admin import ReadOnlyAdmin
+from core.admin_mixins import ReadOnlyAdmin
+from core.permissions import CANCEL_AT_STRIPE, RUN_OPERATOR_JOBS
 from stripe_sync.circuit import circuit_is_open, circuit_reset
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.models import (
@@ -45,7 +45,7 @@ def confirm(modeladmin, request, queryset, *, action: str, title: str, explanati
 
 
 @admin.register(UsageReport)
-class UsageReportAdmin(admin.ModelAdmin):
+class UsageReportAdmin(ReadOnlyAdmin):
     list_display = (
         "identifier",
         "tenant",
@@ -64,15 +64,6 @@ class UsageReportAdmin(admin.ModelAdmin):
     date_hierarchy = "hour"
     actions = ["resend", "cancel_at_stripe"]
     readonly_fields = [f.name for f in UsageReport._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Error")
     def error(self, obj):

@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from billing_platform.models import OperatorJob
-from billing_platform.operator_jobs import operator_job_queue, operator_job_run
+from console.models import OperatorJob
+from console.operator_jobs import operator_job_queue, operator_job_run
 from stripe_sync.tests.onboarding_support import meter_with_price
 from stripe_sync.tests.support import link_customer
 from tenants.tests.factories import TenantFactory

@@ -17,7 +17,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from billing_platform.dashboard import Money
+from console.dashboard import Money
 from costwatch.models import DailyCost
 from metering.estimates import tenant_month_estimate, tenant_month_total_minor
 from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
@@ -215,7 +215,7 @@ def month_estimate(tenant: Tenant, now: datetime) -> Money:
 
 
 def _check_tenant_overview_if_present(page, tenant: Tenant, now: datetime) -> bool:
-    """The richer tenant page (billing_platform/tenant_overview.py), when it is there: its estimate of
+    """The richer tenant page (console/tenant_overview.py), when it is there: its estimate of
     the month must be the pricing preview's. The rest of these tests does not depend on it."""
     overview = page.get_by_test_id("tenant-overview")
     if not overview.count():

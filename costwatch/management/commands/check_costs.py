@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand, date_argument
+from core.commands import BaseCommand, date_argument
 from costwatch.models import CostCheckRun
 from costwatch.services import cost_check_run
 

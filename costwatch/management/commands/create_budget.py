@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.core.validators import validate_email
 
-from billing_platform.commands import BaseCommand, decimal_argument, validation_error_message
+from core.commands import BaseCommand, decimal_argument, validation_error_message
 from costwatch.budgets import DEFAULT_THRESHOLDS, budget_create
 from costwatch.models import Basis, Budget
 from tenants.models import Tenant

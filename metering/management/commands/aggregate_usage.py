@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand, datetime_argument, int_argument
+from core.commands import BaseCommand, datetime_argument, int_argument
 from metering.aggregation import (
     recompute_horizon,
     recompute_window_start,

@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from core.commands import BaseCommand
 from metering.models import Meter
 from metering.services import MeterError, meter_create
 

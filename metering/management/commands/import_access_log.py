@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from core.commands import BaseCommand
 from metering.access_log import TENANT_BY_CHOICES, AccessLogImportError, access_log_import
 
 

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand, int_argument
+from core.commands import BaseCommand, int_argument
 from metering.aggregation import usage_events_prune
 
 

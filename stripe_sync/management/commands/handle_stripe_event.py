@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from core.commands import BaseCommand
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.models import WebhookEvent
 from stripe_sync.webhooks import (

@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from core.commands import BaseCommand
 from stripe_sync.catalog import OnboardingError
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.onboarding import tenant_link, tenant_onboard

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, time
 
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand, date_argument
+from core.commands import BaseCommand, date_argument
 from stripe_sync.client import StripeNotConfigured, stripe_configured
 from stripe_sync.reconciliation import usage_reconcile
 

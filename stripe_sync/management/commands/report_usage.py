@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from core.commands import BaseCommand
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.reporting import usage_reports_prepare
 from stripe_sync.sender import usage_reports_send

@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from core.commands import BaseCommand
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.sync import stripe_sync_all, tenant_stripe_sync
 from tenants.models import Tenant

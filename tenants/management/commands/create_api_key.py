@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from billing_platform.commands import BaseCommand
+from core.commands import BaseCommand
 from tenants.models import Tenant
 from tenants.selectors import tenant_get_by_ref
 from tenants.services import TenantError, api_key_issue

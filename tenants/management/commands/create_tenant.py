@@ -3,7 +3,7 @@ from decimal import Decimal
 from django.core.management.base import CommandError
 from django.db import transaction
 
-from billing_platform.commands import BaseCommand, decimal_argument
+from core.commands import BaseCommand, decimal_argument
 from tenants.models import Tenant
 from tenants.services import TenantError, api_key_issue, tenant_create
 

@@ -1,0 +1,49 @@
+"""The operator console's admin site: `admin.site` everywhere (console.apps.ConsoleAdminConfig).
+
+Its index is the operator dashboard, built in `index()` (console/dashboard.py, a fixed number of
+queries) rather than by a template tag, and its own pages (the daily report and its CSV) are routes of
+the site, so `urls.py` has nothing ahead of `admin/`. Pattern: HackSoft's Django-Styleguide-Example,
+styleguide_example/custom_admin/sites.py.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models.base import ModelBase
+from django.urls import path
+
+
+class ConsoleAdminSite(admin.AdminSite):
+    site_header = "Billing platform"
+    site_title = "Billing platform"
+    index_title = "Operator console"
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        """Every app's and package's `register` comes here: third-party admins get their guards
+        (console/admin_guards.py) and models the console does not show are left out."""
+        from console.admin_guards import guarded, shown
+
+        models = [model_or_iterable] if isinstance(model_or_iterable, ModelBase) else model_or_iterable
+        for model in models:
+            if shown(model):
+                super().register(model, guarded(model, admin_class or admin.ModelAdmin), **options)
+
+    def get_urls(self):
+        from console import report_views
+
+        return [
+            path("reports/daily/", self.admin_view(report_views.daily_report_page), name="daily-report"),
+            path(
+                "reports/daily.csv",
+                self.admin_view(report_views.daily_report_csv_download),
+                name="daily-report-csv",
+            ),
+            *super().get_urls(),
+        ]
+
+    def index(self, request, extra_context=None):
+        from console.dashboard import dashboard
+        from core.permissions import can_see_revenue
+
+        extra_context = {**(extra_context or {}), "dash": dashboard(money=can_see_revenue(request.user))}
+        return super().index(request, extra_context)

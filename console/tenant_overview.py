@@ -1,0 +1,529 @@
+"""The tenant page's overview: plan and status history, keys, Stripe, usage, estimate, invoices,
+AWS cost and margin, alerts, operator jobs.
+
+A fixed number of queries whatever the number of meters, invoices, keys or history rows (grouped
+reads, bounded lists, one lookup for every Stripe event named in the history), so the page stays
+fast for a tenant with years of history. Everything is UTC; money is Decimal, shown with its currency.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import BigIntegerField, Count, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
+from django.urls import reverse
+from django.utils import timezone
+from djstripe.models import Invoice
+
+from console.dashboard import (
+    CHART_BAR_WIDTH,
+    CHART_HEIGHT,
+    CHART_LEFT,
+    CHART_TOP,
+    Money,
+    bar_layout,
+)
+from console.models import OperatorJob
+from costwatch.conf import CostwatchConfigError, costwatch_config
+from costwatch.costs import next_month
+from costwatch.margin import REVENUE_STATUSES, MarginRow, day_epoch, invoice_revenue_minor
+from costwatch.models import Alert, Budget, DailyCost
+from metering.admin import format_quantity
+from metering.estimates import MeterEstimate, tenant_month_estimate, tenant_month_total_minor
+from metering.models import Meter
+from metering.selectors import usage_series
+from stripe_sync.models import TenantSubscription, WebhookEvent
+from tenants.models import Tenant, TenantAPIKey, TenantChange
+
+CHART_DAYS = 30
+HISTORY_LIMIT = 50
+INVOICE_LIMIT = 12
+ALERT_LIMIT = 10
+JOB_LIMIT = 10
+STRIPE_EVENT_PREFIX = "evt_"
+
+
+def _change_url(model_label: str, pk) -> str:
+    return reverse(f"admin:{model_label}_change", args=[pk])
+
+
+# --- History --------------------------------------------------------------------------------------
+
+
+@dataclass
+class HistoryLine:
+    change: TenantChange
+    cause: str  # "operator admin (via admin)", "Stripe event evt_... (invoice.payment_failed)", ...
+    cause_url: str  # the WebhookEvent or the user in admin; "" when there is none
+
+
+@dataclass
+class History:
+    lines: list[HistoryLine]
+    more: bool  # there are older rows than the ones shown
+
+
+def tenant_history(*, tenant: Tenant) -> History:
+    """The latest plan/status changes with what caused each: two queries.
+
+    A change made by a Stripe event has the event's id as its source; the stored WebhookEvent rows
+    are found in one query (an event may be gone from the inbox: then the id is shown unlinked).
+    """
+    rows = list(
+        TenantChange.objects.filter(tenant=tenant)
+        .select_related("actor")
+        .order_by("-created_at", "-id")[: HISTORY_LIMIT + 1]
+    )
+    more = len(rows) > HISTORY_LIMIT
+    rows = rows[:HISTORY_LIMIT]
+    event_ids = {row.source for row in rows if row.source.startswith(STRIPE_EVENT_PREFIX)}
+    events = (
+        {
+            event.stripe_id: event
+            for event in WebhookEvent.objects.filter(stripe_id__in=event_ids).only("id", "stripe_id", "type")
+        }
+        if event_ids
+        else {}
+    )
+    lines = []
+    for row in rows:
+        event = events.get(row.source)
+        if event is not None:
+            cause, url = (
+                f"Stripe event {event.stripe_id} ({event.type})",
+                _change_url("stripe_sync_webhookevent", event.pk),
+            )
+        elif row.source.startswith(STRIPE_EVENT_PREFIX):
+            cause, url = f"Stripe event {row.source} (not in the webhook inbox)", ""
+        elif row.actor is not None:
+            cause, url = f"operator {row.actor.get_username()} (via {row.source})", ""
+        else:
+            cause, url = row.source or "unknown", ""
+        lines.append(HistoryLine(change=row, cause=cause, cause_url=url))
+    return History(lines=lines, more=more)
+
+
+# --- Keys -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyLine:
+    key: TenantAPIKey
+    state: str  # active / expired / revoked
+    url: str
+
+
+def tenant_keys(*, tenant: Tenant) -> list[KeyLine]:
+    """Every key of the tenant, newest first (keys are few: one query)."""
+    lines = []
+    for key in TenantAPIKey.objects.filter(tenant=tenant).order_by("-created", "-id"):
+        state = "revoked" if key.revoked else "expired" if key.has_expired else "active"
+        lines.append(KeyLine(key=key, state=state, url=_change_url("tenants_tenantapikey", key.pk)))
+    return lines
+
+
+# --- Stripe ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class StripeLinks:
+    customer_id: str
+    customer_url: str
+    subscription_id: str
+    subscription_status: str
+    subscription_url: str
+    subscription_canceled_at: datetime | None
+
+
+def tenant_stripe_links(*, tenant: Tenant) -> StripeLinks:
+    """The mirrored dj-stripe customer and metered subscription; no query when the admin's queryset
+    already joined them (it does), else two."""
+    customer = tenant.stripe_customer
+    try:
+        record = tenant.stripe_subscription
+    except TenantSubscription.DoesNotExist:
+        record = None
+    subscription = record.subscription if record is not None else None
+    return StripeLinks(
+        customer_id=customer.id if customer else "",
+        customer_url=_change_url("djstripe_customer", customer.pk) if customer else "",
+        subscription_id=subscription.id if subscription else "",
+        subscription_status=(subscription.stripe_data or {}).get("status", "") if subscription else "",
+        subscription_url=_change_url("djstripe_subscription", subscription.pk) if subscription else "",
+        subscription_canceled_at=record.canceled_at if record is not None else None,
+    )
+
+
+# --- Usage charts ---------------------------------------------------------------------------------
+
+
+@dataclass
+class MeterBar:
+    day: date
+    value: Decimal  # the day's usage: the sum of its hourly values
+    label: str  # the same, formatted
+    x: int
+    y: int
+    height: int
+
+
+@dataclass
+class MeterChart:
+    meter: Meter
+    bars: list[MeterBar]
+    width: int
+    height: int
+    plot_left: int
+    plot_bottom: int
+    bar_width: int
+    y_ticks: list[tuple[str, int]]
+    x_labels: list[tuple[int, date]]
+    total: str
+    peak: str
+
+
+@dataclass
+class UsageCharts:
+    charts: list[MeterChart]
+    unused: list[Meter]  # meters without usage in the window
+    first_day: date
+    last_day: date
+
+
+def meter_chart(*, meter: Meter, daily: dict[date, Decimal], days: list[date]) -> MeterChart:
+    """Bars of one meter's daily usage with the dashboard's geometry and axis steps (`bar_layout`)."""
+    layout = bar_layout(daily, days, zero=Decimal(0))
+    return MeterChart(
+        meter=meter,
+        bars=[
+            MeterBar(day=day, value=value, label=format_quantity(value), x=x, y=y, height=height)
+            for day, value, x, y, height in layout.bars
+        ],
+        width=layout.width,
+        height=layout.height,
+        plot_left=CHART_LEFT,
+        plot_bottom=CHART_TOP + CHART_HEIGHT,
+        bar_width=CHART_BAR_WIDTH,
+        y_ticks=layout.y_ticks,
+        x_labels=layout.x_labels,
+        total=format_quantity(sum(daily.values(), Decimal(0))),
+        peak=format_quantity(layout.largest),
+    )
+
+
+def tenant_usage_charts(*, tenant: Tenant, meters: list[Meter], now: datetime) -> UsageCharts:
+    """One chart per meter with usage in the last 30 UTC days: one grouped query for all meters."""
+    today = now.astimezone(UTC).date()
+    days = [today - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
+    points = usage_series(
+        tenant=tenant,
+        start=datetime.combine(days[0], time.min, tzinfo=UTC),
+        end=datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC),
+        granularity="day",
+    )
+    daily: dict[str, dict[date, Decimal]] = defaultdict(dict)
+    for point in points:
+        daily[point.meter][point.start.astimezone(UTC).date()] = point.value
+    charts, unused = [], []
+    for meter in meters:
+        if meter.code in daily:
+            charts.append(meter_chart(meter=meter, daily=daily[meter.code], days=days))
+        else:
+            unused.append(meter)
+    return UsageCharts(charts=charts, unused=unused, first_day=days[0], last_day=days[-1])
+
+
+# --- Estimate -------------------------------------------------------------------------------------
+
+
+@dataclass
+class EstimateLine:
+    meter: Meter
+    usage: str
+    free_allowance_applied: str
+    billable: str
+    charge: Money | None
+
+
+@dataclass
+class Estimate:
+    month: date
+    lines: list[EstimateLine]
+    totals: list[Money]
+    total_minor: dict[str, int]  # currency (as priced) -> minor units
+
+
+def tenant_estimate(*, estimates: list[MeterEstimate], month: date) -> Estimate:
+    lines = [
+        EstimateLine(
+            meter=estimate.meter,
+            usage=format_quantity(estimate.usage),
+            free_allowance_applied=format_quantity(estimate.free_allowance_applied),
+            billable=format_quantity(estimate.billable),
+            charge=Money.from_minor(estimate.charge.amount_minor, estimate.currency)
+            if estimate.charge is not None and estimate.currency
+            else None,
+        )
+        for estimate in estimates
+        if estimate.usage or estimate.charge is not None
+    ]
+    totals = tenant_month_total_minor(estimates)
+    return Estimate(
+        month=month,
+        lines=lines,
+        totals=[Money.from_minor(amount, currency) for currency, amount in sorted(totals.items())],
+        total_minor=totals,
+    )
+
+
+# --- Invoices -------------------------------------------------------------------------------------
+
+
+@dataclass
+class InvoiceLine:
+    invoice: Invoice
+    number: str
+    status: str
+    total: Money | None
+    amount_paid: Money | None
+    period_start: datetime | None
+    url: str
+
+
+@dataclass
+class Invoices:
+    lines: list[InvoiceLine]
+    count: int
+    list_url: str
+
+
+def _stripe_time(value) -> datetime | None:
+    return datetime.fromtimestamp(int(value), tz=UTC) if isinstance(value, int | float) else None
+
+
+def tenant_invoices(*, tenant: Tenant) -> Invoices:
+    """The latest mirrored invoices of the tenant's customer: two queries (a page and the count)."""
+    list_url = reverse("admin:djstripe_invoice_changelist")
+    if not tenant.stripe_customer_id:
+        return Invoices(lines=[], count=0, list_url=list_url)
+    invoices = Invoice.objects.filter(customer_id=tenant.stripe_customer_id)
+    lines = []
+    for invoice in invoices.only("djstripe_id", "id", "created", "stripe_data").order_by("-created", "-pk")[
+        :INVOICE_LIMIT
+    ]:
+        data = invoice.stripe_data or {}
+        currency = data.get("currency") or ""
+        total, paid = data.get("total"), data.get("amount_paid")
+        lines.append(
+            InvoiceLine(
+                invoice=invoice,
+                number=data.get("number") or invoice.id,
+                status=data.get("status") or "",
+                total=Money.from_minor(total, currency) if currency and total is not None else None,
+                amount_paid=Money.from_minor(paid, currency) if currency and paid is not None else None,
+                period_start=_stripe_time(data.get("period_start")),
+                url=_change_url("djstripe_invoice", invoice.pk),
+            )
+        )
+    return Invoices(
+        lines=lines,
+        count=invoices.count(),
+        list_url=f"{list_url}?customer__id__exact={tenant.stripe_customer_id}",
+    )
+
+
+# --- Cost and margin ------------------------------------------------------------------------------
+
+
+@dataclass
+class CostMargin:
+    month: date
+    currency: str = ""
+    config_error: str = ""
+    row: MarginRow | None = None
+    cost: Money | None = None
+    revenue: Money | None = None
+    margin: Money | None = None
+    costs_url: str = ""
+    margin_url: str = ""
+
+
+def tenant_cost_margin(*, tenant: Tenant, month: date, estimate: Estimate) -> CostMargin:
+    """This month's AWS cost attributed to the tenant (its tag value is its slug) and the margin.
+
+    The rules of costwatch's margin page (`costwatch.margin.margin_table`) for one tenant, in two
+    queries instead of the whole table: cost is the month's DailyCost of the tenant's tag value in the
+    configured metric and currency; revenue is the month's paid and open invoices in that currency
+    (excluding tax), or, for the current month without one, the pricing preview.
+    """
+    result = CostMargin(
+        month=month,
+        costs_url=reverse("admin:costwatch_dailycost_changelist") + f"?tag_value={tenant.slug}",
+        margin_url=reverse("admin:costwatch_tenantmargin_changelist"),
+    )
+    try:
+        config = costwatch_config()
+    except CostwatchConfigError as error:
+        result.config_error = str(error)
+        return result
+    currency = config.currency
+    cost = DailyCost.objects.filter(
+        metric=config.metric,
+        currency=currency,
+        tag_value=tenant.slug,
+        day__gte=month,
+        day__lt=next_month(month),
+    ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
+
+    revenue_minor, invoice_count = 0, 0
+    if tenant.stripe_customer_id:
+        invoiced = (
+            Invoice.objects.filter(customer_id=tenant.stripe_customer_id)
+            .annotate(period_start_epoch=Cast(KT("stripe_data__period_start"), BigIntegerField()))
+            .filter(
+                # A key transform's __in (not KT's): SQLite compares JSON values, not raw text.
+                stripe_data__status__in=REVENUE_STATUSES,
+                stripe_data__currency=currency.lower(),
+                period_start_epoch__gte=day_epoch(month),
+                period_start_epoch__lt=day_epoch(next_month(month)),
+            )
+            .aggregate(
+                total=Sum(invoice_revenue_minor()),
+                count=Count("pk"),
+            )
+        )
+        revenue_minor, invoice_count = invoiced["total"] or 0, invoiced["count"]
+    if invoice_count:
+        source = "invoices"
+    elif month == timezone.now().astimezone(UTC).date().replace(day=1):
+        revenue_minor, source = estimate.total_minor.get(currency.lower(), 0), "estimate"
+    else:
+        source = "none"
+    revenue = Money.from_minor(revenue_minor, currency).amount
+    row = MarginRow(tenant=tenant, cost=cost, revenue=revenue, revenue_source=source)
+    result.currency = currency
+    result.row = row
+    result.cost = Money(row.cost, currency)
+    result.revenue = Money(row.revenue, currency)
+    result.margin = Money(row.margin, currency)
+    return result
+
+
+# --- Alerts ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AlertLine:
+    alert: Alert
+    url: str
+    budget_url: str
+
+
+@dataclass
+class Alerts:
+    lines: list[AlertLine]
+    budgets: list[Budget]
+    list_url: str
+
+
+def tenant_alerts(*, tenant: Tenant) -> Alerts:
+    """The latest alerts of the tenant's budgets (linked to it, or on its tag value): two queries."""
+    scope = Q(tenant=tenant) | Q(scope=Budget.Scope.TAG, tag_value=tenant.slug)
+    budgets = list(Budget.objects.filter(scope).order_by("name"))
+    alerts = (
+        list(
+            Alert.objects.filter(budget__in=[budget.pk for budget in budgets])
+            .select_related("budget")
+            .order_by("-created_at", "-id")[:ALERT_LIMIT]
+        )
+        if budgets
+        else []
+    )
+    return Alerts(
+        lines=[
+            AlertLine(
+                alert=alert,
+                url=_change_url("costwatch_alert", alert.pk),
+                budget_url=_change_url("costwatch_budget", alert.budget_id),
+            )
+            for alert in alerts
+        ],
+        budgets=budgets,
+        list_url=reverse("admin:costwatch_alert_changelist"),
+    )
+
+
+# --- Jobs -----------------------------------------------------------------------------------------
+
+
+def tenant_jobs(*, tenant_id: int) -> list[OperatorJob]:
+    return list(
+        OperatorJob.objects.filter(tenant_id=tenant_id)
+        .select_related("requested_by")
+        .order_by("-created_at", "-id")[:JOB_LIMIT]
+    )
+
+
+# --- The whole overview ---------------------------------------------------------------------------
+
+
+@dataclass
+class TenantOverview:
+    tenant: Tenant
+    now: datetime
+    history: History
+    keys: list[KeyLine]
+    stripe: StripeLinks
+    usage: UsageCharts
+    # Money: None for a user without the revenue permission (core.permissions).
+    estimate: Estimate | None
+    invoices: Invoices | None
+    cost: CostMargin | None
+    alerts: Alerts | None
+    jobs: list[OperatorJob]
+    links: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def jobs_running(self) -> bool:
+        return any(not job.is_finished for job in self.jobs)
+
+
+def tenant_overview(*, tenant: Tenant, now: datetime | None = None, money: bool = True) -> TenantOverview:
+    """Everything the tenant page shows above its form, read at one moment.
+
+    `money`: also the estimate, invoices, cost and margin and budget alerts; False (a user without the
+    revenue permission) leaves them None, and reads none of them.
+    """
+    now = now or timezone.now()
+    month = now.astimezone(UTC).date().replace(day=1)
+    meters = list(Meter.objects.order_by("code"))
+    estimate = (
+        tenant_estimate(estimates=tenant_month_estimate(tenant=tenant, month=month), month=month)
+        if money
+        else None
+    )
+    return TenantOverview(
+        tenant=tenant,
+        now=now,
+        history=tenant_history(tenant=tenant),
+        keys=tenant_keys(tenant=tenant),
+        stripe=tenant_stripe_links(tenant=tenant),
+        usage=tenant_usage_charts(tenant=tenant, meters=meters, now=now),
+        estimate=estimate,
+        invoices=tenant_invoices(tenant=tenant) if money else None,
+        cost=tenant_cost_margin(tenant=tenant, month=month, estimate=estimate) if money else None,
+        alerts=tenant_alerts(tenant=tenant) if money else None,
+        jobs=tenant_jobs(tenant_id=tenant.pk),
+        links={
+            "aggregates": reverse("admin:metering_hourlyaggregate_changelist")
+            + f"?tenant__id__exact={tenant.pk}",
+            "usage_chart": reverse("admin:metering_hourlyaggregate_usage_chart", args=[tenant.pk]),
+            "estimate": reverse("admin:metering_hourlyaggregate_estimate", args=[tenant.pk]),
+            "history": reverse("admin:tenants_tenant_history", args=[tenant.pk]),
+        },
+    )
