@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv venv-dev services migrate clean
+.PHONY: run test test-fast stop lint venv venv-dev services migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
@@ -31,6 +31,14 @@ run: venv
 ## test: set up and run the whole test suite against real PostgreSQL and Redis
 test: venv-dev
 	scripts/test.sh $(PYTEST_ARGS)
+
+## test-fast: pytest on PostgreSQL only, test database kept between runs: make test-fast ARGS="-k usage -x"
+test-fast: venv-dev
+	scripts/test.sh --fast $(ARGS)
+
+## stop: stop this checkout's test servers (its Redis; PostgreSQL unless another checkout uses it)
+stop:
+	scripts/services.sh stop
 
 lint: venv-dev
 	$(BIN)/ruff check .

@@ -73,7 +73,10 @@ def bench_database_url(name: str = DEFAULT_DB, *, migrate: bool = True) -> str:
     """The bench database's URL: created if missing, migrated (about a minute the first time)."""
     import psycopg
 
-    base = services_env()["DATABASE_URL"]
+    services = services_env()
+    base = services["DATABASE_URL"]
+    # Suffixed with the checkout's id (scripts/services.sh), so that two checkouts do not share it.
+    name = f"{name}_{services['CHECKOUT_ID']}" if "CHECKOUT_ID" in services else name
     url = with_db_name(base, name)
     with psycopg.connect(with_db_name(base, "postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()

@@ -1,7 +1,7 @@
 """Settings for the billing platform, read only from the environment.
 
 With no variable set the project runs as the embedded demo: SQLite, no Redis (Celery uses a
-filesystem broker), no Stripe or AWS keys. Every variable is listed in README.md.
+filesystem broker), no Stripe or AWS keys. Every variable is listed in docs/configuration.md.
 """
 
 from pathlib import Path
@@ -173,7 +173,7 @@ if REDIS_URL:
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30}
 else:
     # The embedded demo: a real worker and beat, with messages passed through files instead of
-    # Redis (see README, "Periodic jobs without Redis").
+    # Redis (see docs/configuration.md, "Periodic jobs without Redis").
     CELERY_BROKER_URL = "filesystem://"
     CELERY_RESULT_BACKEND = None
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -193,6 +193,71 @@ CELERY_RESULT_EXPIRES = 86_400
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Periodic tasks: every schedule of the platform, declared once ---------------------------
+# `migrate` (post_migrate) and `manage.py sync_schedules` create each task missing from
+# django-celery-beat (matched by name) with its schedule (core/schedules.py). A task that exists is
+# never changed: operators edit, disable or re-time it in admin and that stays. Crontab fields left
+# out are "*"; crontabs are in UTC. `kwargs` and `expire_seconds` are optional.
+PERIODIC_TASKS = [
+    {
+        "name": "celery-beat-heartbeat",
+        "task": "billing_platform.beat_heartbeat",  # core.beat.HEARTBEAT_TASK
+        "interval": {"every": 60, "period": "seconds"},  # core.beat.HEARTBEAT_INTERVAL_SECONDS
+        "expire_seconds": 60,
+        "description": "Beat's heartbeat for /readyz (core/beat.py): a task that does nothing, every "
+        "minute; disabling it makes /readyz report beat as down.",
+    },
+    {
+        "name": "Aggregate usage (hourly)",
+        "task": "metering.aggregate_usage",
+        # Minute 2: events stamped in the last seconds of an hour have arrived by then.
+        "crontab": {"minute": "2"},
+        "description": "Aggregates every hour that received usage events since the last run.",
+    },
+    {
+        "name": "Prune raw usage events (daily)",
+        "task": "metering.prune_usage_events",
+        "crontab": {"minute": "30", "hour": "3"},
+        "kwargs": {"older_than_days": 45},
+        "description": "Deletes raw usage events older than 45 days once aggregated; aggregates stay.",
+    },
+    {
+        "name": "Report usage to Stripe (hourly)",
+        "task": "stripe_sync.report_usage",
+        # Minute 10: after the hourly aggregation (minute 2) has finished.
+        "crontab": {"minute": "10"},
+        "description": "Writes outbox rows for changed hourly aggregates, sends them as Stripe meter events.",
+    },
+    {
+        "name": "Reconcile usage with Stripe (nightly)",
+        "task": "stripe_sync.reconcile_usage",
+        "crontab": {"minute": "30", "hour": "3"},
+        "description": "Compares local aggregates, what was sent and Stripe's meter event summaries.",
+    },
+    {
+        "name": "Requeue stale Stripe webhook events",
+        "task": "stripe_sync.requeue_stale_webhook_events",
+        "interval": {"every": 10, "period": "minutes"},
+        "description": "Events stored but not processed for 10 minutes (a lost task) are queued again.",
+    },
+    {
+        "name": "Check AWS costs (daily)",
+        "task": "costwatch.check_costs",
+        # 06:00 UTC: Cost Explorer has most of yesterday's costs by then (it refreshes several times a day).
+        "crontab": {"minute": "0", "hour": "6"},
+        "description": "Reads yesterday's and the month's AWS costs from Cost Explorer, judges every "
+        "budget, sends alerts and bills pass-through overages.",
+    },
+    {
+        "name": "Send the daily usage report (daily)",
+        "task": "billing_platform.send_daily_report",
+        # 07:00 UTC: an hour after the 06:00 cost check, so yesterday's AWS cost is in the report.
+        "crontab": {"minute": "0", "hour": "7"},
+        "description": "E-mails yesterday's usage, estimated revenue, failures and AWS cost to "
+        "OPERATOR_EMAILS, once per day.",
+    },
+]
 
 # --- Cache (rate limits): shared through Redis when there is one -----------------------------
 CACHES = {

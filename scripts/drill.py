@@ -398,13 +398,15 @@ class Drill:
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/{REDIS_DB}"
         base = services["DATABASE_URL"]
         log(f"database {DB_NAME} from a migrated template ({TEMPLATE_DB}); Redis db {REDIS_DB}")
-        common.bench_database_url(TEMPLATE_DB)  # created when missing, migrated (a no-op when current)
+        # created when missing, migrated (a no-op when current); named for this checkout
+        template = urllib.parse.urlsplit(common.bench_database_url(TEMPLATE_DB)).path.lstrip("/")
+        name = f"{DB_NAME}_{services['CHECKOUT_ID']}" if "CHECKOUT_ID" in services else DB_NAME
         import psycopg
 
         with psycopg.connect(common.with_db_name(base, "postgres"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{DB_NAME}" TEMPLATE "{TEMPLATE_DB}"')
-        self.database_url = common.with_db_name(base, DB_NAME)
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        self.database_url = common.with_db_name(base, name)
         self._redis("FLUSHDB")  # our own Redis database: last run's queue and cache
 
         self.stripe = Stripe({**os.environ})

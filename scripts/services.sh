@@ -2,13 +2,57 @@
 # Start a PostgreSQL and a Redis server for the test suite on this machine, installing the
 # Debian packages first when they are missing. Idempotent: servers already running are reused.
 # Prints the environment to use, as `export` lines (eval "$(scripts/services.sh)").
+# `scripts/services.sh stop` stops this checkout's Redis, and PostgreSQL when no other checkout
+# has a session open in it.
+#
+# Two checkouts on one machine share one PostgreSQL (port 55432) without colliding: each has its
+# own databases, named after a short hash of the checkout's path (billing_<id>, test_billing_<id>,
+# the drill's and benches' too), and its own Redis server (the drill restarts Redis), on a port
+# derived from the same hash (56379 + id mod 600, the next free one if another checkout holds it).
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CHECKOUT_ID="$(printf '%s' "$ROOT" | sha1sum | cut -c1-6)"
 PG_PORT="${TEST_PG_PORT:-55432}"
-REDIS_PORT="${TEST_REDIS_PORT:-56379}"
 SERVICES_DIR="${SERVICES_DIR:-/tmp/billing-platform-services}"
 PG_DATA="$SERVICES_DIR/pg"
+REDIS_DIR="$SERVICES_DIR/redis-$CHECKOUT_ID"
+DB_NAME="billing_$CHECKOUT_ID"
 log() { echo "services: $*" >&2; }
+
+# This checkout's Redis: the port it used before (REDIS_DIR/port), else the hash's, else the next
+# port no other checkout's Redis holds.
+redis_port_pick() {
+  if [ -n "${TEST_REDIS_PORT:-}" ]; then echo "$TEST_REDIS_PORT"; return; fi
+  if [ -s "$REDIS_DIR/port" ]; then cat "$REDIS_DIR/port"; return; fi
+  local port=$((56379 + 16#$CHECKOUT_ID % 600))
+  while redis-cli -p "$port" ping >/dev/null 2>&1 || [ -n "$(ls "$SERVICES_DIR"/redis-*/port 2>/dev/null | xargs -r grep -lx "$port")" ]; do
+    port=$((port + 1))
+  done
+  echo "$port"
+}
+
+as_pg_stop() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+if [ "${1:-}" = "stop" ]; then
+  if [ -s "$REDIS_DIR/port" ] && redis-cli -p "$(cat "$REDIS_DIR/port")" ping >/dev/null 2>&1; then
+    redis-cli -p "$(cat "$REDIS_DIR/port")" shutdown nosave >/dev/null 2>&1 || true
+    log "stopped Redis on port $(cat "$REDIS_DIR/port")"
+  fi
+  BIN_STOP="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -n "$BIN_STOP" ] && as_pg_stop "$BIN_STOP/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+    others="$(as_pg_stop "$BIN_STOP/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
+      "SELECT count(*) FROM pg_stat_activity WHERE datname IS NOT NULL AND datname <> 'postgres' AND datname NOT LIKE '%$CHECKOUT_ID%'")"
+    if [ "${others:-0}" -gt 0 ]; then
+      log "PostgreSQL left running: $others session(s) of other checkouts"
+    else
+      as_pg_stop "$BIN_STOP/pg_ctl" -D "$PG_DATA" -m fast stop >/dev/null && log "stopped PostgreSQL"
+    fi
+  fi
+  exit 0
+fi
 
 pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
@@ -54,18 +98,22 @@ fi
 as_pg "$BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -c \
   "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing') THEN CREATE ROLE billing LOGIN SUPERUSER PASSWORD 'billing'; END IF; END \$\$;" >&2
 if [ -z "$(as_pg "$BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
-  "SELECT 1 FROM pg_database WHERE datname = 'billing'")" ]; then
-  as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres -O billing billing
+  "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]; then
+  as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres -O billing "$DB_NAME"
 fi
 
+REDIS_PORT="$(redis_port_pick)"
+mkdir -p "$REDIS_DIR"
+echo "$REDIS_PORT" > "$REDIS_DIR/port"
 if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no \
-    --dir "$SERVICES_DIR" --logfile "$SERVICES_DIR/redis.log" --pidfile "$SERVICES_DIR/redis.pid" >&2
+    --dir "$REDIS_DIR" --logfile "$REDIS_DIR/redis.log" --pidfile "$REDIS_DIR/redis.pid" >&2
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis-cli -p "$REDIS_PORT" ping >/dev/null || { log "Redis did not start"; exit 1; }
 fi
 
-echo "export DATABASE_URL=postgres://billing:billing@127.0.0.1:$PG_PORT/billing"
+echo "export CHECKOUT_ID=$CHECKOUT_ID"
+echo "export DATABASE_URL=postgres://billing:billing@127.0.0.1:$PG_PORT/$DB_NAME"
 echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
 echo "export TEST_REDIS_PORT=$REDIS_PORT"

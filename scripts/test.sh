@@ -3,10 +3,24 @@
 # here, installed from Debian's packages when missing, as is the browser tests' Chromium), then the
 # non-PostgreSQL parts on SQLite.
 # Extra arguments go to both pytest runs.
+# `scripts/test.sh --fast [pytest arguments]` (make test-fast ARGS=...): a developer's quick loop,
+# pytest on PostgreSQL only, keeping the test database between runs, with the given arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 mkdir -p test-output
+
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  eval "$(scripts/services.sh)"
+  export DJANGO_SETTINGS_MODULE=billing_platform.settings
+  set +e
+  $BIN/pytest --reuse-db "$@"
+  rc=$?
+  set -e
+  if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi
+  exit "$rc"
+fi
 
 echo "== ruff"
 $BIN/ruff check .
