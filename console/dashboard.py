@@ -7,11 +7,10 @@ Everything is UTC; money is Decimal, shown with two decimals and its currency.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.db.models import Count, Max, Min, Q, Sum
@@ -20,12 +19,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from core.charts import Chart, daily_chart
+from core.money import Money, percent
+
 from costwatch.budgets import linear_forecast
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.costs import budget_scope_q, next_month
 from costwatch.margin import MarginRow, margin_table
 from costwatch.models import Alert, Budget, BudgetEvaluation, CostCheckRun, DailyCost
-from costwatch.passthrough import ZERO_DECIMAL_CURRENCIES
 from metering.estimates import month_bounds, revenue_estimates
 from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
 from stripe_sync.circuit import STRIPE, circuit_is_open
@@ -33,7 +34,6 @@ from stripe_sync.models import CircuitBreaker, ReconciliationRun, ReportingBalan
 from stripe_sync.reporting import edge_moment
 from tenants.models import Tenant
 
-CENT = Decimal("0.01")
 CHART_DAYS = 30
 TOP_COUNT = 5
 AGGREGATION_MAX_AGE = timedelta(hours=2)  # hourly job: one missed run is tolerated
@@ -53,26 +53,6 @@ def _changelist(model_label: str, **filters) -> str:
 
 def _change(model_label: str, pk: int) -> str:
     return reverse(f"admin:{model_label}_change", args=[pk])
-
-
-@dataclass(frozen=True)
-class Money:
-    """A Decimal amount in major units of a currency; prints as "1,234.50 USD"."""
-
-    amount: Decimal
-    currency: str
-
-    @classmethod
-    def from_minor(cls, amount_minor: int, currency: str) -> Money:
-        places = 0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else -2
-        return cls(Decimal(amount_minor).scaleb(places), currency.upper())
-
-    @property
-    def rounded(self) -> Decimal:
-        return self.amount.quantize(CENT, rounding=ROUND_HALF_UP)
-
-    def __str__(self) -> str:
-        return f"{self.rounded:,} {self.currency.upper()}"
 
 
 # --- Usage ----------------------------------------------------------------------------------------
@@ -97,119 +77,27 @@ class TenantFigure:
 
 
 @dataclass
-class ChartBar:
-    day: date
-    value: int
-    x: int
-    y: int
-    height: int
-
-
-@dataclass
-class UsageChart:
-    bars: list[ChartBar]
-    width: int
-    height: int
-    plot_left: int
-    plot_bottom: int
-    top: int  # the y axis' maximum
-    bar_width: int
-    y_ticks: list[tuple[str, int]]  # (label, y)
-    x_labels: list[tuple[int, date]]  # (x, day)
-    total: int
-
-
-@dataclass
 class UsagePanel:
     meters: list[MeterUsage]
     window_start: datetime  # the 30 days' first hour
     top_by_events: list[TenantFigure]
     top_by_revenue: dict[str, list[TenantFigure]] | None  # per currency, highest first; None: no money
-    chart: UsageChart
+    chart: Chart
     totals: MeterUsage  # the sums over every meter (its `meter` is None)
 
 
-CHART_HEIGHT = 160  # the plot's height; bars scale to it
-CHART_TOP = 8  # room above the plot for the top tick's label
-CHART_SLOT = 22
-CHART_BAR_WIDTH = 16
-CHART_LEFT = 56  # room for the y axis' labels
-CHART_BOTTOM_MARGIN = 34  # room for the x axis' labels and title
-CHART_MAX_TICKS = 5
-
-
-def _tick_step(largest: int) -> int:
-    """The smallest 1, 2 or 5 x 10^n that covers `largest` in at most CHART_MAX_TICKS steps."""
-    magnitude = 1
-    while True:
-        for step in (magnitude, 2 * magnitude, 5 * magnitude):
-            if -(-largest // step) <= CHART_MAX_TICKS:
-                return step
-        magnitude *= 10
-
-
-@dataclass(frozen=True)
-class BarLayout:
-    """Where the bars and axis labels of a daily bar chart go: the geometry every such chart shares."""
-
-    bars: list[tuple[date, int | Decimal, int, int, int]]  # (day, value, x, y, height)
-    largest: int | Decimal
-    top: int  # the y axis' maximum
-    width: int
-    height: int
-    y_ticks: list[tuple[str, int]]  # (label, y)
-    x_labels: list[tuple[int, date]]  # (x, day)
-
-
-def bar_layout(daily: dict[date, int | Decimal], days: list[date], *, zero: int | Decimal = 0) -> BarLayout:
-    """Bars of daily values; the y axis goes up in whole 1, 2 or 5 x 10^n steps to cover the largest.
-
-    Values may be Decimal (a sum meter can be fractional): the axis then covers the ceiling of the
-    largest day. `zero` is the value of a day missing from `daily`.
-    """
-    largest = max(daily.values(), default=zero)
-    ceiling = math.ceil(largest)
-    step = _tick_step(ceiling) if largest > 0 else 1
-    top = -(-ceiling // step) * step  # 0 for no usage at all
-    bottom = CHART_TOP + CHART_HEIGHT
-
-    def y_of(value: int | Decimal) -> int:
-        return bottom - (round(value / top * CHART_HEIGHT) if top else 0)
-
-    bars = []
-    for index, day in enumerate(days):
-        value = daily.get(day, zero)
-        height = bottom - y_of(value)
-        if value > 0 and not height:
-            height = 1  # a day with usage is never invisible
-        x = CHART_LEFT + index * CHART_SLOT + (CHART_SLOT - CHART_BAR_WIDTH) // 2
-        bars.append((day, value, x, bottom - height, height))
-    label_days = [0, len(days) // 2, len(days) - 1] if days else []
-    return BarLayout(
-        bars=bars,
-        largest=largest,
-        top=top,
-        width=CHART_LEFT + CHART_SLOT * len(days) + 8,
-        height=bottom + CHART_BOTTOM_MARGIN,
-        y_ticks=[(f"{value:,}", y_of(value)) for value in range(0, top + 1, step)],
-        x_labels=[(CHART_LEFT + i * CHART_SLOT + CHART_SLOT // 2, days[i]) for i in label_days],
-    )
-
-
-def usage_chart(daily: dict[date, int], days: list[date]) -> UsageChart:
-    """Bars of daily event counts (`bar_layout`)."""
-    layout = bar_layout(daily, days)
-    return UsageChart(
-        bars=[ChartBar(*bar) for bar in layout.bars],  # (day, value, x, y, height), as laid out
-        width=layout.width,
-        height=layout.height,
-        plot_left=CHART_LEFT,
-        plot_bottom=CHART_TOP + CHART_HEIGHT,
-        top=layout.top,
-        bar_width=CHART_BAR_WIDTH,
-        y_ticks=layout.y_ticks,
-        x_labels=layout.x_labels,
-        total=sum(daily.values()),
+def usage_chart(daily: dict[date, int], days: list[date]) -> Chart:
+    """Bars of daily event counts, every day of the window (core.charts)."""
+    total = sum(daily.values())
+    return daily_chart(
+        daily,
+        days,
+        title=f"Events per day (UTC), last {len(days)} days: {total:,} in all",
+        label=f"Events per day over the last {len(days)} days, {total:,} in all",
+        unit="events",
+        empty_text=f"No events in the last {len(days)} days.",
+        testid="usage-chart",
+        bar_testid="usage-bar",
     )
 
 
@@ -453,7 +341,7 @@ class CostsPanel:
 
 
 def _percent(part: Decimal, whole: Decimal) -> Decimal:
-    return (part / whole * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP) if whole else Decimal(0)
+    return percent(part, whole) or Decimal(0)
 
 
 def costs_panel(*, now: datetime | None = None) -> CostsPanel:
@@ -546,6 +434,12 @@ def costs_panel(*, now: datetime | None = None) -> CostsPanel:
             url=_change("tenants_tenant", row.tenant.pk),
         )
 
+    # Up to 2 x TOP_COUNT tenants fit in one table, highest margin first; beyond, the highest and the
+    # lowest TOP_COUNT, which then never share a tenant.
+    top, bottom = by_margin, []
+    if len(by_margin) > 2 * TOP_COUNT:
+        top, bottom = by_margin[:TOP_COUNT], list(reversed(by_margin[-TOP_COUNT:]))
+
     return CostsPanel(
         month=month,
         currency=currency,
@@ -555,8 +449,8 @@ def costs_panel(*, now: datetime | None = None) -> CostsPanel:
         budgets=lines,
         alerts_sent=alerts["sent"],
         alerts_failed=alerts["failed"],
-        top_margin=[line(row) for row in by_margin[:TOP_COUNT]],
-        bottom_margin=[line(row) for row in reversed(by_margin[-TOP_COUNT:])],
+        top_margin=[line(row) for row in top],
+        bottom_margin=[line(row) for row in bottom],
         links=links,
     )
 
@@ -681,28 +575,40 @@ def jobs_panel(*, now: datetime | None = None) -> JobsPanel:
         if not task.enabled and not task.one_off:
             warnings.append(f"Periodic task “{task.name}” is disabled: it will not run until enabled.")
 
+    # One warning per job: a failed last run says so and when the job last succeeded; a job that is
+    # late (or never ran) without a failure says that.
     aggregated = last_success[AGGREGATION_TASK]
-    if aggregated is None:
-        warnings.append("Usage aggregation has never completed successfully.")
-    elif now - aggregated > AGGREGATION_MAX_AGE:
-        warnings.append(
-            f"Usage aggregation last succeeded {_age(aggregated, now)} ago "
-            f"({aggregated:%Y-%m-%d %H:%M} UTC); it should run every hour."
-        )
     checked = last_success[COST_CHECK_TASK]
-    if checked is None:
-        warnings.append("The AWS cost check has never completed.")
-    elif now - checked > COST_CHECK_MAX_AGE:
-        warnings.append(
-            f"The AWS cost check last completed {_age(checked, now)} ago "
-            f"({checked:%Y-%m-%d %H:%M} UTC); it should run every day."
+    failed = {
+        task_name: run for task_name, run in latest.items() if run is not None and run.status == "failed"
+    }
+    for task_name, run in failed.items():
+        first_line = run.error.strip().splitlines()[0] if run.error.strip() else "no error recorded"
+        succeeded = last_success.get(task_name)
+        since = (
+            f"last success {_age(succeeded, now)} ago ({succeeded:%Y-%m-%d %H:%M} UTC)"
+            if succeeded
+            else "it has never completed"
         )
-    for task_name, run in latest.items():
-        if run is not None and run.status == "failed":
-            first_line = run.error.strip().splitlines()[0] if run.error.strip() else "no error recorded"
+        warnings.append(
+            f"The last {_RUN_MODELS[task_name][2]} run ({run.started_at:%Y-%m-%d %H:%M} UTC) failed: "
+            f"{first_line[:200]} ({since})."
+        )
+    if AGGREGATION_TASK not in failed:
+        if aggregated is None:
+            warnings.append("Usage aggregation has never completed successfully.")
+        elif now - aggregated > AGGREGATION_MAX_AGE:
             warnings.append(
-                f"The last {_RUN_MODELS[task_name][2]} run ({run.started_at:%Y-%m-%d %H:%M} UTC) failed: "
-                f"{first_line[:200]}"
+                f"Usage aggregation last succeeded {_age(aggregated, now)} ago "
+                f"({aggregated:%Y-%m-%d %H:%M} UTC); it should run every hour."
+            )
+    if COST_CHECK_TASK not in failed:
+        if checked is None:
+            warnings.append("The AWS cost check has never completed.")
+        elif now - checked > COST_CHECK_MAX_AGE:
+            warnings.append(
+                f"The AWS cost check last completed {_age(checked, now)} ago "
+                f"({checked:%Y-%m-%d %H:%M} UTC); it should run every day."
             )
 
     return JobsPanel(

@@ -17,6 +17,8 @@ class ConsoleAdminSite(admin.AdminSite):
     site_header = "Billing platform"
     site_title = "Billing platform"
     index_title = "Operator console"
+    # No public site: `/` redirects here (billing_platform/urls.py), so no "View site" link.
+    site_url = None
 
     def register(self, model_or_iterable, admin_class=None, **options):
         """Every app's and package's `register` comes here: third-party admins get their guards

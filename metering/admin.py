@@ -140,6 +140,17 @@ class EstimatedCountPaginator(Paginator):
                 return estimate
         return queryset.order_by().values("pk")[: self.count_cap + 1].count()
 
+    @cached_property
+    def count_text(self) -> str:
+        """How the list states its size (templates/admin/pagination.html, search_form.html): never a
+        capped count or an estimate as if it were exact."""
+        count = self.count
+        if count > self.count_cap:
+            if not self.object_list.query.where:
+                return f"about {count:,} (estimate)"
+            return f"more than {self.count_cap:,}"
+        return f"{count:,}"
+
     @staticmethod
     def _planner_estimate(queryset) -> int:
         connection = connections[queryset.db]

@@ -45,10 +45,11 @@ class StripeTenantAdminMixin:
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
+        # One "Stripe customer" row: editable, the raw-id field (its widget links the customer's page);
+        # read-only, the link alone (the raw id would repeat it under the same label).
         if obj is not None and not self.has_change_permission(request, obj):
-            # Read-only, the raw customer id would show beside its linked page under the same label.
-            fields = [name for name in fields if name != "stripe_customer"]
-        return fields
+            return [name for name in fields if name != "stripe_customer"]
+        return [name for name in fields if name != "stripe_customer_page"]
 
     @admin.display(description="Stripe customer")
     def stripe_customer_page(self, obj):
