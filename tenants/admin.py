@@ -100,8 +100,12 @@ class TenantAdmin(admin.ModelAdmin):
                     **self.admin_site.each_context(request),
                     "title": "Create API keys",
                     "opts": self.model._meta,
-                    "tenants": queryset,
+                    "queryset": queryset,
+                    "action": "create_api_key",
                     "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                    "confirm_field": "apply",
+                    "confirm_value": "1",
+                    "confirm_label": "Create keys",
                     "default_name": f"admin {timezone.now():%Y-%m-%d}",
                 },
             )

@@ -77,8 +77,12 @@ class StripeTenantAdminMixin:
                     **self.admin_site.each_context(request),
                     "title": "Onboard to Stripe",
                     "opts": self.model._meta,
-                    "tenants": queryset,
+                    "queryset": queryset,
+                    "action": "onboard_to_stripe",
                     "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                    "confirm_field": "apply",
+                    "confirm_value": "1",
+                    "confirm_label": "Onboard to Stripe",
                 },
             )
         for tenant in queryset:

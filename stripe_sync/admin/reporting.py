@@ -31,7 +31,7 @@ def confirm(modeladmin, request, queryset, *, action: str, title: str, explanati
         return None
     return TemplateResponse(
         request,
-        "admin/stripe_sync/confirm_action.html",
+        "admin/action_confirm.html",
         {
             **modeladmin.admin_site.each_context(request),
             "opts": modeladmin.model._meta,
