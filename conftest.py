@@ -79,21 +79,19 @@ def tenant_client(tenant_key):
     return client
 
 
-def beat_task_from_migration(app_label: str, migration: str, task: str):
-    """The PeriodicTask a data migration creates, after checking the migration is applied.
+def beat_task(task: str):
+    """The PeriodicTask of Celery task `task`, as `migrate` leaves it: synced from the declaration in
+    settings.PERIODIC_TASKS (core/schedules.py).
 
-    Runs the migration's function again (it is idempotent), because a transactional test may have
-    flushed the rows migrate wrote into a reused test database.
+    The sync runs again first (it is idempotent and edits nothing that exists), because a
+    transactional test may have flushed the rows migrate wrote into a reused test database.
     """
-    import importlib
-
-    from django.apps import apps
-    from django.db.migrations.recorder import MigrationRecorder
     from django_celery_beat.models import PeriodicTask
 
-    assert MigrationRecorder(connection).migration_qs.filter(app=app_label, name=migration).exists()
-    importlib.import_module(f"{app_label}.migrations.{migration}").create_schedule(apps, None)
-    return PeriodicTask.objects.get(task=task)
+    from core.schedules import periodic_tasks_sync
+
+    periodic_tasks_sync()
+    return PeriodicTask.objects.select_related("crontab", "interval").get(task=task)
 
 
 def run_at_once(target, count: int) -> list:

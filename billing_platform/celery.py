@@ -15,14 +15,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_platform.settings")
 app = Celery("billing_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-app.conf.beat_schedule = {
-    # The database scheduler writes this entry into its tables at start (see core/beat.py).
-    "celery-beat-heartbeat": {
-        "task": beat.HEARTBEAT_TASK,
-        "schedule": float(beat.HEARTBEAT_INTERVAL_SECONDS),
-        "options": {"expire_seconds": beat.HEARTBEAT_INTERVAL_SECONDS},
-    },
-}
+# Every periodic task, the heartbeat included, is declared in settings.PERIODIC_TASKS and synced into
+# django-celery-beat's tables (core/schedules.py), where the database scheduler reads it.
 
 if app.conf.broker_url.startswith("filesystem://"):
     # The demo's filesystem broker needs its folders to exist before anyone publishes.

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CoreConfig(AppConfig):
@@ -6,3 +7,10 @@ class CoreConfig(AppConfig):
 
     name = "core"
     verbose_name = "Platform"
+
+    def ready(self):
+        from core.schedules import sync_after_migrate
+
+        # Once per migrate (sender: this app), after every app's migrations: the declared periodic
+        # tasks exist in django-celery-beat (settings.PERIODIC_TASKS, core/schedules.py).
+        post_migrate.connect(sync_after_migrate, sender=self, dispatch_uid="core.schedules.sync")

@@ -2,8 +2,8 @@
 
 django-celery-beat's `PeriodicTask.last_run_at` is no heartbeat: it is written only when some task
 is due, and synced to the database every few minutes. Instead beat publishes a tiny task,
-`billing_platform.beat_heartbeat`, every minute (an entry of `beat_schedule`, which the database
-scheduler writes into its tables at start, so operators see it in admin), and the beat process
+`billing_platform.beat_heartbeat`, every minute (declared in settings.PERIODIC_TASKS and synced into
+django-celery-beat's tables like every schedule, so operators see it in admin), and the beat process
 itself stamps the time in the shared cache (Redis) each time it publishes it, and once at start.
 The stamp therefore proves that beat ticks and reaches the broker, whether or not a worker runs
 (the worker check covers that). The task itself does nothing.

@@ -14,17 +14,20 @@ from django.core import mail
 from django.core.management import CommandError, call_command
 from freezegun import freeze_time
 
-from conftest import ROOT, beat_task_from_migration, start_celery_worker, stop_celery_worker
-from console.dashboard import Money
+from conftest import ROOT, beat_task, start_celery_worker, stop_celery_worker
 from console.reports import (
     daily_report_build,
     daily_report_csv,
     daily_report_send,
 )
 from console.tasks import send_daily_report
-from costwatch.models import CostCheckRun, DailyCost
-from metering.models import AggregationRun, HourlyAggregate, Meter, Price
+from core.money import Money
+from costwatch.models import CostCheckRun
+from costwatch.tests.factories import CostCheckRunFactory, DailyCostFactory
+from metering.models import AggregationRun
+from metering.tests.factories import AggregationRunFactory, HourlyAggregateFactory, MeterFactory, PriceFactory
 from stripe_sync.models import UsageReport, WebhookEvent
+from stripe_sync.tests.factories import UsageReportFactory, WebhookEventFactory
 from tenants.models import Tenant
 from tenants.tests.factories import TenantFactory
 
@@ -39,13 +42,13 @@ def at(day: int, hour: int = 0) -> datetime:
 
 
 def aggregate(tenant, meter, hour: datetime, *, events: int, value: str | None = None) -> None:
-    HourlyAggregate.objects.create(
+    HourlyAggregateFactory(
         tenant=tenant, meter=meter, hour=hour, event_count=events, value=Decimal(value or events)
     )
 
 
 def cost(day: date, service: str, tag: str, amount: str, metric: str = "UnblendedCost") -> None:
-    DailyCost.objects.create(
+    DailyCostFactory(
         metric=metric, day=day, service=service, tag_value=tag, amount=Decimal(amount), currency="USD"
     )
 
@@ -62,12 +65,12 @@ def costwatch_settings(settings):
 @pytest.fixture
 def day_of_business(db):
     """A hand-computed 19 November 2026; the expected figures are worked out beside each row."""
-    api_calls = Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
-    storage = Meter.objects.create(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
+    api_calls = MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
+    storage = MeterFactory(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
     acme = TenantFactory(name="Acme", slug="acme")
     beta = TenantFactory(name="Beta", slug="beta")
     free = TenantFactory(name="Freebie", slug="freebie", plan=Tenant.Plan.FREE)
-    Price.objects.create(meter=api_calls, plan="metered", unit_amount=Decimal("0.5"))  # half a cent a call
+    PriceFactory(meter=api_calls, plan="metered", unit_amount=Decimal("0.5"))  # half a cent a call
     # storage_gb has no price: usage without revenue.
 
     aggregate(acme, api_calls, at(2), events=1000)  # earlier this month: month to date only
@@ -80,7 +83,7 @@ def day_of_business(db):
     aggregate(free, api_calls, at(19, 12), events=50)  # no price on the free plan
     aggregate(acme, api_calls, datetime(2026, 10, 31, 23, tzinfo=UTC), events=5000)  # last month
 
-    failed_report = UsageReport.objects.create(
+    failed_report = UsageReportFactory(
         tenant=acme,
         meter=api_calls,
         hour=at(19, 8),
@@ -95,7 +98,7 @@ def day_of_business(db):
         error_code="resource_missing",
         error_message="No such customer: 'cus_acme'\nrequest id req_1",
     )
-    old_failure = UsageReport.objects.create(
+    old_failure = UsageReportFactory(
         tenant=acme,
         meter=api_calls,
         hour=at(18, 8),
@@ -111,14 +114,14 @@ def day_of_business(db):
     UsageReport.objects.filter(pk=failed_report.pk).update(updated_at=at(19, 9))
     UsageReport.objects.filter(pk=old_failure.pk).update(updated_at=at(18, 9))  # failed the day before
 
-    webhook = WebhookEvent.objects.create(
+    webhook = WebhookEventFactory(
         stripe_id="evt_failed",
         type="invoice.paid",
         payload={"id": "evt_failed"},
         status=WebhookEvent.Status.FAILED,
         error="customer cus_missing not found\nTraceback (most recent call last): ...",
     )
-    processed = WebhookEvent.objects.create(
+    processed = WebhookEventFactory(
         stripe_id="evt_ok",
         type="invoice.paid",
         payload={"id": "evt_ok"},
@@ -126,22 +129,20 @@ def day_of_business(db):
     )
     WebhookEvent.objects.filter(pk__in=[webhook.pk, processed.pk]).update(updated_at=at(19, 10))
 
-    check = CostCheckRun.objects.create(
+    check = CostCheckRunFactory(
         trigger="beat",
         checked_date=date(2026, 11, 18),
         started_at=at(19, 6),
         status=CostCheckRun.Status.FAILED,
         error="AccessDeniedException: ce:GetCostAndUsage",
     )
-    CostCheckRun.objects.create(
+    CostCheckRunFactory(
         trigger="command", checked_date=date(2026, 11, 18), started_at=at(19, 7), status="succeeded"
     )
-    aggregation = AggregationRun.objects.create(
+    aggregation = AggregationRunFactory(
         started_at=at(19, 12), status=AggregationRun.Status.FAILED, trigger="beat", error="deadlock detected"
     )
-    AggregationRun.objects.create(
-        started_at=at(19, 13), status=AggregationRun.Status.SUCCEEDED, trigger="beat"
-    )
+    AggregationRunFactory(started_at=at(19, 13), status=AggregationRun.Status.SUCCEEDED, trigger="beat")
 
     cost(DAY, "Amazon EC2", "acme", "1.25")
     cost(DAY, "Amazon EC2", "", "0.5")  # unattributed
@@ -224,13 +225,13 @@ def test_the_csv_is_exact(day_of_business):
 
 def test_a_day_on_a_graduated_price_is_what_it_added_to_the_month(db):
     """Tiers are monthly: the day's revenue is the month-to-date estimate after the day minus before it."""
-    meter = Meter.objects.create(code="api_calls", name="API calls", aggregation="count")
+    meter = MeterFactory(code="api_calls", name="API calls", aggregation="count")
     tenant = TenantFactory(name="Acme", slug="acme")
     tiers = [
         {"up_to": 1000, "unit_amount": "1", "flat_amount": "500"},  # 5.00 once, then a cent a call
         {"up_to": None, "unit_amount": "0.1", "flat_amount": "0"},  # a tenth of a cent beyond 1,000
     ]
-    Price.objects.create(meter=meter, plan="metered", model="graduated", tiers=tiers)
+    PriceFactory(meter=meter, plan="metered", model="graduated", tiers=tiers)
     aggregate(tenant, meter, at(18, 12), events=800)  # before: 5.00 + 8.00 = 13.00
     aggregate(tenant, meter, at(19, 12), events=700)  # after: 5.00 + 10.00 + 0.50 = 15.50
 
@@ -438,9 +439,7 @@ def test_only_staff_see_the_report(client, django_user_model, url):
 
 
 def test_beat_sends_the_report_daily_at_seven_utc():
-    task = beat_task_from_migration(
-        "billing_platform", "0001_daily_report_schedule", "billing_platform.send_daily_report"
-    )
+    task = beat_task("billing_platform.send_daily_report")
     assert task.enabled
     crontab = task.crontab
     assert (
@@ -500,7 +499,7 @@ def smtp_sink():
 def test_the_task_emails_the_report_from_a_real_worker(worker_env, tmp_path, smtp_sink):
     """A worker of its own on a queue of its own, so that its e-mail settings come from its environment;
     the mail goes over SMTP to a sink in this test, as it would to a real server."""
-    Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
+    MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
     env = {
         **worker_env,
         "OPERATOR_EMAILS": "ops@example.com",

@@ -14,6 +14,7 @@ from django.core.management import get_commands, load_command_class
 
 from core.commands import BaseCommand
 from metering.models import Meter
+from metering.tests.factories import MeterFactory
 from tenants.models import Tenant, TenantAPIKey
 from tenants.tests.factories import TenantFactory
 
@@ -73,6 +74,7 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--date", "2026-11-01", "--csv", "/nonexistent/dir/report.csv"],
     ],
     "show_config": [["--bogus"]],
+    "sync_schedules": [["--bogus"]],
     "check_worker": [
         ["--timeout", "1e400"],
         ["--timeout", "nan"],
@@ -180,7 +182,7 @@ def test_a_bad_run_of_each_command_is_one_error_line_and_a_non_zero_exit(
     capsys, monkeypatch, tmp_path, name, args
 ):
     tenant = TenantFactory(slug="acme")
-    Meter.objects.create(code="api_calls", name="API calls", aggregation="count")
+    MeterFactory(code="api_calls", name="API calls", aggregation="count")
     (tmp_path / "nested.json").write_text("[" * 200_000 + "]" * 200_000)
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage\x9c")
     (tmp_path / "not-an-event.json").write_text('{"object": "event", "id": 1}')

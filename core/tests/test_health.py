@@ -129,11 +129,13 @@ def test_beat_records_its_heartbeat_when_it_starts_and_publishes_the_heartbeat_t
     assert beat_heartbeat_age() < 5
 
 
-def test_the_heartbeat_is_in_beat_schedule():
+def test_the_heartbeat_is_a_declared_periodic_task():
+    from django.conf import settings
+
     from billing_platform.celery import app
 
-    [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == beat.HEARTBEAT_TASK]
-    assert entry["schedule"] == beat.HEARTBEAT_INTERVAL_SECONDS
+    [entry] = [e for e in settings.PERIODIC_TASKS if e["task"] == beat.HEARTBEAT_TASK]
+    assert entry["interval"] == {"every": beat.HEARTBEAT_INTERVAL_SECONDS, "period": "seconds"}
     assert beat.HEARTBEAT_TASK in app.tasks
 
 

@@ -1,30 +1,11 @@
-"""The daily Cost Explorer check in django-celery-beat, so operators see and edit it in admin."""
+"""A no-op kept for the migration graph: it once created the daily Cost Explorer check's schedule
+in django-celery-beat.
+
+Every periodic task is declared in settings.PERIODIC_TASKS and created after each `migrate` by
+core/schedules.py (or `manage.py sync_schedules`), which leaves a task that exists as it is.
+"""
 
 from django.db import migrations
-
-TASK_NAME = "Check AWS costs (daily)"
-
-
-def create_schedule(apps, schema_editor):
-    CrontabSchedule = apps.get_model("django_celery_beat", "CrontabSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    # 06:00 UTC: Cost Explorer has most of yesterday's costs by then (it refreshes several times a day).
-    crontab, _ = CrontabSchedule.objects.get_or_create(
-        minute="0", hour="6", day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC"
-    )
-    PeriodicTask.objects.get_or_create(
-        name=TASK_NAME,
-        defaults={
-            "task": "costwatch.check_costs",
-            "crontab": crontab,
-            "description": "Reads yesterday's and the month's AWS costs from Cost Explorer, judges every "
-            "budget, sends alerts and bills pass-through overages.",
-        },
-    )
-
-
-def remove_schedule(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=TASK_NAME).delete()
 
 
 class Migration(migrations.Migration):
@@ -33,4 +14,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_schedule, remove_schedule)]
+    operations = []

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from conftest import beat_task_from_migration
+from conftest import beat_task
 from costwatch.models import Budget
 from tenants.tests.factories import run_command
 
@@ -92,7 +92,7 @@ def test_check_costs_refuses_a_bad_date():
 
 
 def test_the_daily_check_is_scheduled_at_six_utc():
-    task = beat_task_from_migration("costwatch", "0002_check_costs_schedule", "costwatch.check_costs")
+    task = beat_task("costwatch.check_costs")
 
     assert task.enabled
     assert (task.crontab.minute, task.crontab.hour, str(task.crontab.timezone)) == ("0", "6", "UTC")

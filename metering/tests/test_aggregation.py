@@ -8,11 +8,12 @@ from django.core.management import call_command
 from django.db import connection
 from freezegun import freeze_time
 
-from conftest import beat_task_from_migration, run_at_once
+from conftest import beat_task, run_at_once
 from metering.aggregation import usage_aggregate, usage_aggregate_batch
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import AggregationRun, HourlyAggregate, HourlyAggregateChange, MeterFilter, PendingHour
 from metering.services import meter_filters_changed
+from metering.tests.factories import MeterFactory
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 21, 12, 30, tzinfo=UTC)
@@ -52,8 +53,10 @@ def values(tenant, meter):
     }
 
 
-def test_count_sum_max_per_hour(tenant, make_meter):
-    count, total, peak = make_meter("c", "count"), make_meter("s", "sum"), make_meter("m", "max")
+def test_count_sum_max_per_hour(tenant):
+    count = MeterFactory(code="c", aggregation="count")
+    total = MeterFactory(code="s", aggregation="sum")
+    peak = MeterFactory(code="m", aggregation="max")
     for code in ("c", "s", "m"):
         ingest(tenant, ev(code, "10:05", "1.5"), ev(code, "10:59", "2.25"), ev(code, "11:00", "7"))
     usage_aggregate(trigger="test")
@@ -62,8 +65,8 @@ def test_count_sum_max_per_hour(tenant, make_meter):
     assert values(tenant, peak) == {H10: (Decimal("2.25"), 2), H11: (Decimal(7), 1)}
 
 
-def test_unique_count_counts_distinct_property_values(tenant, make_meter):
-    users = make_meter("users", "unique_count", unique_property="user")
+def test_unique_count_counts_distinct_property_values(tenant):
+    users = MeterFactory(code="users", aggregation="unique_count", unique_property="user")
     ingest(
         tenant,
         ev("users", "10:01", user="ann"),
@@ -77,8 +80,8 @@ def test_unique_count_counts_distinct_property_values(tenant, make_meter):
     assert values(tenant, users) == {H10: (Decimal(3), 6)}
 
 
-def test_latest_takes_the_last_quantity_of_the_hour(tenant, make_meter):
-    seats = make_meter("seats", "latest")
+def test_latest_takes_the_last_quantity_of_the_hour(tenant):
+    seats = MeterFactory(code="seats", aggregation="latest")
     ingest(tenant, ev("seats", "10:50", 9), ev("seats", "10:10", 4), ev("seats", "10:30", 5))
     usage_aggregate(trigger="test")
     assert values(tenant, seats) == {H10: (Decimal(9), 3)}
@@ -87,9 +90,9 @@ def test_latest_takes_the_last_quantity_of_the_hour(tenant, make_meter):
     assert values(tenant, seats) == {H10: (Decimal(2), 4)}
 
 
-def test_filters_keep_only_matching_events(tenant, make_meter):
-    ok = make_meter("ok_calls", "count", status=["200", "201"])
-    eu = make_meter("eu_calls", "count", region=["eu"])
+def test_filters_keep_only_matching_events(tenant):
+    ok = MeterFactory(code="ok_calls", aggregation="count", filters={"status": ["200", "201"]})
+    eu = MeterFactory(code="eu_calls", aggregation="count", filters={"region": ["eu"]})
     for status, region in [(200, "eu"), ("201", "us"), (500, "eu"), (404, None)]:
         ingest(tenant, ev("ok_calls", "10:01", status=status), ev("eu_calls", "10:01", region=region))
     usage_aggregate(trigger="test")
@@ -97,8 +100,8 @@ def test_filters_keep_only_matching_events(tenant, make_meter):
     assert values(tenant, eu) == {H10: (Decimal(2), 2)}
 
 
-def test_an_hour_whose_events_all_fail_the_filter_has_no_aggregate(tenant, make_meter):
-    ok = make_meter("ok_calls", "count", status=["200"])
+def test_an_hour_whose_events_all_fail_the_filter_has_no_aggregate(tenant):
+    ok = MeterFactory(code="ok_calls", aggregation="count", filters={"status": ["200"]})
     ingest(tenant, ev("ok_calls", "10:01", status=500))
     usage_aggregate(trigger="test")
     assert values(tenant, ok) == {}
@@ -179,8 +182,8 @@ def test_a_failed_batch_leaves_its_hours_pending(tenant, api_calls, monkeypatch)
     assert values(tenant, api_calls) == {H10: (Decimal(1), 1)}
 
 
-def test_changing_filters_recomputes_the_meters_hours(tenant, make_meter):
-    ok = make_meter("ok_calls", "count", status=["200"])
+def test_changing_filters_recomputes_the_meters_hours(tenant):
+    ok = MeterFactory(code="ok_calls", aggregation="count", filters={"status": ["200"]})
     ingest(tenant, ev("ok_calls", "10:01", status=200), ev("ok_calls", "10:02", status=201))
     usage_aggregate(trigger="test")
     assert values(tenant, ok) == {H10: (Decimal(1), 1)}
@@ -190,8 +193,8 @@ def test_changing_filters_recomputes_the_meters_hours(tenant, make_meter):
     assert values(tenant, ok) == {H10: (Decimal(2), 2)}
 
 
-def test_widening_filters_of_a_meter_whose_5_events_all_failed_them_counts_the_5(tenant, make_meter):
-    ok = make_meter("ok_calls", "count", status=["200"])
+def test_widening_filters_of_a_meter_whose_5_events_all_failed_them_counts_the_5(tenant):
+    ok = MeterFactory(code="ok_calls", aggregation="count", filters={"status": ["200"]})
     ingest(tenant, *(ev("ok_calls", f"10:0{n}", status=500) for n in range(5)))
     usage_aggregate(trigger="test")
     assert values(tenant, ok) == {}  # no aggregate and no pending hour left: only raw events
@@ -227,9 +230,7 @@ def test_aggregate_usage_bad_arguments(db, args, message):
 
 
 def test_the_hourly_beat_schedule_exists_after_migrate(db):
-    task = beat_task_from_migration(
-        "metering", "0002_hourly_aggregation_schedule", "metering.aggregate_usage"
-    )
+    task = beat_task("metering.aggregate_usage")
     assert task.enabled
     assert (task.crontab.minute, task.crontab.hour, str(task.crontab.timezone)) == ("2", "*", "UTC")
 

@@ -6,12 +6,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from freezegun import freeze_time
 
-from conftest import beat_task_from_migration
+from conftest import beat_task
 from console.models import OperatorJob
 from console.operator_jobs import operator_job_run
+from console.tests.factories import OperatorJobFactory
 from metering.aggregation import recompute_horizon, usage_aggregate, usage_mark_for_recompute
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import HourlyAggregate, PendingHour, PruneRun, UsageEvent
+from metering.tests.factories import PendingHourFactory
 
 pytestmark = pytest.mark.django_db
 START = datetime(2026, 9, 1, 12, tzinfo=UTC)
@@ -51,7 +53,7 @@ def test_retention_shorter_than_stripes_window_is_refused(db):
 
 
 def test_the_daily_prune_schedule_exists(db):
-    task = beat_task_from_migration("metering", "0003_prune_schedule", "metering.prune_usage_events")
+    task = beat_task("metering.prune_usage_events")
     assert (task.crontab.hour, task.crontab.minute) == ("3", "30")
 
 
@@ -125,7 +127,7 @@ def test_a_pending_hour_before_the_prune_cutoff_is_dropped_not_recomputed(
     partly_pruned_hour, tenant, api_calls
 ):
     # As a recompute marked before this rule existed, or one racing a prune, would leave it.
-    PendingHour.objects.create(tenant=tenant, meter=api_calls, hour=H, marked_at=AFTER_PRUNE)
+    PendingHourFactory(tenant=tenant, meter=api_calls, hour=H, marked_at=AFTER_PRUNE)
     with freeze_time(AFTER_PRUNE):
         run = usage_aggregate(trigger="test")
     assert (run.hours_aggregated, run.hours_changed) == (1, 0)
@@ -146,7 +148,7 @@ def test_reaggregate_form_refuses_hours_before_the_prune_cutoff(partly_pruned_ho
 
 
 def test_reaggregate_job_queued_before_the_prune_skips_the_hour_and_says_so(partly_pruned_hour, tenant):
-    job = OperatorJob.objects.create(
+    job = OperatorJobFactory(
         kind=OperatorJob.Kind.REAGGREGATE,
         tenant=tenant,
         params={"since": H.isoformat(), "until": (H + timedelta(hours=1)).isoformat()},
@@ -155,7 +157,7 @@ def test_reaggregate_job_queued_before_the_prune_skips_the_hour_and_says_so(part
     with freeze_time(AFTER_PRUNE):
         operator_job_run(job_id=job.pk)
     job.refresh_from_db()
-    assert job.state == OperatorJob.State.SUCCEEDED
+    assert job.status == OperatorJob.Status.SUCCEEDED
     assert (job.result["hours_marked"], job.result["hours_skipped_past_retention"]) == (0, 1)
     assert "1 hour(s) before 2026-09-01 12:00 UTC skipped" in job.progress
     assert HourlyAggregate.objects.get(hour=H).value == 11

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from stripe_sync.models import BillingNotification, WebhookEvent
+from stripe_sync.tests.factories import WebhookEventFactory
 from stripe_sync.tests.webhook_support import deliver, onboarded_tenant
 from stripe_sync.webhooks import webhook_event_process
 from tenants.models import Tenant, TenantChange
@@ -132,27 +133,21 @@ def test_events_whose_task_was_lost_are_queued_again(db, monkeypatch):
 
     from django.utils import timezone
 
-    from conftest import beat_task_from_migration
+    from conftest import beat_task
     from stripe_sync import webhooks
     from stripe_sync.models import WebhookEvent
 
     queued = []
     monkeypatch.setattr(webhooks, "webhook_event_enqueue", lambda *, event_id: queued.append(event_id))
     old = timezone.now() - timedelta(minutes=11)
-    lost = WebhookEvent.objects.create(stripe_id="evt_lost", type="invoice.paid", payload={})
-    stuck = WebhookEvent.objects.create(
-        stripe_id="evt_stuck", type="invoice.paid", payload={}, status="processing"
-    )
-    fresh = WebhookEvent.objects.create(stripe_id="evt_fresh", type="invoice.paid", payload={})
-    done = WebhookEvent.objects.create(
-        stripe_id="evt_done", type="invoice.paid", payload={}, status="processed"
-    )
+    lost = WebhookEventFactory(stripe_id="evt_lost", type="invoice.paid", payload={})
+    stuck = WebhookEventFactory(stripe_id="evt_stuck", type="invoice.paid", payload={}, status="processing")
+    fresh = WebhookEventFactory(stripe_id="evt_fresh", type="invoice.paid", payload={})
+    done = WebhookEventFactory(stripe_id="evt_done", type="invoice.paid", payload={}, status="processed")
     WebhookEvent.objects.filter(pk__in=[lost.pk, stuck.pk, done.pk]).update(updated_at=old)
 
     assert webhooks.webhook_events_requeue_stale() == 2
     assert sorted(queued) == sorted([lost.pk, stuck.pk])
     assert fresh.pk not in queued
-    task = beat_task_from_migration(
-        "stripe_sync", "0003_requeue_stale_webhooks_schedule", "stripe_sync.requeue_stale_webhook_events"
-    )
+    task = beat_task("stripe_sync.requeue_stale_webhook_events")
     assert (task.interval.every, task.interval.period) == (10, "minutes")
