@@ -32,9 +32,7 @@ DJSTRIPE_SHOWN = frozenset(
     {
         "customer",
         "subscription",
-        "subscriptionitem",
         "invoice",
-        "invoiceitem",
         "lineitem",
         "price",
         "product",

@@ -1,7 +1,5 @@
 import json
-from collections import defaultdict
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, localcontext
+from datetime import UTC, datetime, time, timedelta
 
 from django import forms
 from django.contrib import admin
@@ -17,8 +15,10 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from core.admin_mixins import ReadOnlyAdmin
+from core.money import format_minor, format_quantity
 from core.parsing import ParseError, parse_date
 from core.permissions import can_see_revenue
+from metering.charts import meter_usage_chart
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -29,7 +29,7 @@ from metering.models import (
     Price,
     UsageEvent,
 )
-from metering.selectors import UsagePoint, usage_series
+from metering.selectors import daily_usage, last_days
 from metering.services import (
     MeterError,
     meter_check_aggregation_change,
@@ -40,85 +40,6 @@ from tenants.models import Tenant
 
 CHART_DAYS = 30
 CHART_HEIGHT = 120
-CHART_SLOT = 20  # pixels per day
-CHART_BAR_WIDTH = 16
-# Stripe's zero-decimal currencies: their minor unit is the major unit.
-# https://docs.stripe.com/currencies#zero-decimal
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    }
-)
-
-
-def format_quantity(value: Decimal) -> str:
-    # normalize() drops the 12 stored decimals, "f" keeps it out of exponent notation, and the
-    # wide context keeps all 38 digits an aggregate may have (the default rounds to 28).
-    with localcontext(prec=100):
-        return f"{value.normalize():,f}"
-
-
-def format_money(amount_minor: int, currency: str) -> str:
-    exponent = 0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else 2
-    major = Decimal(amount_minor).scaleb(-exponent)
-    return f"{major:,.{exponent}f} {currency.upper()}"
-
-
-def _exact_sum(values) -> Decimal:
-    with localcontext(prec=100):
-        return sum(values, Decimal(0))
-
-
-def usage_charts(points: list[UsagePoint], units: dict[str, str], days: list[date]) -> list[dict]:
-    """Bar geometry per meter from the daily usage points: the template only places it."""
-    totals_by_meter: dict[str, dict[date, Decimal]] = defaultdict(dict)
-    for point in points:
-        totals_by_meter[point.meter][point.start.astimezone(UTC).date()] = point.value
-    charts = []
-    for code, totals in totals_by_meter.items():
-        peak = max(totals.values())
-        bars = []
-        for index, day in enumerate(days):
-            total = totals.get(day)
-            if total is None or total <= 0:
-                continue
-            # At least a pixel, so that a small day next to a big one still shows.
-            height = max(1, round(float(total / peak) * CHART_HEIGHT))
-            bars.append(
-                {
-                    "x": index * CHART_SLOT + (CHART_SLOT - CHART_BAR_WIDTH) // 2,
-                    "y": CHART_HEIGHT - height,
-                    "height": height,
-                    "day": day,
-                    "total": format_quantity(total),
-                }
-            )
-        charts.append(
-            {
-                "code": code,
-                "unit": units.get(code, ""),
-                "bars": bars,
-                "peak": format_quantity(peak),
-                "total": format_quantity(_exact_sum(totals.values())),
-                "days": [(day, format_quantity(total)) for day, total in sorted(totals.items())],
-            }
-        )
-    return charts
 
 
 class EstimatedCountPaginator(Paginator):
@@ -130,6 +51,7 @@ class EstimatedCountPaginator(Paginator):
     """
 
     count_cap = 10_000
+    count_is_estimate = False
 
     @cached_property
     def count(self) -> int:
@@ -137,6 +59,7 @@ class EstimatedCountPaginator(Paginator):
         if not queryset.query.where:
             estimate = self._planner_estimate(queryset)
             if estimate > self.count_cap:
+                self.count_is_estimate = True
                 return estimate
         return queryset.order_by().values("pk")[: self.count_cap + 1].count()
 
@@ -145,9 +68,9 @@ class EstimatedCountPaginator(Paginator):
         """How the list states its size (templates/admin/pagination.html, search_form.html): never a
         capped count or an estimate as if it were exact."""
         count = self.count
+        if self.count_is_estimate:
+            return f"about {count:,} (estimate)"
         if count > self.count_cap:
-            if not self.object_list.query.where:
-                return f"about {count:,} (estimate)"
             return f"more than {self.count_cap:,}"
         return f"{count:,}"
 
@@ -488,29 +411,23 @@ class HourlyAggregateAdmin(BigTableAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         tenant = get_object_or_404(Tenant, pk=tenant_id)
-        today = timezone.now().astimezone(UTC).date()
-        days = [today - timedelta(days=offset) for offset in range(CHART_DAYS - 1, -1, -1)]
-        points = usage_series(
-            tenant=tenant,
-            start=datetime.combine(days[0], time.min, tzinfo=UTC),
-            end=datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC),
-            granularity="day",
-        )
-        units = dict(
-            Meter.objects.filter(code__in={point.meter for point in points}).values_list("code", "unit")
-        )
+        days = last_days(now=timezone.now(), count=CHART_DAYS)
+        daily = daily_usage(tenant=tenant, days=days)
+        units = dict(Meter.objects.filter(code__in=daily).values_list("code", "unit"))
+        charts = [
+            meter_usage_chart(
+                code=code,
+                unit=units.get(code, ""),
+                daily=usage,
+                days=days,
+                plot_height=CHART_HEIGHT,
+                every_day=False,
+                css_class="usage-chart",
+            )
+            for code, usage in sorted(daily.items())
+        ]
         context = self._report_context(request, tenant, f"Usage of {tenant.name}, last {CHART_DAYS} days")
-        context.update(
-            charts=usage_charts(points, units, days),
-            chart_days=CHART_DAYS,
-            first_day=days[0],
-            last_day=days[-1],
-            chart_width=CHART_SLOT * CHART_DAYS,
-            chart_height=CHART_HEIGHT,
-            svg_height=CHART_HEIGHT + 16,
-            label_y=CHART_HEIGHT + 12,
-            bar_width=CHART_BAR_WIDTH,
-        )
+        context.update(charts=charts, chart_days=CHART_DAYS, first_day=days[0], last_day=days[-1])
         return TemplateResponse(request, "admin/metering/hourlyaggregate/usage_chart.html", context)
 
     def estimate_view(self, request, tenant_id: int):
@@ -529,7 +446,7 @@ class HourlyAggregateAdmin(BigTableAdmin):
                 "free_allowance_applied": format_quantity(estimate.free_allowance_applied),
                 "billable": format_quantity(estimate.billable),
                 "charge": (
-                    format_money(estimate.charge.amount_minor, estimate.currency)
+                    format_minor(estimate.charge.amount_minor, estimate.currency)
                     if estimate.charge is not None
                     else None
                 ),
@@ -537,7 +454,7 @@ class HourlyAggregateAdmin(BigTableAdmin):
             for estimate in estimates
         ]
         totals = [
-            format_money(amount, currency)
+            format_minor(amount, currency)
             for currency, amount in sorted(tenant_month_total_minor(estimates).items())
         ]
         now = timezone.now().astimezone(UTC)
