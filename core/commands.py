@@ -2,12 +2,17 @@
 
 - A bad argument gives argparse's one error line, not a usage dump (arguments are typed with the
   bounded parsers of core.parsing: `date_argument`, `int_argument(...)`, ...).
-- The errors of the platform's own domain that a command's handle() lets through (ParseError,
-  ValidationError, a missing row, Stripe's and AWS's client errors, STRIPE_API_KEY unset or
-  malformed) become a CommandError of one line in `execute`, so every command, including a new one,
-  ends with "CommandError: <reason>" and exit status 1. Anything else is a bug and keeps its traceback.
+- The errors of the platform's domain that a command's handle() lets through become a CommandError
+  of one line in `execute`, so every command, including a new one, ends with "CommandError: <reason>"
+  and exit status 1. Which errors those are is the registry `command_errors`: core registers its own
+  (ParseError, ValidationError, a missing row, AWS's client errors); an app registers its errors
+  with a formatter in its AppConfig.ready (stripe_sync: STRIPE_API_KEY unset or malformed, Stripe's
+  errors), so core imports no app. Anything else is a bug and keeps its traceback.
 """
 
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.management.base import BaseCommand as DjangoBaseCommand
 from django.core.management.base import CommandError, SystemCheckError
@@ -25,6 +30,7 @@ from core.validation import one_line, validation_error_message
 __all__ = [
     "BaseCommand",
     "command_error_message",
+    "command_errors",
     "date_argument",
     "datetime_argument",
     "decimal_argument",
@@ -33,43 +39,53 @@ __all__ = [
 ]
 
 
-def _domain_errors() -> tuple[type[BaseException], ...]:
-    # Imported when a command runs: the apps are loaded by then.
-    import stripe
-    from botocore.exceptions import BotoCoreError, ClientError
+Formatter = Callable[[BaseException], str]
 
-    from stripe_sync.client import StripeNotConfigured
 
-    return (
-        ParseError,
-        ValidationError,
-        ObjectDoesNotExist,
-        StripeNotConfigured,
-        stripe.StripeError,
-        BotoCoreError,
-        ClientError,
-    )
+class CommandErrors:
+    """The exception types a command reports as one line, each with the formatter of its line.
+
+    The most specific registered class of an exception (along its MRO) formats it, so a subclass can
+    say more than its base (stripe.AuthenticationError vs stripe.StripeError) in any registration order.
+    """
+
+    def __init__(self) -> None:
+        self._formatters: dict[type[BaseException], Formatter] = {}
+
+    def register(self, exc_type: type[BaseException], formatter: Formatter | None = None) -> None:
+        """Report `exc_type` as `formatter(exc)` (default: the exception's own message), on one line."""
+        self._formatters[exc_type] = formatter or _message
+
+    def types(self) -> tuple[type[BaseException], ...]:
+        return tuple(self._formatters)
+
+    def message(self, exc: BaseException) -> str:
+        for cls in type(exc).__mro__:
+            if cls in self._formatters:
+                return one_line(self._formatters[cls](exc)) or type(exc).__name__
+        return _message(exc)
+
+
+def _message(exc: BaseException) -> str:
+    return one_line(exc) or type(exc).__name__
+
+
+def _aws_client_error(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return f"AWS: {error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+
+
+command_errors = CommandErrors()
+command_errors.register(ParseError)
+command_errors.register(ValidationError, validation_error_message)
+command_errors.register(ObjectDoesNotExist)
+command_errors.register(ClientError, _aws_client_error)
+command_errors.register(BotoCoreError, lambda exc: f"AWS: {exc}")
 
 
 def command_error_message(exc: BaseException) -> str:
     """The one line an operator sees for an error of the platform's domain."""
-    import stripe
-    from botocore.exceptions import ClientError
-
-    from stripe_sync.catalog import stripe_error_message
-
-    if isinstance(exc, ValidationError):
-        return validation_error_message(exc)
-    if isinstance(exc, stripe.AuthenticationError):
-        return one_line(f"Stripe refused STRIPE_API_KEY: {stripe_error_message(exc)}")
-    if isinstance(exc, stripe.StripeError):
-        return one_line(stripe_error_message(exc))
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return one_line(f"AWS: {error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": "))
-    if exc.__module__.startswith("botocore"):
-        return one_line(f"AWS: {exc}")
-    return one_line(exc) or type(exc).__name__
+    return command_errors.message(exc)
 
 
 class BaseCommand(DjangoBaseCommand):
@@ -90,5 +106,7 @@ class BaseCommand(DjangoBaseCommand):
             if message == str(exc):
                 raise
             raise CommandError(message, returncode=exc.returncode) from exc
-        except _domain_errors() as exc:
-            raise CommandError(command_error_message(exc)) from exc
+        except Exception as exc:
+            if not isinstance(exc, command_errors.types()):
+                raise  # a bug: its traceback is what a developer needs
+            raise CommandError(command_errors.message(exc)) from exc

@@ -57,9 +57,9 @@ def _check_redis():
 
 
 def _check_worker():
-    from billing_platform.celery import app
+    from celery import current_app  # the project's Celery app (billing_platform/celery.py)
 
-    replies = app.control.ping(timeout=CHECK_TIMEOUT_SECONDS)
+    replies = current_app.control.ping(timeout=CHECK_TIMEOUT_SECONDS)
     if not replies:
         raise RuntimeError("no Celery worker answered a ping")
     return {"workers": sorted(name for reply in replies for name in reply)}

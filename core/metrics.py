@@ -4,9 +4,10 @@ Two kinds:
 - counters and histograms of what a process does (ingestion in the web process, task outcomes in
   workers), kept by prometheus-client; under gunicorn they go through PROMETHEUS_MULTIPROC_DIR so
   that one scrape sees every worker process;
-- business gauges (the reporting outbox, the webhook inbox, the circuit breaker) computed from the
-  database at scrape time by `BusinessCollector`, because that work happens in Celery workers that
-  nobody scrapes, and the database is the truth about it.
+- business gauges (the reporting outbox, the webhook inbox, the circuit breaker, which stripe_sync
+  registers in `business_gauges`) computed from the database at scrape time by `BusinessCollector`,
+  because that work happens in Celery workers that nobody scrapes, and the database is the truth
+  about it.
 
 /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; without METRICS_TOKEN it is a 404,
 except in DEBUG from a loopback address (the demo).
@@ -165,8 +166,24 @@ def _task_name(sender) -> str:
 # --- Business gauges, from the database at scrape time -----------------------------------------
 
 
+class BusinessGauges:
+    """The groups of business gauges: each a function `group(now)` yielding metric families, read
+    from the database at scrape time. Apps register theirs in AppConfig.ready (stripe_sync: the
+    reporting outbox, the webhook inbox, the circuit breaker), so core imports no app."""
+
+    def __init__(self) -> None:
+        self.groups: list = []
+
+    def register(self, group) -> None:
+        if group not in self.groups:
+            self.groups.append(group)
+
+
+business_gauges = BusinessGauges()
+
+
 class BusinessCollector:
-    """Outbox, webhook inbox and circuit breaker state, read from the database on each scrape.
+    """The registered business gauges, read from the database on each scrape.
 
     Each group is independent: a group whose models are missing or whose query fails is left out
     (and `billing_business_metrics_up` drops to 0) instead of failing the whole scrape.
@@ -178,7 +195,7 @@ class BusinessCollector:
     def collect(self):
         now = timezone.now()
         up = 1
-        for group in (self._usage_reports, self._webhooks, self._circuit_breakers):
+        for group in business_gauges.groups:
             try:
                 yield from list(group(now))
             except Exception:  # one broken group must not hide the others
@@ -188,78 +205,9 @@ class BusinessCollector:
             "billing_business_metrics_up", "1 when every business gauge could be read.", value=up
         )
 
-    @staticmethod
-    def _usage_reports(now):
-        from django.db.models import Count, Min
 
-        from stripe_sync.models import UsageReport
-
-        reports = GaugeMetricFamily(
-            "billing_usage_reports", "Usage reports (Stripe outbox rows) by status.", labels=["status"]
-        )
-        # Only the actionable states: the table only grows, and these two have partial indexes
-        # (sent rows are counted by billing_stripe_reports_total in the processes that send them).
-        actionable = (UsageReport.Status.PENDING, UsageReport.Status.FAILED)
-        counts = dict.fromkeys(actionable, 0)
-        for row in (
-            UsageReport.objects.filter(status__in=actionable)
-            .order_by()
-            .values("status")
-            .annotate(n=Count("id"))
-        ):
-            counts[row["status"]] = row["n"]
-        for status, count in sorted(counts.items()):
-            reports.add_metric([status], count)
-        yield reports
-        oldest = UsageReport.objects.filter(status=UsageReport.Status.PENDING).aggregate(
-            oldest=Min("created_at")
-        )["oldest"]
-        yield GaugeMetricFamily(
-            "billing_usage_report_oldest_pending_age_seconds",
-            "Age of the oldest pending usage report; 0 when none is pending.",
-            value=_age(now, oldest),
-        )
-
-    @staticmethod
-    def _webhooks(now):
-        from django.db.models import Count, Min
-
-        from stripe_sync.models import WebhookEvent
-
-        waiting = WebhookEvent.objects.order_by().exclude(status__in=WebhookEvent.FINAL_STATUSES)
-        unprocessed = GaugeMetricFamily(
-            "billing_webhook_events_unprocessed",
-            "Stripe webhook events received and not (yet) processed, by status.",
-            labels=["status"],
-        )
-        counts = {
-            status: 0 for status in WebhookEvent.Status.values if status not in WebhookEvent.FINAL_STATUSES
-        }
-        for row in waiting.values("status").annotate(n=Count("id")):
-            counts[row["status"]] = row["n"]
-        for status, count in sorted(counts.items()):
-            unprocessed.add_metric([status], count)
-        yield unprocessed
-        oldest = waiting.aggregate(oldest=Min("received_at"))["oldest"]
-        yield GaugeMetricFamily(
-            "billing_webhook_oldest_unprocessed_age_seconds",
-            "Age of the oldest webhook event not yet processed (webhook lag); 0 when none waits.",
-            value=_age(now, oldest),
-        )
-
-    @staticmethod
-    def _circuit_breakers(now):
-        from stripe_sync.models import CircuitBreaker
-
-        family = GaugeMetricFamily(
-            "billing_stripe_circuit_open", "1 while a circuit breaker around Stripe is open.", labels=["name"]
-        )
-        for name, open_until in CircuitBreaker.objects.values_list("name", "open_until"):
-            family.add_metric([name], 1 if open_until is not None and open_until > now else 0)
-        yield family
-
-
-def _age(now, moment) -> float:
+def gauge_age(now, moment) -> float:
+    """Seconds from `moment` to `now`; 0 when there is no moment."""
     return max(0.0, (now - moment).total_seconds()) if moment is not None else 0.0
 
 
