@@ -15,7 +15,8 @@ from moto.server import ThreadedMotoServer
 
 from metering import access_log
 from metering.access_log import request_time_parse
-from metering.models import Meter, UsageEvent
+from metering.models import UsageEvent
+from metering.tests.factories import MeterFactory
 from tenants.tests.factories import TenantFactory, issue_key
 
 pytestmark = pytest.mark.django_db
@@ -446,8 +447,8 @@ def test_the_s3_client_has_timeouts_standard_retries_and_the_environment_endpoin
     client = access_log.s3_client()
 
     assert client.meta.config.connect_timeout == 5
-    assert client.meta.config.read_timeout == 60
-    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 5}
+    assert client.meta.config.read_timeout == 20
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
     assert client.meta.endpoint_url == aws_env
 
 
@@ -489,7 +490,7 @@ def test_a_missing_local_path_is_one_clear_line(tmp_path, meter):
 
 
 def test_an_unknown_meter_is_refused_before_the_source_is_read(tmp_path):
-    Meter.objects.create(code="api_requests", name="API requests", aggregation="count")
+    MeterFactory(code="api_requests", name="API requests", aggregation="count")
 
     with pytest.raises(CommandError) as raised:
         run(str(tmp_path / "nope"), "--meter", "api_calls")

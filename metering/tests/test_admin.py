@@ -17,12 +17,21 @@ from metering.aggregation import usage_aggregate
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
-    HourlyAggregateChange,
     Meter,
     MeterFilter,
     PendingHour,
     Price,
     UsageEvent,
+)
+from metering.tests.factories import (
+    AggregationRunFactory,
+    HourlyAggregateChangeFactory,
+    HourlyAggregateFactory,
+    MeterFactory,
+    MeterFilterFactory,
+    PendingHourFactory,
+    PriceFactory,
+    UsageEventFactory,
 )
 from tenants.models import Tenant
 from tenants.tests.factories import TenantFactory
@@ -44,26 +53,11 @@ def staff_client():
 
 @pytest.fixture
 def meter():
-    return Meter.objects.create(
-        code="api-calls", name="API calls", unit="call", aggregation=Meter.Aggregation.COUNT
-    )
+    return MeterFactory(code="api-calls", name="API calls", unit="call", aggregation=Meter.Aggregation.COUNT)
 
 
 def this_hour():
     return timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def make_event(tenant, meter, event_id, **fields):
-    fields.setdefault("timestamp", timezone.now())
-    return UsageEvent.objects.create(
-        tenant=tenant, meter=meter, event_id=event_id, received_at=timezone.now(), **fields
-    )
-
-
-def make_aggregate(tenant, meter, hour, value, event_count=1):
-    return HourlyAggregate.objects.create(
-        tenant=tenant, meter=meter, hour=hour, value=Decimal(value), event_count=event_count
-    )
 
 
 def meter_form_data(meter, *, filters=(), **overrides):
@@ -97,19 +91,19 @@ def change_url(meter):
 
 
 def test_every_metering_admin_page_loads(staff_client, tenant, meter):
-    event = make_event(tenant, meter, "evt-1", properties={"status": 200})
-    aggregate = make_aggregate(tenant, meter, this_hour(), "3", event_count=3)
-    HourlyAggregateChange.objects.create(
+    event = UsageEventFactory(tenant=tenant, meter=meter, event_id="evt-1", properties={"status": 200})
+    aggregate = HourlyAggregateFactory(
+        tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("3"), event_count=3
+    )
+    HourlyAggregateChangeFactory(
         aggregate=aggregate, revision=1, old_value=None, new_value=Decimal(3), new_event_count=3
     )
-    pending = PendingHour.objects.create(
-        tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now()
-    )
-    run = AggregationRun.objects.create(
+    pending = PendingHourFactory(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
+    run = AggregationRunFactory(
         started_at=timezone.now(), trigger="command", status=AggregationRun.Status.FAILED, error="boom\ntrace"
     )
-    price = Price.objects.create(meter=meter, plan="metered", unit_amount=Decimal("0.5"))
-    MeterFilter.objects.create(meter=meter, property="status", operator="in", values=["200", "201"])
+    price = PriceFactory(meter=meter, plan="metered", unit_amount=Decimal("0.5"))
+    MeterFilterFactory(meter=meter, property="status", operator="in", values=["200", "201"])
 
     pages = [
         "/admin/metering/",
@@ -139,7 +133,7 @@ def test_every_metering_admin_page_loads(staff_client, tenant, meter):
 
 
 def test_event_pages_are_read_only(staff_client, tenant, meter):
-    event = make_event(tenant, meter, "evt-1")
+    event = UsageEventFactory(tenant=tenant, meter=meter, event_id="evt-1")
     assert staff_client.get("/admin/metering/usageevent/add/").status_code == 403
     assert staff_client.get(f"/admin/metering/usageevent/{event.pk}/delete/").status_code == 403
     response = staff_client.post(
@@ -151,7 +145,7 @@ def test_event_pages_are_read_only(staff_client, tenant, meter):
 
 
 def test_aggregation_change_is_refused_once_the_meter_has_aggregates(staff_client, tenant, meter):
-    make_aggregate(tenant, meter, this_hour(), "5")
+    HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("5"))
     response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
     assert response.status_code == 200
     assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
@@ -160,7 +154,7 @@ def test_aggregation_change_is_refused_once_the_meter_has_aggregates(staff_clien
 
 
 def test_aggregation_change_is_refused_while_an_hour_is_pending(staff_client, tenant, meter):
-    PendingHour.objects.create(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
+    PendingHourFactory(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
     data = meter_form_data(meter, aggregation="unique_count", unique_property="user")
     response = staff_client.post(change_url(meter), data)
     assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
@@ -176,7 +170,7 @@ def test_aggregation_change_is_allowed_before_any_usage(staff_client, meter):
 
 
 def test_other_fields_still_change_when_the_meter_has_usage(staff_client, tenant, meter):
-    make_aggregate(tenant, meter, this_hour(), "5")
+    HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("5"))
     response = staff_client.post(change_url(meter), meter_form_data(meter, name="API requests"))
     assert response.status_code == 302
     meter.refresh_from_db()
@@ -185,7 +179,7 @@ def test_other_fields_still_change_when_the_meter_has_usage(staff_client, tenant
 
 def test_meter_code_is_read_only_once_the_meter_has_usage(staff_client, tenant, meter):
     assert 'name="code"' in staff_client.get(change_url(meter)).content.decode()
-    make_aggregate(tenant, meter, this_hour(), "5")
+    HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("5"))
     assert 'name="code"' not in staff_client.get(change_url(meter)).content.decode()
     response = staff_client.post(change_url(meter), meter_form_data(meter, code="renamed"))
     assert response.status_code == 302
@@ -203,7 +197,7 @@ def test_unique_count_needs_a_property(staff_client, meter):
 
 def test_meter_with_usage_cannot_be_deleted(staff_client, tenant, meter):
     assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 200
-    make_aggregate(tenant, meter, this_hour(), "1")
+    HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("1"))
     assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 403
     assert 'class="deletelink"' not in staff_client.get(change_url(meter)).content.decode()
 
@@ -226,9 +220,9 @@ def test_filter_editor_round_trip(staff_client, meter):
 
 
 def test_changing_filters_of_a_meter_with_usage_recomputes_its_hours(staff_client, tenant, meter):
-    event = make_event(tenant, meter, "evt-1", properties={"status": 404})
+    event = UsageEventFactory(tenant=tenant, meter=meter, event_id="evt-1", properties={"status": 404})
     hour = event.timestamp.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    make_aggregate(tenant, meter, hour, "1")
+    HourlyAggregateFactory(tenant=tenant, meter=meter, hour=hour, value=Decimal("1"))
     row = {"property": "status", "operator": "eq", "values": "200"}
     response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
     assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
@@ -239,10 +233,10 @@ def test_changing_filters_of_a_meter_with_usage_recomputes_its_hours(staff_clien
 def five_filtered_out_events(tenant, meter):
     """A meter whose only events (5, in one hour) all fail its filter: aggregated, they left no
     aggregate and no pending hour, only raw events."""
-    MeterFilter.objects.create(meter=meter, property="status", operator="eq", values=["200"])
+    MeterFilterFactory(meter=meter, property="status", operator="eq", values=["200"])
     for n in range(5):
-        make_event(tenant, meter, f"evt-{n}", properties={"status": 500})
-    PendingHour.objects.create(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
+        UsageEventFactory(tenant=tenant, meter=meter, event_id=f"evt-{n}", properties={"status": 500})
+    PendingHourFactory(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
     usage_aggregate(trigger="test")
     assert not HourlyAggregate.objects.exists()
     assert not PendingHour.objects.exists()
@@ -340,7 +334,7 @@ def bare_count_queries(queries) -> list[str]:
 
 def test_event_list_never_counts_the_whole_table(staff_client, tenant, meter):
     for index in range(3):
-        make_event(tenant, meter, f"evt-{index}")
+        UsageEventFactory(tenant=tenant, meter=meter, event_id=f"evt-{index}")
     with CaptureQueriesContext(connection) as captured:
         response = staff_client.get("/admin/metering/usageevent/")
     assert response.status_code == 200
@@ -360,7 +354,7 @@ def test_event_list_never_counts_the_whole_table(staff_client, tenant, meter):
 @pytest.mark.postgres
 def test_unfiltered_count_uses_the_planner_estimate(tenant, meter):
     for index in range(5):
-        make_event(tenant, meter, f"evt-{index}")
+        UsageEventFactory(tenant=tenant, meter=meter, event_id=f"evt-{index}")
     with connection.cursor() as cursor:
         cursor.execute('ANALYZE "metering_usageevent"')
 
@@ -378,9 +372,9 @@ def test_unfiltered_count_uses_the_planner_estimate(tenant, meter):
 
 
 def test_event_search_finds_the_exact_id(staff_client, tenant, other_tenant, meter):
-    make_event(tenant, meter, "req-42")
-    make_event(tenant, meter, "req-420")
-    make_event(other_tenant, meter, "req-7")
+    UsageEventFactory(tenant=tenant, meter=meter, event_id="req-42")
+    UsageEventFactory(tenant=tenant, meter=meter, event_id="req-420")
+    UsageEventFactory(tenant=other_tenant, meter=meter, event_id="req-7")
     response = staff_client.get("/admin/metering/usageevent/", {"q": "req-42"})
     html = response.content.decode()
     assert response.status_code == 200
@@ -394,9 +388,16 @@ def test_event_search_finds_the_exact_id(staff_client, tenant, other_tenant, met
 
 def test_event_day_filter_keeps_one_utc_day(staff_client, tenant, meter):
     today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    make_event(tenant, meter, "yesterday-late", timestamp=today - timedelta(minutes=1))
-    make_event(tenant, meter, "yesterday-early", timestamp=today - timedelta(hours=23, minutes=59))
-    make_event(tenant, meter, "today", timestamp=today)
+    UsageEventFactory(
+        tenant=tenant, meter=meter, event_id="yesterday-late", timestamp=today - timedelta(minutes=1)
+    )
+    UsageEventFactory(
+        tenant=tenant,
+        meter=meter,
+        event_id="yesterday-early",
+        timestamp=today - timedelta(hours=23, minutes=59),
+    )
+    UsageEventFactory(tenant=tenant, meter=meter, event_id="today", timestamp=today)
     yesterday = (today - timedelta(days=1)).date().isoformat()
     html = staff_client.get("/admin/metering/usageevent/", {"day": yesterday}).content.decode()
     assert "yesterday-late" in html
@@ -408,14 +409,26 @@ def test_event_day_filter_keeps_one_utc_day(staff_client, tenant, meter):
 
 
 def test_usage_chart_draws_one_bar_per_day_with_usage(staff_client, tenant, other_tenant, meter):
-    storage = Meter.objects.create(code="storage-gb", name="Storage", unit="GB", aggregation="max")
+    storage = MeterFactory(code="storage-gb", name="Storage", unit="GB", aggregation="max")
     today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    make_aggregate(tenant, meter, today - timedelta(days=1) + timedelta(hours=3), "1000")
-    make_aggregate(tenant, meter, today - timedelta(days=1) + timedelta(hours=4), "500")
-    make_aggregate(tenant, meter, today - timedelta(days=6) + timedelta(hours=7), "250")
-    make_aggregate(tenant, storage, today - timedelta(days=2), "12.5")
-    make_aggregate(tenant, meter, today - timedelta(days=31), "31337")  # outside the window
-    make_aggregate(other_tenant, meter, today - timedelta(days=1), "4242")  # another tenant
+    HourlyAggregateFactory(
+        tenant=tenant, meter=meter, hour=today - timedelta(days=1) + timedelta(hours=3), value=Decimal("1000")
+    )
+    HourlyAggregateFactory(
+        tenant=tenant, meter=meter, hour=today - timedelta(days=1) + timedelta(hours=4), value=Decimal("500")
+    )
+    HourlyAggregateFactory(
+        tenant=tenant, meter=meter, hour=today - timedelta(days=6) + timedelta(hours=7), value=Decimal("250")
+    )
+    HourlyAggregateFactory(
+        tenant=tenant, meter=storage, hour=today - timedelta(days=2), value=Decimal("12.5")
+    )
+    HourlyAggregateFactory(
+        tenant=tenant, meter=meter, hour=today - timedelta(days=31), value=Decimal("31337")
+    )  # outside the window
+    HourlyAggregateFactory(
+        tenant=other_tenant, meter=meter, hour=today - timedelta(days=1), value=Decimal("4242")
+    )  # another tenant
 
     response = staff_client.get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
     assert response.status_code == 200
@@ -454,10 +467,12 @@ def test_report_pages_need_a_staff_login(tenant):
 def test_estimate_page_shows_the_month_amounts(staff_client, meter):
     pytest.importorskip("metering.estimates")
     tenant = TenantFactory(slug="estimated", plan=Tenant.Plan.FREE, monthly_free_allowance=Decimal("500"))
-    unpriced = Meter.objects.create(code="storage-gb", name="Storage", unit="GB", aggregation="sum")
-    Price.objects.create(meter=meter, plan=tenant.plan, currency="usd", unit_amount=Decimal("2"))
-    make_aggregate(tenant, meter, this_hour(), "1500", event_count=1500)
-    make_aggregate(tenant, unpriced, this_hour(), "3")
+    unpriced = MeterFactory(code="storage-gb", name="Storage", unit="GB", aggregation="sum")
+    PriceFactory(meter=meter, plan=tenant.plan, currency="usd", unit_amount=Decimal("2"))
+    HourlyAggregateFactory(
+        tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("1500"), event_count=1500
+    )
+    HourlyAggregateFactory(tenant=tenant, meter=unpriced, hour=this_hour(), value=Decimal("3"))
 
     response = staff_client.get(f"/admin/metering/hourlyaggregate/estimate/{tenant.pk}/")
     assert response.status_code == 200
@@ -483,7 +498,7 @@ def test_aggregate_list_links_the_month_estimate_only_for_staff_holding_view_rev
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label="core", codename="view_revenue")
         )
-    make_aggregate(tenant, meter, this_hour(), "7")
+    HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("7"))
     client = Client()
     client.force_login(user)
 

@@ -7,7 +7,7 @@ import pytest
 from freezegun import freeze_time
 
 from metering.entitlements import month_bounds, tenant_entitlements
-from metering.models import HourlyAggregate
+from metering.tests.factories import HourlyAggregateFactory
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -35,9 +35,7 @@ def usage(tenant, other_tenant, api_calls, storage):
         (other_tenant, api_calls, _hour(11, 21, 10), "999"),  # another tenant's
     ]
     for who, meter, hour, value in rows:
-        HourlyAggregate.objects.create(
-            tenant=who, meter=meter, hour=hour, value=Decimal(value), event_count=1
-        )
+        HourlyAggregateFactory(tenant=who, meter=meter, hour=hour, value=Decimal(value), event_count=1)
 
 
 def _make_free(tenant, allowance="1000"):

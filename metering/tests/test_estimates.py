@@ -5,7 +5,8 @@ import pytest
 from freezegun import freeze_time
 
 from metering.estimates import MeterEstimate, tenant_month_estimate, tenant_month_total_minor
-from metering.models import HourlyAggregate, Meter, Price
+from metering.models import Meter, Price
+from metering.tests.factories import HourlyAggregateFactory, MeterFactory, PriceFactory
 from tenants.models import Tenant
 from tenants.tests.factories import TenantFactory
 
@@ -19,16 +20,8 @@ def hour(day: int, at: int, *, month: int = 3, year: int = 2026) -> datetime:
     return datetime(year, month, day, at, tzinfo=UTC)
 
 
-def make_meter(code: str) -> Meter:
-    return Meter.objects.create(code=code, name=code, aggregation=Meter.Aggregation.SUM)
-
-
-def make_price(meter: Meter, plan: str, *, unit_amount: str = "2", currency: str = "usd") -> Price:
-    return Price.objects.create(meter=meter, plan=plan, currency=currency, unit_amount=D(unit_amount))
-
-
 def record(tenant: Tenant, meter: Meter, at: datetime, value: str) -> None:
-    HourlyAggregate.objects.create(tenant=tenant, meter=meter, hour=at, value=D(value), event_count=1)
+    HourlyAggregateFactory(tenant=tenant, meter=meter, hour=at, value=D(value), event_count=1)
 
 
 def by_code(estimates: list[MeterEstimate]) -> dict[str, MeterEstimate]:
@@ -37,8 +30,8 @@ def by_code(estimates: list[MeterEstimate]) -> dict[str, MeterEstimate]:
 
 def test_free_tenant_pays_only_beyond_the_allowance():
     tenant = TenantFactory(plan=Tenant.Plan.FREE, monthly_free_allowance=D(100))
-    calls = make_meter("api.calls")
-    make_price(calls, Tenant.Plan.FREE, unit_amount="2")
+    calls = MeterFactory(code="api.calls", aggregation="sum")
+    PriceFactory(meter=calls, plan=Tenant.Plan.FREE, unit_amount=D("2"))
     record(tenant, calls, hour(3, 10), "60")
     record(tenant, calls, hour(17, 22), "70.5")
 
@@ -53,8 +46,8 @@ def test_free_tenant_pays_only_beyond_the_allowance():
 
 def test_free_tenant_under_the_allowance_is_charged_nothing():
     tenant = TenantFactory(plan=Tenant.Plan.FREE, monthly_free_allowance=D(100))
-    calls = make_meter("api.calls")
-    make_price(calls, Tenant.Plan.FREE)
+    calls = MeterFactory(code="api.calls", aggregation="sum")
+    PriceFactory(meter=calls, plan=Tenant.Plan.FREE, unit_amount=D("2"))
     record(tenant, calls, hour(3, 10), "40")
 
     [estimate] = tenant_month_estimate(tenant=tenant, month=MARCH)
@@ -65,9 +58,9 @@ def test_free_tenant_under_the_allowance_is_charged_nothing():
 
 def test_metered_tenant_pays_all_usage_and_its_plans_price():
     tenant = TenantFactory(plan=Tenant.Plan.METERED, monthly_free_allowance=D(100))
-    calls = make_meter("api.calls")
-    make_price(calls, Tenant.Plan.FREE, unit_amount="1000")
-    make_price(calls, Tenant.Plan.METERED, unit_amount="0.5")
+    calls = MeterFactory(code="api.calls", aggregation="sum")
+    PriceFactory(meter=calls, plan=Tenant.Plan.FREE, unit_amount=D("1000"))
+    PriceFactory(meter=calls, plan=Tenant.Plan.METERED, unit_amount=D("0.5"))
     record(tenant, calls, hour(3, 10), "130")
 
     [estimate] = tenant_month_estimate(tenant=tenant, month=MARCH)
@@ -79,8 +72,8 @@ def test_metered_tenant_pays_all_usage_and_its_plans_price():
 
 def test_only_hours_inside_the_utc_month_count():
     tenant = TenantFactory()
-    calls = make_meter("api.calls")
-    make_price(calls, tenant.plan, unit_amount="1")
+    calls = MeterFactory(code="api.calls", aggregation="sum")
+    PriceFactory(meter=calls, plan=tenant.plan, unit_amount=D("1"))
     record(tenant, calls, hour(28, 23, month=2), "1000")  # last hour of February
     record(tenant, calls, hour(1, 0), "1")  # first hour of March
     record(tenant, calls, hour(31, 23), "2")  # last hour of March
@@ -94,7 +87,7 @@ def test_only_hours_inside_the_utc_month_count():
 
 def test_december_ends_at_the_new_year():
     tenant = TenantFactory()
-    calls = make_meter("api.calls")
+    calls = MeterFactory(code="api.calls", aggregation="sum")
     record(tenant, calls, hour(31, 23, month=12, year=2025), "5")
     record(tenant, calls, hour(1, 0, month=1, year=2026), "1000")
 
@@ -105,7 +98,7 @@ def test_december_ends_at_the_new_year():
 
 def test_other_tenants_usage_does_not_count():
     tenant, other = TenantFactory(), TenantFactory()
-    calls = make_meter("api.calls")
+    calls = MeterFactory(code="api.calls", aggregation="sum")
     record(tenant, calls, hour(2, 8), "4")
     record(other, calls, hour(2, 8), "1000")
 
@@ -116,8 +109,9 @@ def test_other_tenants_usage_does_not_count():
 
 def test_meter_without_a_price_on_the_plan_has_no_charge():
     tenant = TenantFactory(plan=Tenant.Plan.METERED)
-    storage = make_meter("storage.gb")
-    make_price(storage, Tenant.Plan.FREE)  # another plan's price does not apply
+    storage = MeterFactory(code="storage.gb", aggregation="sum")
+    # another plan's price does not apply
+    PriceFactory(meter=storage, plan=Tenant.Plan.FREE, unit_amount=D("2"))
     record(tenant, storage, hour(5, 5), "12")
 
     [estimate] = tenant_month_estimate(tenant=tenant, month=MARCH)
@@ -129,8 +123,9 @@ def test_meter_without_a_price_on_the_plan_has_no_charge():
 
 def test_every_meter_is_listed_even_without_usage():
     tenant = TenantFactory()
-    make_price(make_meter("api.calls"), tenant.plan)
-    make_meter("storage.gb")
+    calls = MeterFactory(code="api.calls", aggregation="sum")
+    PriceFactory(meter=calls, plan=tenant.plan, unit_amount=D("2"))
+    MeterFactory(code="storage.gb", aggregation="sum")
 
     estimates = by_code(tenant_month_estimate(tenant=tenant, month=MARCH))
 
@@ -142,8 +137,8 @@ def test_every_meter_is_listed_even_without_usage():
 
 def test_tiered_price_gets_the_months_total_not_each_hour():
     tenant = TenantFactory()
-    calls = make_meter("api.calls")
-    Price.objects.create(
+    calls = MeterFactory(code="api.calls", aggregation="sum")
+    PriceFactory(
         meter=calls,
         plan=tenant.plan,
         model=Price.Model.GRADUATED,
@@ -163,7 +158,7 @@ def test_tiered_price_gets_the_months_total_not_each_hour():
 @freeze_time("2026-03-31T23:30:00Z")
 def test_month_defaults_to_the_current_utc_month():
     tenant = TenantFactory()
-    calls = make_meter("api.calls")
+    calls = MeterFactory(code="api.calls", aggregation="sum")
     record(tenant, calls, hour(31, 23), "7")
     record(tenant, calls, hour(28, 23, month=2), "1000")
 
@@ -176,8 +171,8 @@ def test_month_defaults_to_the_current_utc_month():
 def test_query_count_does_not_grow_with_meters(meters, django_assert_max_num_queries):
     tenant = TenantFactory()
     for number in range(meters):
-        meter = make_meter(f"meter-{number}")
-        make_price(meter, tenant.plan)
+        meter = MeterFactory(code=f"meter-{number}", aggregation="sum")
+        PriceFactory(meter=meter, plan=tenant.plan, unit_amount=D("2"))
         record(tenant, meter, hour(2, 3), "5")
         record(tenant, meter, hour(2, 4), "5")
 
@@ -192,10 +187,10 @@ def test_query_count_does_not_grow_with_meters(meters, django_assert_max_num_que
 def test_totals_are_per_currency_of_rounded_charges():
     tenant = TenantFactory()
     for code, currency in [("a", "usd"), ("b", "usd"), ("c", "eur")]:
-        meter = make_meter(code)
-        make_price(meter, tenant.plan, unit_amount="0.5", currency=currency)
+        meter = MeterFactory(code=code, aggregation="sum")
+        PriceFactory(meter=meter, plan=tenant.plan, currency=currency, unit_amount=D("0.5"))
         record(tenant, meter, hour(2, 3), "3")  # 1.5 -> 2 minor units each
-    record(tenant, make_meter("unpriced"), hour(2, 3), "1000")
+    record(tenant, MeterFactory(code="unpriced", aggregation="sum"), hour(2, 3), "1000")
 
     estimates = tenant_month_estimate(tenant=tenant, month=MARCH)
 

@@ -9,7 +9,8 @@ from freezegun import freeze_time
 from rest_framework.test import APIClient
 
 from conftest import run_at_once
-from metering.models import PendingHour, UsageEvent
+from metering.models import Meter, PendingHour, UsageEvent
+from metering.tests.factories import MeterFactory
 from tenants.tests.factories import issue_key
 
 pytestmark = pytest.mark.django_db
@@ -474,9 +475,7 @@ def test_events_that_would_bring_an_hour_past_what_stripe_can_bill_are_refused_w
 
 
 def test_large_quantities_of_a_max_meter_are_not_summed_against_the_hour(tenant_client, tenant, db):
-    from metering.models import Meter
-
-    Meter.objects.create(code="peak_gb", name="Peak", aggregation=Meter.Aggregation.MAX)
+    MeterFactory(code="peak_gb", name="Peak", aggregation=Meter.Aggregation.MAX)
     top = "999999999999999"
     batch = {"events": [{"id": f"p-{n}", "meter": "peak_gb", "quantity": top} for n in range(101)]}
     assert post(tenant_client, batch).status_code == 202

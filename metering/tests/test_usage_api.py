@@ -5,7 +5,7 @@ import pytest
 from freezegun import freeze_time
 from rest_framework.test import APIClient
 
-from metering.models import HourlyAggregate
+from metering.tests.factories import HourlyAggregateFactory
 from tenants.tests.factories import issue_key
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +32,7 @@ def usage(tenant, other_tenant, api_calls, storage):
         (other_tenant, api_calls, hour(21, 10), "1000", 1000),
     ]
     for t, meter, h, value, count in rows:
-        HourlyAggregate.objects.create(tenant=t, meter=meter, hour=h, value=Decimal(value), event_count=count)
+        HourlyAggregateFactory(tenant=t, meter=meter, hour=h, value=Decimal(value), event_count=count)
 
 
 def get(client, **params):
