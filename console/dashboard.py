@@ -21,7 +21,6 @@ from django_celery_beat.models import PeriodicTask
 
 from core.charts import Chart, daily_chart
 from core.money import Money, percent
-
 from costwatch.budgets import linear_forecast
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.costs import budget_scope_q, next_month
@@ -29,8 +28,10 @@ from costwatch.margin import MarginRow, margin_table
 from costwatch.models import Alert, Budget, BudgetEvaluation, CostCheckRun, DailyCost
 from metering.estimates import month_bounds, revenue_estimates
 from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
+from stripe_sync.admin.customers import StripeOnboardingFilter
 from stripe_sync.circuit import STRIPE, circuit_is_open
 from stripe_sync.models import CircuitBreaker, ReconciliationRun, ReportingBalance, UsageReport, WebhookEvent
+from stripe_sync.onboarding import tenants_waiting_for_onboarding
 from stripe_sync.reporting import edge_moment
 from tenants.models import Tenant
 
@@ -224,11 +225,13 @@ class BillingPanel:
     reports_near_edge: int = 0
     # (tenant, meter) pairs whose reports could not be prepared; the others go on.
     pairs_failed: int = 0
+    # Active metered tenants with no Stripe customer or no live subscription: their usage is not billed.
+    onboarding_waiting: int = 0
 
 
 def billing_panel(*, now: datetime | None = None) -> BillingPanel:
-    """The outbox, failed pairs, the circuit breaker, the last reconciliation and the webhook inbox;
-    seven queries."""
+    """The outbox, failed pairs, the circuit breaker, the last reconciliation, the webhook inbox and
+    the metered tenants waiting for onboarding; eight queries."""
     now = now or timezone.now()
     pending, failed = UsageReport.Status.PENDING, UsageReport.Status.FAILED
     outbox = UsageReport.objects.order_by().aggregate(
@@ -238,6 +241,7 @@ def billing_panel(*, now: datetime | None = None) -> BillingPanel:
         near_edge=Count("id", filter=Q(status__in=[pending, failed], hour__lt=edge_moment(now))),
     )
     pairs_failed = ReportingBalance.objects.filter(failed_at__isnull=False).count()
+    onboarding_waiting = tenants_waiting_for_onboarding().count()
     first_failed = (
         UsageReport.objects.filter(status=failed)
         .select_related("tenant", "meter")
@@ -278,7 +282,9 @@ def billing_panel(*, now: datetime | None = None) -> BillingPanel:
         oldest_unprocessed=oldest_unprocessed,
         reports_near_edge=outbox["near_edge"],
         pairs_failed=pairs_failed,
+        onboarding_waiting=onboarding_waiting,
         links={
+            "onboarding_waiting": _changelist("tenants_tenant", onboarding=StripeOnboardingFilter.WAITING),
             "pairs_failed": _changelist("stripe_sync_reportingbalance", failed="yes"),
             "pending": _changelist("stripe_sync_usagereport", status__exact=pending),
             "failed": _changelist("stripe_sync_usagereport", status__exact=failed),

@@ -8,9 +8,8 @@ fast for a tenant with years of history. Everything is UTC; money is Decimal, sh
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from django.db.models import BigIntegerField, Count, Q, Sum
@@ -20,23 +19,16 @@ from django.urls import reverse
 from django.utils import timezone
 from djstripe.models import Invoice
 
-from console.dashboard import (
-    CHART_BAR_WIDTH,
-    CHART_HEIGHT,
-    CHART_LEFT,
-    CHART_TOP,
-    Money,
-    bar_layout,
-)
 from console.models import OperatorJob
+from core.money import Money, format_quantity
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.costs import next_month
 from costwatch.margin import REVENUE_STATUSES, MarginRow, day_epoch, invoice_revenue_minor
 from costwatch.models import Alert, Budget, DailyCost
-from metering.admin import format_quantity
+from metering.charts import MeterUsageChart, meter_usage_chart
 from metering.estimates import MeterEstimate, tenant_month_estimate, tenant_month_total_minor
 from metering.models import Meter
-from metering.selectors import usage_series
+from metering.selectors import daily_usage, last_days
 from stripe_sync.models import TenantSubscription, WebhookEvent
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 
@@ -163,28 +155,9 @@ def tenant_stripe_links(*, tenant: Tenant) -> StripeLinks:
 
 
 @dataclass
-class MeterBar:
-    day: date
-    value: Decimal  # the day's usage: the sum of its hourly values
-    label: str  # the same, formatted
-    x: int
-    y: int
-    height: int
-
-
-@dataclass
 class MeterChart:
     meter: Meter
-    bars: list[MeterBar]
-    width: int
-    height: int
-    plot_left: int
-    plot_bottom: int
-    bar_width: int
-    y_ticks: list[tuple[str, int]]
-    x_labels: list[tuple[int, date]]
-    total: str
-    peak: str
+    usage: MeterUsageChart
 
 
 @dataclass
@@ -195,44 +168,23 @@ class UsageCharts:
     last_day: date
 
 
-def meter_chart(*, meter: Meter, daily: dict[date, Decimal], days: list[date]) -> MeterChart:
-    """Bars of one meter's daily usage with the dashboard's geometry and axis steps (`bar_layout`)."""
-    layout = bar_layout(daily, days, zero=Decimal(0))
-    return MeterChart(
-        meter=meter,
-        bars=[
-            MeterBar(day=day, value=value, label=format_quantity(value), x=x, y=y, height=height)
-            for day, value, x, y, height in layout.bars
-        ],
-        width=layout.width,
-        height=layout.height,
-        plot_left=CHART_LEFT,
-        plot_bottom=CHART_TOP + CHART_HEIGHT,
-        bar_width=CHART_BAR_WIDTH,
-        y_ticks=layout.y_ticks,
-        x_labels=layout.x_labels,
-        total=format_quantity(sum(daily.values(), Decimal(0))),
-        peak=format_quantity(layout.largest),
-    )
-
-
 def tenant_usage_charts(*, tenant: Tenant, meters: list[Meter], now: datetime) -> UsageCharts:
     """One chart per meter with usage in the last 30 UTC days: one grouped query for all meters."""
-    today = now.astimezone(UTC).date()
-    days = [today - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
-    points = usage_series(
-        tenant=tenant,
-        start=datetime.combine(days[0], time.min, tzinfo=UTC),
-        end=datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC),
-        granularity="day",
-    )
-    daily: dict[str, dict[date, Decimal]] = defaultdict(dict)
-    for point in points:
-        daily[point.meter][point.start.astimezone(UTC).date()] = point.value
+    days = last_days(now=now, count=CHART_DAYS)
+    daily = daily_usage(tenant=tenant, days=days)
     charts, unused = [], []
     for meter in meters:
         if meter.code in daily:
-            charts.append(meter_chart(meter=meter, daily=daily[meter.code], days=days))
+            usage = meter_usage_chart(
+                code=meter.code,
+                unit=meter.unit,
+                daily=daily[meter.code],
+                days=days,
+                testid="tenant-usage-chart",
+                bar_testid="tenant-usage-bar",
+                data={"meter": meter.code},
+            )
+            charts.append(MeterChart(meter=meter, usage=usage))
         else:
             unused.append(meter)
     return UsageCharts(charts=charts, unused=unused, first_day=days[0], last_day=days[-1])

@@ -5,32 +5,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from costwatch.aws import AwsError, aws_call, aws_client
+from core.aws import AwsError, aws_call
+from core.money import format_money as money
+from core.money import percent as percent_of
+from core.money import plain_decimal
+from core.notify import Email, email_deliver, email_render, sns_publish, sns_subject
 from costwatch.budgets import Judgement
 from costwatch.models import Alert, Budget, BudgetEvaluation, CostCheckRun
 
-SNS_SUBJECT_LIMIT = 100
-
-
-def money(amount: Decimal, currency: str) -> str:
-    return f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,} {currency}"
-
 
 def _percent(part: Decimal, whole: Decimal) -> str:
-    return f"{(part / whole * 100).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
+    return f"{percent_of(part, whole)}%"
 
 
-def _sns_subject(text: str) -> str:
-    # SNS subjects: ASCII, no line breaks, at most 100 characters.
-    ascii_text = text.encode("ascii", "replace").decode().replace("\n", " ")
-    return ascii_text[:SNS_SUBJECT_LIMIT]
+def _alert_text(name: str, context: dict) -> tuple[str, str]:
+    """The alert's subject (SNS's rules) and message, rendered from emails/<name>-*.txt."""
+    email = email_render(name, context)
+    return sns_subject(email.subject), email.text
 
 
 def _threshold_text(
@@ -38,41 +35,35 @@ def _threshold_text(
 ) -> tuple[str, str]:
     currency = budget.currency
     judged = evaluation.actual if kind == Alert.Kind.ACTUAL else evaluation.forecast
-    what = "spend" if kind == Alert.Kind.ACTUAL else "forecast"
-    subject = _sns_subject(
-        f"Budget {budget.name}: {what} {_percent(judged, budget.amount)} of {money(budget.amount, currency)} "
-        f"({percent.normalize():f}% threshold)"
-    )
-    message = "\n".join(
-        [
-            f"Budget: {budget.name} ({budget.scope_label})",
-            f"Month: {evaluation.month:%B %Y} (UTC)",
-            f"Budget amount: {money(budget.amount, currency)}",
-            f"Threshold: {percent.normalize():f}% on {'actual spend' if what == 'spend' else 'forecast'}"
-            f" ({money(budget.amount * percent / 100, currency)})",
-            f"Actual spend to {evaluation.run.checked_date:%Y-%m-%d}: {money(evaluation.actual, currency)} "
-            f"({_percent(evaluation.actual, budget.amount)})",
-            f"Month-end forecast: {money(evaluation.forecast, currency)} "
-            f"({_percent(evaluation.forecast, budget.amount)}, {evaluation.get_forecast_method_display()})",
-        ]
-    )
-    return subject, message
+    context = {
+        "budget": budget,
+        "evaluation": evaluation,
+        "what": "spend" if kind == Alert.Kind.ACTUAL else "forecast",
+        "judged_percent": _percent(judged, budget.amount),
+        "amount": money(budget.amount, currency),
+        "threshold": plain_decimal(percent),
+        "threshold_amount": money(budget.amount * percent / 100, currency),
+        "checked_date": evaluation.run.checked_date,
+        "actual": money(evaluation.actual, currency),
+        "actual_percent": _percent(evaluation.actual, budget.amount),
+        "forecast": money(evaluation.forecast, currency),
+        "forecast_percent": _percent(evaluation.forecast, budget.amount),
+    }
+    return _alert_text("budget-threshold", context)
 
 
 def _anomaly_text(*, budget: Budget, evaluation: BudgetEvaluation, day: date, cost: Decimal, mean: Decimal):
     currency = budget.currency
-    subject = _sns_subject(f"Cost spike in budget {budget.name} on {day:%Y-%m-%d}: {money(cost, currency)}")
-    message = "\n".join(
-        [
-            f"Budget: {budget.name} ({budget.scope_label})",
-            f"Day: {day:%Y-%m-%d} (UTC)",
-            f"Cost of the day: {money(cost, currency)}",
-            f"Mean of the 7 days before: {money(mean, currency)}",
-            f"Month to date: {money(evaluation.actual, currency)} of {money(budget.amount, currency)}",
-            f"Month-end forecast: {money(evaluation.forecast, currency)}",
-        ]
-    )
-    return subject, message
+    context = {
+        "budget": budget,
+        "day": day,
+        "cost": money(cost, currency),
+        "mean": money(mean, currency),
+        "actual": money(evaluation.actual, currency),
+        "amount": money(budget.amount, currency),
+        "forecast": money(evaluation.forecast, currency),
+    }
+    return _alert_text("budget-anomaly", context)
 
 
 def _raise(*, budget: Budget, run: CostCheckRun, now: datetime, **fields) -> Alert | None:
@@ -140,11 +131,6 @@ class Delivery:
     error: str = ""
 
 
-def _topic_region(arn: str) -> str | None:
-    parts = arn.split(":")
-    return parts[3] if len(parts) > 5 and parts[3] else None
-
-
 def alert_deliver(*, alert: Alert) -> Delivery:
     """Send one pending (or failed) alert on each channel it has not reached yet.
 
@@ -163,21 +149,21 @@ def alert_deliver(*, alert: Alert) -> Delivery:
     errors = []
     if topic and not alert.sns_message_id:
         try:
-            sns = aws_client("sns", region=_topic_region(topic))
-            answer = aws_call(
-                lambda: sns.publish(TopicArn=topic, Subject=alert.subject, Message=alert.message),
+            message_id = aws_call(
+                lambda: sns_publish(topic_arn=topic, subject=alert.subject, message=alert.message),
                 what="SNS Publish",
                 access_hint=f"allow sns:Publish on {topic}",
             )
             alert.sns_topic_arn = topic
-            alert.sns_message_id = answer["MessageId"]
+            alert.sns_message_id = message_id
         except AwsError as exc:
             errors.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bad ARN or refused publish is recorded on the alert
             errors.append(f"SNS Publish to {topic}: {exc}")
     if recipients and not alert.emailed_to:
         try:
-            send_mail(alert.subject, alert.message, settings.DEFAULT_FROM_EMAIL, recipients)
+            email = Email(subject=alert.subject, text=alert.message)
+            email_deliver(email, recipients, from_email=settings.DEFAULT_FROM_EMAIL)
             alert.emailed_to = recipients
         except Exception as exc:  # noqa: BLE001 - any mail failure is recorded and retried next run
             errors.append(f"e-mail to {', '.join(recipients)}: {exc}")

@@ -11,7 +11,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.db.models import (
     BigIntegerField,
@@ -29,21 +29,17 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from djstripe.models import Invoice
 
+from core.charts import Chart, daily_chart
+from core.money import percent, round_minor, to_major
 from costwatch.budgets import linear_forecast
 from costwatch.conf import CostwatchConfig
 from costwatch.costs import budget_scope_q, month_end, next_month, scope_daily_totals
 from costwatch.models import COST_DIGITS, COST_PLACES, Budget, BudgetEvaluation, DailyCost
-from costwatch.passthrough import ZERO_DECIMAL_CURRENCIES
 from metering.estimates import month_bounds, revenue_estimates
 from metering.models import Price
 from tenants.models import Tenant
 
 REVENUE_STATUSES = ("paid", "open")
-CENT = Decimal("0.01")
-
-
-def _major(amount_minor: int, currency: str) -> Decimal:
-    return Decimal(amount_minor).scaleb(0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else -2)
 
 
 def day_epoch(day: date) -> int:
@@ -70,11 +66,7 @@ class MarginRow:
 
     def __post_init__(self):
         self.margin = self.revenue - self.cost
-        self.margin_percent = (
-            (self.margin / self.revenue * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
-            if self.revenue
-            else None
-        )
+        self.margin_percent = percent(self.margin, self.revenue)
 
 
 @dataclass
@@ -153,9 +145,9 @@ def margin_table(*, month: date, config: CostwatchConfig) -> MarginTable:
     rows = []
     for tenant in tenants:
         if tenant.invoice_count:
-            revenue, source = _major(tenant.revenue_minor or 0, currency), "invoices"
+            revenue, source = to_major(tenant.revenue_minor or 0, currency), "invoices"
         elif tenant.pk in estimates:
-            revenue, source = _major(estimates[tenant.pk], currency), "estimate"
+            revenue, source = to_major(estimates[tenant.pk], currency), "estimate"
         else:
             revenue, source = Decimal(0), "none"
         rows.append(MarginRow(tenant=tenant, cost=tenant.cost, revenue=revenue, revenue_source=source))
@@ -256,17 +248,21 @@ def margin_csv(table: MarginTable) -> str:
 
 # --- The chart: cumulative spend against the budget line and the forecast --------------------------
 
-CHART_SLOT = 20  # pixels per day
-CHART_HEIGHT = 220
-CHART_BAR_WIDTH = 12
+
+@dataclass
+class MonthChart:
+    chart: Chart  # daily cost bars, the spend so far, the budget level and the forecast
+    currency: str
+    actual: Decimal  # rounded to the currency's minor unit, as are the other amounts
+    forecast: Decimal | None  # None: no cost data for the month, nothing to forecast from
+    forecast_method: str
+    budget_amount: Decimal | None
+    rows: list[dict]  # the days with a cost: day, cost, cumulative
 
 
-def _y(amount: Decimal, top: Decimal) -> int:
-    return CHART_HEIGHT - round(float(amount / top) * CHART_HEIGHT) if top else CHART_HEIGHT
-
-
-def month_chart(*, month: date, budget: Budget | None, config: CostwatchConfig) -> dict:
-    """SVG geometry for the month: daily cost bars, cumulative spend, budget line, forecast."""
+def month_chart(*, month: date, budget: Budget | None, config: CostwatchConfig) -> MonthChart:
+    """The month's daily cost (of the budget's scope, else the whole account), spend so far, the
+    budget line and the forecast (the latest check's, else linear from the last day with costs)."""
     month = month.replace(day=1)
     last = month_end(month)
     scope = budget_scope_q(budget) if budget else Q()
@@ -284,69 +280,74 @@ def month_chart(*, month: date, budget: Budget | None, config: CostwatchConfig) 
     days = [month + timedelta(days=n) for n in range(last.day)]
     last_day = max(totals) if totals else None
     cumulative, running = [], Decimal(0)
-    for day in days:
-        running += totals.get(day, Decimal(0))
-        cumulative.append(running if last_day and day <= last_day else None)
+    for day in sorted(totals):
+        running += totals[day]
+        cumulative.append((day, running))
     actual = running
     if evaluation:
         forecast, method = evaluation.forecast, evaluation.get_forecast_method_display()
-    elif last_day and last_day < last:
+    elif last_day is None:
+        # No cost at all: neither "complete" nor a forecast, only the absence of data.
+        forecast, method = None, "no cost data for this month"
+    elif last_day < last:
         forecast, method = linear_forecast(actual=actual, day=last_day), "Linear from month to date"
     else:
         forecast, method = actual, "Month complete"
     limit = budget.amount if budget else None
-    top = max([actual, forecast, limit or Decimal(0), *(totals.values() or [Decimal(0)])]) * Decimal("1.1")
-    bars, points = [], []
-    for index, day in enumerate(days):
-        x = index * CHART_SLOT
-        cost = totals.get(day)
-        if cost:
-            y = _y(cost, top)
-            bars.append(
-                {
-                    "x": x + (CHART_SLOT - CHART_BAR_WIDTH) // 2,
-                    "y": y,
-                    "height": max(1, CHART_HEIGHT - y),
-                    "day": day,
-                    "cost": cost.quantize(CENT, rounding=ROUND_HALF_UP),
-                }
-            )
-        if cumulative[index] is not None:
-            points.append(f"{x + CHART_SLOT // 2},{_y(cumulative[index], top)}")
-    width = CHART_SLOT * len(days)
-    chart = {
-        "width": width,
-        "height": CHART_HEIGHT,
-        "svg_height": CHART_HEIGHT + 16,
-        "label_y": CHART_HEIGHT + 12,
-        "bar_width": CHART_BAR_WIDTH,
-        "bars": bars,
-        "cumulative_points": " ".join(points),
-        "currency": currency,
-        "actual": actual.quantize(CENT, rounding=ROUND_HALF_UP),
-        "forecast": forecast.quantize(CENT, rounding=ROUND_HALF_UP),
-        "forecast_method": method,
-        "first_day": days[0],
-        "last_day": last,
-        "top": top.quantize(CENT, rounding=ROUND_HALF_UP),
-        "rows": [
+    chart = daily_chart(
+        totals,
+        days,
+        title=f"Daily cost in {currency}, {month:%B %Y}: {round_minor(actual, currency):,} so far",
+        label="Daily cost against budget and forecast",
+        unit=currency,
+        plot_height=220,
+        slot=20,
+        bar_width=12,
+        every_day=False,
+        cover=[value for value in (actual, forecast, limit) if value is not None],
+        value_text=lambda value: f"{round_minor(value, currency):,}",
+        empty_text=f"No cost data for {month:%B %Y}.",
+        svg_id="cost-chart",
+    )
+    # The spend so far runs through every day up to the last with costs, flat over days without.
+    running_by_day, running = [], Decimal(0)
+    for day in days:
+        if last_day is None or day > last_day:
+            break
+        running += totals.get(day, Decimal(0))
+        running_by_day.append((day, running))
+    chart.add_line("cumulative", running_by_day, title="spend so far")
+    if limit is not None:
+        chart.add_level(
+            "budget-line",
+            limit,
+            title=f"budget {limit} {currency}",
+            color="#ba2121",
+            width="1.5",
+            dash="6 4",
+        )
+    if forecast is not None and last_day is not None and last_day < last:
+        chart.add_line(
+            "forecast-line",
+            [(last_day, actual), (last, forecast)],
+            title=f"forecast {round_minor(forecast, currency)} {currency}",
+            color="#666",
+            width="1.5",
+            dash="3 3",
+        )
+    return MonthChart(
+        chart=chart,
+        currency=currency,
+        actual=round_minor(actual, currency),
+        forecast=None if forecast is None else round_minor(forecast, currency),
+        forecast_method=method,
+        budget_amount=limit,
+        rows=[
             {
                 "day": day,
-                "cost": totals[day].quantize(CENT, rounding=ROUND_HALF_UP),
-                "cumulative": cumulative[i].quantize(CENT, rounding=ROUND_HALF_UP),
+                "cost": round_minor(totals[day], currency),
+                "cumulative": round_minor(total, currency),
             }
-            for i, day in enumerate(days)
-            if day in totals
+            for day, total in cumulative
         ],
-    }
-    if limit is not None:
-        chart["budget_y"] = _y(limit, top)
-        chart["budget_amount"] = limit
-    if last_day and last_day < last:
-        chart["forecast_line"] = {
-            "x1": days.index(last_day) * CHART_SLOT + CHART_SLOT // 2,
-            "y1": _y(actual, top),
-            "x2": width - CHART_SLOT // 2,
-            "y2": _y(forecast, top),
-        }
-    return chart
+    )

@@ -11,26 +11,16 @@ the customer's invoice items by the key in their metadata.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
 import stripe
 from django.db import transaction
 from django.utils import timezone
 
+from core.money import format_money, plain_decimal, to_minor
 from costwatch.conf import CostwatchConfig
 from costwatch.costs import budget_scope_q, month_end, month_start, next_month, scope_total
 from costwatch.models import Budget, PassThroughCharge
 from stripe_sync.client import StripeNotConfigured, stripe_client
-
-# Stripe's zero-decimal currencies: amounts are whole units (https://docs.stripe.com/currencies).
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()  # noqa: SIM905
-)
-
-
-def minor_units(amount: Decimal, currency: str) -> int:
-    exponent = 0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else 2
-    return int(amount.scaleb(exponent).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def settled_month(*, day: date, restatement_days: int) -> date:
@@ -60,7 +50,7 @@ def pass_through_claim(*, budget: Budget, month: date, config: CostwatchConfig) 
     if spend <= budget.amount:
         return None
     overage = spend - budget.amount
-    amount_minor = minor_units(overage * (1 + budget.markup_percent / 100), budget.currency)
+    amount_minor = to_minor(overage * (1 + budget.markup_percent / 100), budget.currency)
     if amount_minor <= 0:
         return None
     charge, _ = PassThroughCharge.objects.get_or_create(
@@ -121,8 +111,8 @@ def pass_through_bill(*, charge: PassThroughCharge) -> PassThroughCharge:
                         "currency": charge.currency.lower(),
                         "description": (
                             f"AWS costs over budget {charge.budget.name}, {charge.month:%B %Y}: "
-                            f"{charge.overage.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)} "
-                            f"{charge.currency} + {charge.markup_percent.normalize():f}% markup"
+                            f"{format_money(charge.overage, charge.currency)} "
+                            f"+ {plain_decimal(charge.markup_percent)}% markup"
                         ),
                         "metadata": {
                             "costwatch_key": charge.idempotency_key,

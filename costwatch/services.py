@@ -10,8 +10,9 @@ from decimal import Decimal
 from django.db.models import Q
 from django.utils import timezone
 
-from costwatch.alerts import alerts_deliver_pending, alerts_raise, money
-from costwatch.aws import AwsError
+from core.aws import AwsError
+from core.money import format_money as money
+from costwatch.alerts import alerts_deliver_pending, alerts_raise
 from costwatch.budgets import ForecastCache, budget_judge
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.cost_explorer import CostExplorer
@@ -27,21 +28,22 @@ def default_check_date() -> date:
     return timezone.now().date() - timedelta(days=1)
 
 
-def cost_check_run(*, day: date | None = None, trigger: str) -> CostCheckRun:
+def cost_check_run(
+    *, day: date | None = None, trigger: str, explorer: CostExplorer | None = None
+) -> CostCheckRun:
     """Read costs from Cost Explorer, store the daily rows, judge every budget, send alerts, bill
     pass-through overages.
 
     Missing credentials, Cost Explorer refused or unreachable and bad settings end the run as FAILED
     with a one-line error (returned, not raised); anything unexpected is recorded with its traceback
-    and raised.
+    and raised. `explorer`: another source of Cost Explorer's answers (the demo's, which has no AWS).
     """
     day = day or default_check_date()
     run = CostCheckRun.objects.create(trigger=trigger, checked_date=day, started_at=timezone.now())
     lines: list[str] = []
-    explorer = None
     try:
         config = costwatch_config()
-        explorer = CostExplorer(config=config)
+        explorer = explorer or CostExplorer(config=config)
         run.window_start, run.window_end = check_window(day=day, restatement_days=config.restatement_days)
         window = explorer.daily_costs(start=run.window_start, end=run.window_end)
         run.cost_rows = daily_costs_store(window=window, metric=config.metric)
@@ -110,8 +112,7 @@ def cost_check_run(*, day: date | None = None, trigger: str) -> CostCheckRun:
             run.ce_requests = explorer.counter.count
         lines.append(f"Cost Explorer requests: {run.ce_requests}")
         run.summary = "\n".join(lines)
-        run.finished_at = timezone.now()
-        run.save()
+        run.finish(run.status)
     return run
 
 

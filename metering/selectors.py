@@ -1,7 +1,8 @@
 """Reads of usage for tenants."""
 
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Sum
@@ -44,3 +45,24 @@ def usage_series(
     return [
         UsagePoint(row["meter__code"], row["day"], row["value"], row["hours"], row["events"]) for row in rows
     ]
+
+
+def daily_usage(*, tenant: Tenant, days: list[date]) -> dict[str, dict[date, Decimal]]:
+    """Each meter's usage per UTC day over the consecutive `days`, by meter code: the daily points of
+    `usage_series` (one grouped query). The tenant page and the metering admin's usage chart read this."""
+    points = usage_series(
+        tenant=tenant,
+        start=datetime.combine(days[0], time.min, tzinfo=UTC),
+        end=datetime.combine(days[-1] + timedelta(days=1), time.min, tzinfo=UTC),
+        granularity="day",
+    )
+    daily: dict[str, dict[date, Decimal]] = defaultdict(dict)
+    for point in points:
+        daily[point.meter][point.start.astimezone(UTC).date()] = point.value
+    return dict(daily)
+
+
+def last_days(*, now: datetime, count: int) -> list[date]:
+    """The `count` UTC days ending with `now`'s, oldest first."""
+    today = now.astimezone(UTC).date()
+    return [today - timedelta(days=offset) for offset in range(count - 1, -1, -1)]

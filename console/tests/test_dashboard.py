@@ -12,10 +12,23 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from freezegun import freeze_time
 
 from console.tests.page_support import parse
-from costwatch.models import Alert, CostCheckRun, DailyCost
-from costwatch.tests.factories import BudgetFactory
-from metering.models import AggregationRun, HourlyAggregate, Meter, Price, UsageEvent
-from stripe_sync.models import CircuitBreaker, ReconciliationRun, UsageReport, WebhookEvent
+from costwatch.models import CostCheckRun, DailyCost
+from costwatch.tests.factories import AlertFactory, BudgetFactory, CostCheckRunFactory, DailyCostFactory
+from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
+from metering.tests.factories import (
+    AggregationRunFactory,
+    HourlyAggregateFactory,
+    MeterFactory,
+    PriceFactory,
+    UsageEventFactory,
+)
+from stripe_sync.models import UsageReport, WebhookEvent
+from stripe_sync.tests.factories import (
+    CircuitBreakerFactory,
+    ReconciliationRunFactory,
+    UsageReportFactory,
+    WebhookEventFactory,
+)
 from tenants.models import Tenant
 from tenants.tests.factories import TenantFactory
 
@@ -44,12 +57,12 @@ def page(client) -> str:
 
 @pytest.fixture
 def api_calls(db):
-    return Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
+    return MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
 
 
 @pytest.fixture
 def storage(db):
-    return Meter.objects.create(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
+    return MeterFactory(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
 
 
 @pytest.fixture
@@ -59,7 +72,7 @@ def no_periodic_tasks(db):
 
 
 def event(tenant, meter, n: int, *, received_at: datetime) -> UsageEvent:
-    return UsageEvent.objects.create(
+    return UsageEventFactory(
         tenant=tenant,
         meter=meter,
         event_id=f"{meter.code}-{received_at:%Y%m%d%H%M}-{n}",
@@ -69,7 +82,7 @@ def event(tenant, meter, n: int, *, received_at: datetime) -> UsageEvent:
 
 
 def aggregate(tenant, meter, hour: datetime, *, events: int, value: str | None = None) -> HourlyAggregate:
-    return HourlyAggregate.objects.create(
+    return HourlyAggregateFactory(
         tenant=tenant,
         meter=meter,
         hour=hour,
@@ -79,7 +92,7 @@ def aggregate(tenant, meter, hour: datetime, *, events: int, value: str | None =
 
 
 def report(tenant, meter, n: int, *, status: str, created_at: datetime, error: str = "") -> UsageReport:
-    row = UsageReport.objects.create(
+    row = UsageReportFactory(
         tenant=tenant,
         meter=meter,
         hour=datetime(2026, 11, 19, n % 24, tzinfo=UTC),
@@ -99,7 +112,7 @@ def report(tenant, meter, n: int, *, status: str, created_at: datetime, error: s
 
 
 def webhook(n: int, *, status: str, received_at: datetime, error: str = "") -> WebhookEvent:
-    row = WebhookEvent.objects.create(
+    row = WebhookEventFactory(
         stripe_id=f"evt_{n}", type="invoice.paid", payload={"id": f"evt_{n}"}, status=status, error=error
     )
     WebhookEvent.objects.filter(pk=row.pk).update(received_at=received_at)
@@ -107,7 +120,7 @@ def webhook(n: int, *, status: str, received_at: datetime, error: str = "") -> W
 
 
 def daily_cost(day: date, tag: str, amount: str, service: str = "Amazon EC2") -> DailyCost:
-    return DailyCost.objects.create(
+    return DailyCostFactory(
         metric="UnblendedCost",
         day=day,
         service=service,
@@ -118,13 +131,13 @@ def daily_cost(day: date, tag: str, amount: str, service: str = "Amazon EC2") ->
 
 
 def succeeded_runs(*, aggregation_at: datetime, cost_check_at: datetime) -> None:
-    AggregationRun.objects.create(
+    AggregationRunFactory(
         started_at=aggregation_at - timedelta(seconds=12),
         finished_at=aggregation_at,
         status=AggregationRun.Status.SUCCEEDED,
         trigger="beat",
     )
-    CostCheckRun.objects.create(
+    CostCheckRunFactory(
         trigger="beat",
         checked_date=cost_check_at.date() - timedelta(days=1),
         started_at=cost_check_at - timedelta(seconds=30),
@@ -171,8 +184,8 @@ def test_it_ranks_tenants_by_events_and_by_estimated_revenue_this_month(admin_cl
     acme = TenantFactory(name="Acme", slug="acme")
     beta = TenantFactory(name="Beta", slug="beta")
     free = TenantFactory(name="Freebie", slug="freebie", plan=Tenant.Plan.FREE)
-    Price.objects.create(meter=api_calls, plan="metered", unit_amount=Decimal("0.5"))  # half a cent a call
-    Price.objects.create(meter=storage, plan="metered", unit_amount=Decimal("10"))  # 10 cents a GB
+    PriceFactory(meter=api_calls, plan="metered", unit_amount=Decimal("0.5"))  # half a cent a call
+    PriceFactory(meter=storage, plan="metered", unit_amount=Decimal("10"))  # 10 cents a GB
     aggregate(acme, api_calls, datetime(2026, 11, 2, tzinfo=UTC), events=1000)  # 5.00
     aggregate(beta, api_calls, datetime(2026, 11, 3, tzinfo=UTC), events=3000)  # 15.00
     aggregate(beta, storage, datetime(2026, 11, 3, tzinfo=UTC), events=2, value="250")  # 25.00
@@ -233,10 +246,10 @@ def test_it_shows_the_outbox_the_breaker_reconciliation_and_webhooks(admin_clien
     report(tenant, api_calls, 3, status="failed", created_at=NOW, error="No such customer: 'cus_gone'")
     report(tenant, api_calls, 4, status="failed", created_at=NOW, error="a later failure")
     report(tenant, api_calls, 5, status="sent", created_at=NOW)
-    CircuitBreaker.objects.create(
+    CircuitBreakerFactory(
         name="stripe", failures=5, open_until=NOW + timedelta(minutes=4), last_error="503 from Stripe"
     )
-    ReconciliationRun.objects.create(
+    ReconciliationRunFactory(
         started_at=NOW - timedelta(hours=9),
         finished_at=NOW - timedelta(hours=9) + timedelta(seconds=40),
         trigger="beat",
@@ -247,7 +260,7 @@ def test_it_shows_the_outbox_the_breaker_reconciliation_and_webhooks(admin_clien
         differences=3,
         resent=2,
     )
-    ReconciliationRun.objects.create(
+    ReconciliationRunFactory(
         started_at=NOW - timedelta(days=2),
         trigger="beat",
         status="succeeded",
@@ -290,12 +303,39 @@ def test_it_shows_the_outbox_the_breaker_reconciliation_and_webhooks(admin_clien
 
 @freeze_time(NOW)
 def test_a_closed_breaker_is_no_warning(admin_client):
-    CircuitBreaker.objects.create(name="stripe", failures=0, open_until=NOW - timedelta(minutes=1))
+    CircuitBreakerFactory(name="stripe", failures=0, open_until=NOW - timedelta(minutes=1))
 
     html = page(admin_client)
 
     assert text_of(html, "circuit-breaker") == "Closed"
     assert "circuit breaker around Stripe is open" not in html
+
+
+@freeze_time(NOW)
+def test_it_counts_metered_tenants_waiting_for_onboarding_and_links_to_them(admin_client):
+    from django.utils import timezone
+
+    from stripe_sync.tests.factories import CustomerFactory, TenantSubscriptionFactory
+
+    assert text_of(page(admin_client), "onboarding-waiting") == "0"
+
+    TenantFactory(slug="no-customer", plan=Tenant.Plan.METERED)
+    TenantFactory(slug="no-subscription", plan=Tenant.Plan.METERED, stripe_customer=CustomerFactory())
+    billed = TenantFactory(slug="billed", plan=Tenant.Plan.METERED, stripe_customer=CustomerFactory())
+    TenantSubscriptionFactory(tenant=billed)
+    canceled = TenantFactory(slug="canceled", plan=Tenant.Plan.METERED, stripe_customer=CustomerFactory())
+    TenantSubscriptionFactory(tenant=canceled, canceled_at=timezone.now())
+    TenantFactory(slug="free", plan=Tenant.Plan.FREE)
+    TenantFactory(slug="suspended", plan=Tenant.Plan.METERED, status=Tenant.Status.SUSPENDED)
+
+    html = page(admin_client)
+
+    assert text_of(html, "onboarding-waiting").startswith("3 (no Stripe customer or no subscription")
+    [link] = parse(html).one("onboarding-waiting").all(tag="a")
+    response = admin_client.get(link.attr("href"))
+    assert response.status_code == 200
+    listed = {tenant.slug for tenant in response.context["cl"].result_list}
+    assert listed == {"no-customer", "no-subscription", "canceled"}
 
 
 # --- Costs ----------------------------------------------------------------------------------------
@@ -306,7 +346,7 @@ def test_it_shows_costs_against_budgets_alerts_and_margin(admin_client, costwatc
     acme = TenantFactory(name="Acme", slug="acme")
     TenantFactory(name="Beta", slug="beta")
     TenantFactory(name="Idle", slug="idle")  # no cost, no revenue: not in the margin lists
-    Price.objects.create(meter=api_calls, plan="metered", unit_amount=Decimal("1"))
+    PriceFactory(meter=api_calls, plan="metered", unit_amount=Decimal("1"))
     aggregate(acme, api_calls, datetime(2026, 11, 2, tzinfo=UTC), events=12000)  # 120.00 USD estimated
     daily_cost(date(2026, 11, 1), "acme", "40.25")
     daily_cost(date(2026, 11, 19), "acme", "9.75")
@@ -316,7 +356,7 @@ def test_it_shows_costs_against_budgets_alerts_and_margin(admin_client, costwatc
     account = BudgetFactory(name="Account", amount=Decimal("100.00"))
     BudgetFactory(name="S3", scope="service", service="Amazon S3", amount=Decimal("20.00"))
     BudgetFactory(name="Retired", active=False)
-    Alert.objects.create(
+    AlertFactory(
         budget=account,
         kind="actual",
         month=date(2026, 11, 1),
@@ -327,7 +367,7 @@ def test_it_shows_costs_against_budgets_alerts_and_margin(admin_client, costwatc
         status="sent",
         sent_at=NOW - timedelta(days=1),
     )
-    Alert.objects.create(
+    AlertFactory(
         budget=account,
         kind="actual",
         month=date(2026, 10, 1),
@@ -354,7 +394,8 @@ def test_it_shows_costs_against_budgets_alerts_and_margin(admin_client, costwatc
     top = [row["text"] for row in elements(html, "margin-top-row")]
     bottom = [row["text"] for row in elements(html, "margin-bottom-row")]
     assert top == ["Acme 120.00 USD 50.00 USD 70.00 USD", "Beta 0.00 USD 30.10 USD -30.10 USD"]
-    assert bottom == ["Beta 0.00 USD 30.10 USD -30.10 USD", "Acme 120.00 USD 50.00 USD 70.00 USD"]
+    # Two tenants fit in one table: no "lowest margin" table listing them again.
+    assert bottom == []
 
 
 @freeze_time(NOW)
@@ -406,7 +447,7 @@ def test_it_lists_periodic_tasks_with_their_last_platform_run(admin_client, sche
 def test_a_failed_late_aggregation_is_one_warning_with_its_last_success(admin_client, schedules):
     with freeze_time(NOW):
         succeeded_runs(aggregation_at=NOW, cost_check_at=NOW)
-    AggregationRun.objects.create(
+    AggregationRunFactory(
         started_at=NOW + timedelta(hours=1),
         status=AggregationRun.Status.FAILED,
         trigger="beat",
@@ -512,8 +553,8 @@ def _seed_tenants(count: int, start: int, meters: list[Meter]) -> None:
 def test_the_query_count_does_not_grow_with_tenants(
     admin_client, api_calls, storage, costwatch_settings, django_assert_max_num_queries
 ):
-    Price.objects.create(meter=api_calls, plan="metered", unit_amount=Decimal("0.5"))
-    Price.objects.create(
+    PriceFactory(meter=api_calls, plan="metered", unit_amount=Decimal("0.5"))
+    PriceFactory(
         meter=storage,
         plan="metered",
         model="graduated",
@@ -552,7 +593,7 @@ def test_every_link_of_the_dashboard_opens_an_admin_page(
     daily_cost(date(2026, 11, 2), "acme", "3")
     BudgetFactory(name="Account")
     succeeded_runs(aggregation_at=NOW, cost_check_at=NOW)
-    ReconciliationRun.objects.create(
+    ReconciliationRunFactory(
         started_at=NOW, trigger="beat", status="succeeded", window_start=NOW, window_end=NOW
     )
     hrefs = dashboard_links(page(admin_client))

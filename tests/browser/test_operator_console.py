@@ -17,7 +17,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from console.dashboard import Money
+from core.money import Money
 from costwatch.models import DailyCost
 from metering.estimates import tenant_month_estimate, tenant_month_total_minor
 from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
