@@ -96,6 +96,7 @@ class TenantPageAdmin(StripeTenantAdminMixin, TenantAdmin):
     links (and bounds the history)."""
 
     actions = [*TenantAdmin.actions, *StripeTenantAdminMixin.stripe_actions]
+    list_filter = [*TenantAdmin.list_filter, *StripeTenantAdminMixin.stripe_list_filters]
     readonly_fields = [*TenantAdmin.readonly_fields, *StripeTenantAdminMixin.stripe_readonly_fields]
 
     change_form_template = "admin/tenants/tenant/change_form.html"
@@ -298,8 +299,8 @@ class TenantPageAdmin(StripeTenantAdminMixin, TenantAdmin):
                         "id": job.pk,
                         "kind": job.kind,
                         "kind_label": job.get_kind_display(),
-                        "state": job.state,
-                        "state_label": job.get_state_display(),
+                        "state": job.status,
+                        "state_label": job.get_status_display(),
                         "progress": job.progress,
                         "started_at": job.started_at.isoformat() if job.started_at else None,
                         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -424,13 +425,13 @@ class OperatorJobAdmin(ReadOnlyAdmin):
         "id",
         "kind",
         "tenant_link",
-        "state",
+        "status",
         "progress",
         "requested_by",
         "created_at",
         "finished_at",
     ]
-    list_filter = ["state", "kind"]
+    list_filter = ["status", "kind"]
     search_fields = ["tenant__slug", "tenant__name", "task_id"]
     list_select_related = ["tenant", "requested_by"]
     readonly_fields = [f.name for f in OperatorJob._meta.fields]

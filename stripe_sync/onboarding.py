@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import stripe
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from djstripe.models import Customer, Subscription
 
 from stripe_sync.catalog import (
@@ -45,6 +46,7 @@ __all__ = [
     "tenant_customer_ensure",
     "tenant_link",
     "tenant_onboard",
+    "tenants_waiting_for_onboarding",
 ]
 
 
@@ -150,6 +152,17 @@ def tenant_onboard(*, tenant: Tenant, actor=None) -> OnboardResult:
         result.subscription = tenant_subscription_ensure(tenant=tenant)
     logger.info("tenant %s onboarded to Stripe by %s", tenant.pk, actor or "system")
     return result
+
+
+def tenants_waiting_for_onboarding() -> QuerySet[Tenant]:
+    """Active tenants on the metered plan whose usage Stripe cannot bill yet: no Stripe customer, or
+    no live metered subscription recorded (never made, or canceled). `tenant_onboard` makes both."""
+    live_subscription = TenantSubscription.objects.filter(
+        tenant=OuterRef("pk"), subscription__isnull=False, canceled_at__isnull=True
+    )
+    return Tenant.objects.filter(status=Tenant.Status.ACTIVE, plan=Tenant.Plan.METERED).filter(
+        Q(stripe_customer__isnull=True) | ~Exists(live_subscription)
+    )
 
 
 def _retrieve_or_refuse(retrieve, object_id: str, what: str):

@@ -17,7 +17,7 @@ from core.permissions import ONBOARD_TO_STRIPE
 from stripe_sync.catalog import OnboardingError, stripe_error_message, stripe_meter_ensure
 from stripe_sync.client import StripeNotConfigured
 from stripe_sync.models import StripeMeter, TenantSubscription
-from stripe_sync.onboarding import tenant_onboard
+from stripe_sync.onboarding import tenant_onboard, tenants_waiting_for_onboarding
 
 _FAILURES = (OnboardingError, StripeNotConfigured, stripe.StripeError)
 
@@ -34,10 +34,28 @@ def _djstripe_link(model_name: str, obj) -> str:
     return format_html('<a href="{}">{}</a>{}', url, obj.id, f" ({status})" if status else "")
 
 
+class StripeOnboardingFilter(admin.SimpleListFilter):
+    """Tenants on the metered plan that Stripe cannot bill yet (the dashboard's billing health links
+    here)."""
+
+    title = "Stripe onboarding"
+    parameter_name = "onboarding"
+    WAITING = "waiting"
+
+    def lookups(self, request, model_admin):
+        return [(self.WAITING, "Metered, waiting for onboarding")]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.WAITING:
+            return queryset.filter(pk__in=tenants_waiting_for_onboarding().values("pk"))
+        return queryset
+
+
 class StripeTenantAdminMixin:
-    """stripe_sync's part of the Tenant admin: its action and its read-only links."""
+    """stripe_sync's part of the Tenant admin: its action, its list filter and its read-only links."""
 
     stripe_actions = ["onboard_to_stripe"]
+    stripe_list_filters = [StripeOnboardingFilter]
     stripe_readonly_fields = ["stripe_customer_page", "stripe_subscription_page"]
 
     def get_queryset(self, request):
