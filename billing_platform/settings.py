@@ -81,6 +81,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # Which Stripe the pages talk to: the demo's sandbox is labelled on every admin page.
+                "stripe_sync.context_processors.stripe_status",
             ],
         },
     },
@@ -273,7 +275,8 @@ CACHES = {
 
 # --- Stripe ---------------------------------------------------------------------------------
 STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="")
-# Tests point this at the suite's local Stripe server; production leaves Stripe's own.
+# Tests and the demo (scripts/run-demo.sh) point this at the suite's local Stripe server; production
+# leaves Stripe's own (`check --deploy` refuses a local one: stripe_sync/checks.py).
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_LIVE_MODE = STRIPE_API_KEY.startswith(("sk_live_", "rk_live_"))

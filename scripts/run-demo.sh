@@ -1,30 +1,68 @@
 #!/usr/bin/env bash
-# The embedded demo: SQLite, no Redis (Celery passes messages through files under var/celery),
-# a worker with an embedded beat, and Django's server on $HOST:$PORT.
+# The embedded demo: SQLite, no Redis (Celery passes messages through files under var/celery), a local
+# Stripe sandbox (the test suite's Stripe server, tests/stripe_server: nothing leaves this machine), a
+# worker with an embedded beat, and Django's server on $HOST:$PORT. Each step says what it does.
+#
+# The sandbox is configured only here, through the environment of the processes this script starts
+# (STRIPE_API_KEY, STRIPE_API_BASE, STRIPE_WEBHOOK_SECRET); settings never default to it, and
+# `check --deploy` refuses a STRIPE_API_BASE on this machine. Its objects are kept in
+# var/stripe-sandbox.pickle, so customers and subscriptions survive a restart like the database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 PY=.venv/bin/python
 mkdir -p var
+started=$(date +%s)
+step() { printf '[%3d s] %s\n' "$(($(date +%s) - started))" "$*"; }
 
-$PY manage.py migrate --no-input -v 0
-seed_out="$($PY manage.py seed_demo)"
+children=()
+stop_children() {
+  for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_children EXIT
+trap 'exit 130' INT TERM
 
-# One process for worker and beat (-B) is right for a one-machine demo; production runs them apart.
+step "1/5 Stripe sandbox: starting the local Stripe server (demo only; log var/stripe-sandbox.log)"
+$PY -m tests.stripe_server --port 0 --state var/stripe-sandbox.pickle >var/stripe-sandbox.log 2>&1 &
+children+=($!)
+sandbox=""
+for _ in $(seq 100); do
+  sandbox="$(sed -n 's/^local Stripe listening on //p' var/stripe-sandbox.log)"
+  [[ -n "$sandbox" ]] && break
+  sleep 0.1
+done
+[[ -n "$sandbox" ]] || { cat var/stripe-sandbox.log; echo "the Stripe sandbox did not start" >&2; exit 1; }
+export STRIPE_API_BASE="$sandbox"
+export STRIPE_API_KEY="sk_test_DemoLocalSandboxNotStripe0001"
+export STRIPE_WEBHOOK_SECRET="whsec_demo_local_sandbox"
+step "      Stripe sandbox at $sandbox"
+
+step "2/5 database: db.sqlite3 (a new one takes about 15 s)"
+$PY manage.py migrate_demo
+
+step "3/5 demo data: tenants, usage, Stripe onboarding and reports, webhooks, reconciliation, AWS costs"
+$PY manage.py seed_demo | tee var/seed-demo.log | sed 's/^/      /'
+# Later changes at the sandbox (onboarding from admin, checkout) reach the app as Stripe's would.
+curl -sf -o /dev/null "$sandbox/_test/webhook_endpoints" -H 'Content-Type: application/json' \
+  -d "{\"url\": \"http://$HOST:$PORT/api/v1/stripe/webhook\", \"secret\": \"$STRIPE_WEBHOOK_SECRET\"}"
+
+step "4/5 worker and beat (one process, right for a one-machine demo; log var/worker.log)"
 .venv/bin/celery -A billing_platform worker -B --pool solo --without-gossip --without-mingle \
   --loglevel INFO --logfile var/worker.log --schedule var/celerybeat-schedule &
-worker_pid=$!
-trap 'kill "$worker_pid" 2>/dev/null || true' EXIT INT TERM
+children+=($!)
 
+step "5/5 web server"
 cat <<MSG
 
   Billing platform (embedded demo) is starting.
   Admin:    http://$HOST:$PORT/admin/
-  $(grep '^admin login' <<<"$seed_out")
+  $(grep '^admin login' var/seed-demo.log)
   API docs: http://$HOST:$PORT/api/docs/
-$(grep -v '^admin login' <<<"$seed_out" | sed 's/^/  /')
-  Worker and beat log: var/worker.log. Stop with Ctrl-C.
+  Stripe:   a local sandbox at $sandbox (nothing is sent to Stripe)
+$(grep '^tenant .*: new API key' var/seed-demo.log | sed 's/^/  /')
+  Logs: var/worker.log (worker and beat), var/stripe-sandbox.log. Stop with Ctrl-C.
 
 MSG
 $PY manage.py runserver --noreload "$HOST:$PORT"

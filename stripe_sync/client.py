@@ -9,6 +9,7 @@ place with the same key.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import stripe
 from django.conf import settings
@@ -40,6 +41,30 @@ class StripeKeyMalformed(StripeNotConfigured):
 
 def stripe_configured() -> bool:
     return bool(settings.STRIPE_API_KEY)
+
+
+# Hosts that are this machine: a STRIPE_API_BASE there is the demo's sandbox (tests/stripe_server), never
+# Stripe. `check --deploy` refuses it (stripe_sync/checks.py).
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}  # noqa: S104 - names compared, not bound
+
+
+def stripe_is_local_sandbox() -> bool:
+    """STRIPE_API_BASE points at this machine: the demo's local Stripe sandbox."""
+    host = (urlsplit(settings.STRIPE_API_BASE).hostname or "").lower()
+    return host in _LOCAL_HOSTS or host.endswith(".localhost")
+
+
+NOT_CONFIGURED_REASON = "Stripe is not configured (STRIPE_API_KEY)"
+
+
+def stripe_mode() -> str:
+    """What the admin's header says about Stripe: "local sandbox (demo)", "test mode", "live" or
+    NOT_CONFIGURED_REASON."""
+    if not stripe_configured():
+        return NOT_CONFIGURED_REASON
+    if stripe_is_local_sandbox():
+        return "local sandbox (demo)"
+    return "live" if settings.STRIPE_LIVE_MODE else "test mode"
 
 
 def stripe_client(*, max_network_retries: int = 0, api_key: str | None = None) -> stripe.StripeClient:

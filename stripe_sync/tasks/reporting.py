@@ -2,7 +2,7 @@ import logging
 
 from celery import shared_task
 
-from stripe_sync.client import StripeNotConfigured, stripe_configured
+from stripe_sync.client import NOT_CONFIGURED_REASON, StripeNotConfigured, stripe_configured
 from stripe_sync.reconciliation import usage_reconcile
 from stripe_sync.reporting import usage_reports_prepare, usage_unsent_near_edge
 from stripe_sync.sender import usage_reports_send
@@ -27,8 +27,8 @@ def report_usage() -> dict:
             "%d hour(s) of unsent usage are close to Stripe's 35-day window (oldest %s)", at_risk, oldest
         )
     if not stripe_configured():
-        # The demo and a platform not yet connected to Stripe: the outbox keeps the reports.
-        logger.warning("usage reports kept pending: %s", StripeNotConfigured())
+        # A platform not yet connected to Stripe: the outbox keeps the reports; one line, no traceback.
+        logger.warning("%s: skipped sending usage reports (the outbox keeps them)", NOT_CONFIGURED_REASON)
         return {"prepared": prepared, "sent": None, "reason": str(StripeNotConfigured())}
     sent = usage_reports_send()
     return {"prepared": prepared, "sent": sent.as_dict(), "near_edge": at_risk}
@@ -36,6 +36,11 @@ def report_usage() -> dict:
 
 @shared_task(name="stripe_sync.reconcile_usage")
 def reconcile_usage(trigger: str = "beat") -> dict:
-    """Nightly (Celery Beat) and on demand from admin: compare local, sent and Stripe's summaries."""
+    """Nightly (Celery Beat) and on demand from admin: compare local, sent and Stripe's summaries.
+
+    Without STRIPE_API_KEY there is nothing to compare with: one line in the log, no run recorded."""
+    if not stripe_configured():
+        logger.warning("%s: skipped", NOT_CONFIGURED_REASON)
+        return {"skipped": NOT_CONFIGURED_REASON}
     run = usage_reconcile(trigger=trigger)
     return {"run": run.pk, "status": run.status, "differences": run.differences, "resent": run.resent}

@@ -1,9 +1,16 @@
+import hashlib
+import hmac
+import json
 import os
 import random
 import secrets
-from datetime import timedelta
+import time
+import urllib.request
+import uuid
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -11,12 +18,33 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from console.models import OperatorJob
+from console.operator_jobs import operator_job_run
 from core.commands import BaseCommand
 from core.validation import row_validate
+from costwatch.budgets import budget_create
+from costwatch.conf import costwatch_config
+from costwatch.cost_explorer import CostRow, CostWindow
+from costwatch.costs import daily_costs_store, month_start
+from costwatch.models import Budget, CostCheckRun
+from costwatch.services import cost_check_run
 from metering.aggregation import usage_aggregate
 from metering.ingest import usage_events_record, usage_events_validate
 from metering.models import Meter, Price, UsageEvent
 from metering.services import meter_create
+from stripe_sync.checkout import checkout_session_create
+from stripe_sync.client import (
+    NOT_CONFIGURED_REASON,
+    stripe_client,
+    stripe_configured,
+    stripe_is_local_sandbox,
+)
+from stripe_sync.models import ReconciliationRun, WebhookEvent
+from stripe_sync.onboarding import tenant_onboard
+from stripe_sync.reconciliation import usage_reconcile
+from stripe_sync.reporting import usage_reports_prepare
+from stripe_sync.sender import usage_reports_send
+from stripe_sync.webhooks import webhook_event_process, webhook_event_receive, webhook_payload_verify
 from tenants.models import Tenant
 from tenants.services import api_key_issue, tenant_create
 
@@ -47,12 +75,35 @@ DEMO_PRICES = {
     "active_users": ("package", "100", 10, []),
 }
 USAGE_DAYS = 7
+# Onboarded to the Stripe sandbox by the seed; initech (free) subscribes through Checkout instead, so its
+# plan changes by webhook as a customer's would.
+ONBOARDED = ("acme", "globex")
+CHECKOUT_TENANT = "initech"
+# AWS cost per day by tenant tag ("" = untagged, unattributed) and service, in USD, before noise.
+DEMO_COSTS = {
+    "acme": {
+        "Amazon Elastic Compute Cloud - Compute": 28,
+        "Amazon Simple Storage Service": 6,
+        "AWS Lambda": 3,
+    },
+    "globex": {"Amazon Elastic Compute Cloud - Compute": 14, "Amazon Relational Database Service": 9},
+    "initech": {"Amazon Elastic Compute Cloud - Compute": 5, "Amazon Simple Storage Service": 1},
+    "": {"AmazonCloudWatch": 4, "Amazon Virtual Private Cloud": 7},
+}
+DEMO_BUDGETS = [
+    # name, tenant slug (None: the whole account), amount in USD, pass-through
+    ("AWS account (monthly)", None, Decimal("3000"), False),
+    ("Acme infrastructure", "acme", Decimal("1500"), False),
+    ("Globex pass-through", "globex", Decimal("900"), True),
+]
 
 
 class Command(BaseCommand):
     help = (
-        "Create the demo data: an admin login and three tenants with API keys. "
-        "Idempotent: what exists is left as it is."
+        "Create the demo data: an admin login, three tenants with API keys and a week of usage; with the "
+        "demo's local Stripe sandbox, their onboarding, usage reports, webhooks and a reconciliation; a "
+        "month of AWS costs with budgets, a cost check and its alerts; operator jobs. Idempotent: what "
+        "exists is left as it is."
     )
 
     def add_arguments(self, parser):
@@ -84,6 +135,17 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"demo usage: {events} events over {USAGE_DAYS} days, {run.hours_aggregated} hours aggregated"
             )
+        if not stripe_configured():
+            self.stdout.write(f"{NOT_CONFIGURED_REASON}: onboarding, reports and webhooks skipped")
+        elif not stripe_is_local_sandbox():
+            # Demo tenants are never sent to a real Stripe account, test mode included.
+            self.stdout.write(
+                "Stripe is not the demo's local sandbox: onboarding, reports and webhooks skipped"
+            )
+        else:
+            self._stripe()
+        self._costs()
+        self._jobs(username)
 
     def _admin(self, username: str) -> str:
         password_file = settings.BASE_DIR / "var" / "demo-admin-password"
@@ -168,6 +230,165 @@ class Command(BaseCommand):
                 valid = usage_events_validate(payload={"events": events[start : start + 1000]}, now=now)
                 total += usage_events_record(tenant=tenant, events=valid, now=now).accepted
         return total
+
+    # --- Stripe (the demo's local sandbox) -----------------------------------------------------
+
+    def _stripe(self) -> None:
+        for slug in ONBOARDED:
+            result = tenant_onboard(tenant=Tenant.objects.get(slug=slug), actor="seed_demo")
+            subscription = f", subscription {result.subscription.id}" if result.subscription else ""
+            self.stdout.write(f"stripe: {slug} onboarded (customer {result.customer.id}{subscription})")
+        tenant = Tenant.objects.get(slug=CHECKOUT_TENANT)
+        if tenant.stripe_customer_id is None:
+            # The tenant's customer pays at Checkout (the sandbox completes it with a test card); the
+            # webhooks below then move it to the metered plan, as Stripe's would.
+            session = checkout_session_create(
+                tenant=tenant, success_url="http://127.0.0.1/checkout/done", cancel_url="http://127.0.0.1/"
+            )
+            _sandbox_control(f"/_test/checkout_sessions/{session.id}/complete", {"card": "visa"})
+            self.stdout.write(f"stripe: {tenant.slug} paid at Checkout ({session.id})")
+        delivered = self._webhooks()
+        self.stdout.write(f"stripe: {delivered} webhook event(s) delivered and processed")
+        prepared = usage_reports_prepare()
+        sent = usage_reports_send()
+        self.stdout.write(
+            f"stripe: usage reports: {prepared.reports} written to the outbox, {sent.sent} sent"
+        )
+        if not ReconciliationRun.objects.exists():
+            run = usage_reconcile(trigger="seed_demo")
+            self.stdout.write(
+                f"stripe: reconciliation {run.get_status_display().lower()}: {run.hours_checked} hour(s) "
+                f"checked, {run.differences} difference(s)"
+            )
+
+    def _webhooks(self) -> int:
+        """Every event the sandbox recorded, signed and delivered to the platform's webhook service as
+        the endpoint receives it (verify, store once, process); events already stored are skipped."""
+        page = stripe_client().v1.events.list(params={"limit": 100})
+        events = json.loads(page.last_response.body)["data"]  # Stripe's JSON as sent, not StripeObjects
+        known = set(
+            WebhookEvent.objects.filter(stripe_id__in=[e["id"] for e in events]).values_list(
+                "stripe_id", flat=True
+            )
+        )
+        delivered = 0
+        for event in sorted(events, key=lambda e: (e["created"], e["id"])):
+            if event["id"] in known:
+                continue
+            body = json.dumps(event).encode()
+            payload = webhook_payload_verify(
+                body=body,
+                signature=_signature(body, settings.STRIPE_WEBHOOK_SECRET),
+                secret=settings.STRIPE_WEBHOOK_SECRET,
+            )
+            received = webhook_event_receive(payload=payload, enqueue=False)
+            webhook_event_process(event_id=received.event.pk)
+            delivered += 1
+        return delivered
+
+    # --- AWS costs ---------------------------------------------------------------------------------
+
+    def _costs(self) -> None:
+        """From the first day of last month to yesterday: costs stored as the daily check stores them,
+        the budgets, and one check (judging budgets, raising alerts, billing pass-through)."""
+        config = costwatch_config()
+        today = timezone.now().date()
+        explorer = DemoCostExplorer(currency=config.currency)
+        window = explorer.daily_costs(start=month_start(month_start(today) - timedelta(days=1)), end=today)
+        rows = daily_costs_store(window=window, metric=config.metric)
+        self.stdout.write(f"aws: {rows} daily cost rows from {window.start} to {today - timedelta(days=1)}")
+        for name, slug, amount, pass_through in DEMO_BUDGETS:
+            if not Budget.objects.filter(name=name).exists():
+                budget_create(
+                    name=name,
+                    amount=amount,
+                    thresholds="80,100",
+                    currency=config.currency,
+                    tenant=Tenant.objects.get(slug=slug) if slug else None,
+                    pass_through=pass_through,
+                    markup_percent=Decimal("10") if pass_through else Decimal(0),
+                )
+        if not CostCheckRun.objects.exists():
+            run = cost_check_run(trigger="seed_demo", explorer=explorer)
+            self.stdout.write(
+                f"aws: cost check {run.get_status_display().lower()}: {run.alerts_sent} alert(s) sent"
+                + (f" ({run.error.strip().splitlines()[-1]})" if run.error.strip() else "")
+            )
+
+    # --- Operator jobs -----------------------------------------------------------------------------
+
+    def _jobs(self, username: str) -> None:
+        """Two jobs an operator would start from a tenant's page, run here instead of by a worker."""
+        if OperatorJob.objects.exists():
+            return
+        user = get_user_model().objects.get(username=username)
+        now = timezone.now().replace(minute=0, second=0, microsecond=0)
+        jobs = [(OperatorJob.Kind.REAGGREGATE, "globex", {
+            "since": (now - timedelta(hours=3)).isoformat(), "until": now.isoformat()
+        })]  # fmt: skip
+        if stripe_configured() and stripe_is_local_sandbox():
+            jobs.append((OperatorJob.Kind.STRIPE_RESYNC, "acme", {}))
+        for kind, slug, params in jobs:
+            job = OperatorJob.objects.create(
+                kind=kind,
+                tenant=Tenant.objects.get(slug=slug),
+                requested_by=user,
+                params=params,
+                task_id=str(uuid.uuid4()),
+                progress="Waiting for a worker",
+            )
+            job = operator_job_run(job_id=job.pk)
+            self.stdout.write(f"operator job: {job.get_kind_display()} for {slug}: {job.progress}")
+
+
+class DemoCostExplorer:
+    """Cost Explorer's answers for the demo, which has no AWS account: the same figures every time for
+    a day (DEMO_COSTS with noise seeded by the day), no forecast (the check then forecasts linearly)."""
+
+    def __init__(self, *, currency: str):
+        self.currency = currency
+        self.counter = SimpleNamespace(count=0)
+
+    def daily_costs(self, *, start: date, end: date) -> CostWindow:
+        window = CostWindow(start=start, end=end, pages=1)
+        day = start
+        while day < end:
+            rng = random.Random(day.isoformat())  # noqa: S311 - demo figures, not secrets
+            # Globex's database grows: its cost climbs through the month.
+            growth = Decimal(1) + Decimal(day.day) / 30
+            for tag, services in DEMO_COSTS.items():
+                for service, base in services.items():
+                    amount = Decimal(base) * Decimal(rng.uniform(0.8, 1.2)).quantize(Decimal("0.0001"))
+                    if tag == "globex":
+                        amount *= growth
+                    window.rows[(day, service, tag)] = CostRow(
+                        day=day, service=service, tag_value=tag, amount=amount.quantize(Decimal("0.0001")),
+                        currency=self.currency,
+                    )  # fmt: skip
+            day += timedelta(days=1)
+        return window
+
+    def forecast(self, *, start: date, end: date, expression: dict | None) -> tuple[Decimal | None, str]:
+        return None, "the demo has no Cost Explorer: linear forecast"
+
+
+def _signature(body: bytes, secret: str) -> str:
+    """Stripe's `Stripe-Signature` header for `body`: t=<time>,v1=<HMAC-SHA256 of "<time>.<body>">."""
+    stamp = int(time.time())
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},v1={digest}"
+
+
+def _sandbox_control(path: str, data: dict) -> dict:
+    """A test control of the demo's local Stripe sandbox (tests/stripe_server), e.g. paying at Checkout."""
+    request = urllib.request.Request(  # noqa: S310 - STRIPE_API_BASE on this machine, checked by the caller
+        settings.STRIPE_API_BASE.rstrip("/") + path,
+        data=json.dumps(data).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=settings.STRIPE_TIMEOUT) as response:  # noqa: S310
+        return json.loads(response.read())
 
 
 def _remember(path: Path, password: str) -> None:
