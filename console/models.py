@@ -3,8 +3,10 @@
 from django.conf import settings
 from django.db import models
 
+from core.models import RunRecord
 
-class OperatorJob(models.Model):
+
+class OperatorJob(RunRecord):
     """One long operator action (re-aggregation, resync, budget check, reconciliation) queued to a
     worker, with its progress, so the page that started it can show where it is."""
 
@@ -14,13 +16,13 @@ class OperatorJob(models.Model):
         BUDGET_CHECK = "budget_check", "Budget check"
         RECONCILIATION = "reconciliation", "Reconciliation with Stripe"
 
-    class State(models.TextChoices):
+    class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
-    FINAL_STATES = (State.SUCCEEDED, State.FAILED)
+    OPEN_STATUSES = (Status.QUEUED, Status.RUNNING)
 
     id = models.BigAutoField(primary_key=True)
     kind = models.CharField(max_length=32, choices=Kind.choices)
@@ -36,15 +38,13 @@ class OperatorJob(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     params = models.JSONField(default=dict, blank=True, help_text="What the job was asked to do.")
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     progress = models.CharField(max_length=500, blank=True)
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
     task_id = models.CharField("Celery task id", max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)  # when a worker took it
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -54,8 +54,4 @@ class OperatorJob(models.Model):
         indexes = [models.Index(fields=["tenant", "-created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} ({self.state})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.state in self.FINAL_STATES
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"

@@ -91,8 +91,8 @@ def _enqueue(job_id: int, task_id: str) -> None:
     except Exception as exc:
         # The broker is unreachable: say so on the row rather than leave it queued forever.
         logger.exception("could not queue operator job %s", job_id)
-        OperatorJob.objects.filter(pk=job_id, state=OperatorJob.State.QUEUED).update(
-            state=OperatorJob.State.FAILED,
+        OperatorJob.objects.filter(pk=job_id, status=OperatorJob.Status.QUEUED).update(
+            status=OperatorJob.Status.FAILED,
             progress="Could not be queued",
             error=f"could not queue the job: {type(exc).__name__}: {exc}",
             finished_at=timezone.now(),
@@ -107,7 +107,7 @@ def _progress(job_id: int, text: str) -> None:
 def run_operator_job(job_id: int) -> dict | None:
     """The Celery entry point: run one queued job; its progress and result are on the row."""
     job = operator_job_run(job_id=job_id)
-    return None if job is None else {"job": job.pk, "state": job.state, "result": job.result}
+    return None if job is None else {"job": job.pk, "state": job.status, "result": job.result}
 
 
 def operator_job_run(*, job_id: int) -> OperatorJob | None:
@@ -117,10 +117,8 @@ def operator_job_run(*, job_id: int) -> OperatorJob | None:
     worker died, and every service a job runs is safe to run twice.
     """
     now = timezone.now()
-    claimed = OperatorJob.objects.filter(
-        pk=job_id, state__in=[OperatorJob.State.QUEUED, OperatorJob.State.RUNNING]
-    ).update(
-        state=OperatorJob.State.RUNNING,
+    claimed = OperatorJob.objects.filter(pk=job_id, status__in=OperatorJob.OPEN_STATUSES).update(
+        status=OperatorJob.Status.RUNNING,
         started_at=now,
         attempts=F("attempts") + 1,
         progress="Started",
@@ -133,27 +131,24 @@ def operator_job_run(*, job_id: int) -> OperatorJob | None:
     try:
         outcome = runner(job, partial(_progress, job.pk))
     except (JobFailed, *EXPECTED_FAILURES) as exc:
-        _finish(job, state=OperatorJob.State.FAILED, progress=f"Failed: {exc}", error=str(exc))
+        _finish(job, status=OperatorJob.Status.FAILED, progress=f"Failed: {exc}", error=str(exc))
     except Exception as exc:
         _finish(
             job,
-            state=OperatorJob.State.FAILED,
+            status=OperatorJob.Status.FAILED,
             progress=f"Failed: {type(exc).__name__}: {exc}",
             error=traceback.format_exc(),
         )
         raise
     else:
-        _finish(job, state=OperatorJob.State.SUCCEEDED, progress=outcome.summary, result=outcome.result)
+        _finish(job, status=OperatorJob.Status.SUCCEEDED, progress=outcome.summary, result=outcome.result)
     return job
 
 
-def _finish(job: OperatorJob, *, state: str, progress: str, error: str = "", result: dict | None = None):
-    job.state = state
+def _finish(job: OperatorJob, *, status: str, progress: str, error: str = "", result: dict | None = None):
     job.progress = progress[:500]
-    job.error = error
     job.result = result or {}
-    job.finished_at = timezone.now()
-    job.save(update_fields=["state", "progress", "error", "result", "finished_at", "updated_at"])
+    job.finish(status, error=error, update_fields=["progress", "result", "updated_at"])
 
 
 def _tenant_of(job: OperatorJob) -> Tenant:

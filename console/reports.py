@@ -1,9 +1,10 @@
 """The daily usage report for operators: one UTC day's usage, estimated revenue, failures and AWS cost.
 
 `daily_report_build` reads the figures (a fixed number of queries whatever the number of tenants),
-`daily_report_csv` and `daily_report_text` / `daily_report_html` shape them, `daily_report_send`
-e-mails them to OPERATOR_EMAILS once per day. The Beat task (07:00 UTC, after the 06:00 cost check),
-the `send_daily_report` command and the admin's CSV download all go through these functions.
+`daily_report_csv` and `daily_report_email` (templates emails/daily-report-*) shape them,
+`daily_report_send` e-mails them to OPERATOR_EMAILS once per day. The Beat task (07:00 UTC, after
+the 06:00 cost check), the `send_daily_report` command and the admin's CSV download all go through
+these functions.
 
 Estimated revenue is the pricing preview (`metering.estimates.revenue_estimates`, the same
 arithmetic as the tenant page's estimate). Prices are monthly (tiers, free allowance, flat amounts), so a
@@ -25,13 +26,12 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import EmailMultiAlternatives
 from django.db.models import Count, Q, Sum
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from console.dashboard import Money
+from core.money import Money, plain_decimal
+from core.notify import Email, email_deliver, email_render
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.models import CostCheckRun, DailyCost
 from metering.estimates import month_bounds, revenue_estimates
@@ -49,14 +49,6 @@ CSV_COLUMNS = ["day", "section", "item", "name", "quantity", "events", "amount",
 SENT_RECORD_SECONDS = 40 * 86_400
 # A send in progress holds the day this long; a worker killed mid-send frees it for the redelivery.
 SENDING_CLAIM_SECONDS = 600
-
-
-def _plain(value: Decimal, places: int = 2) -> str:
-    """A Decimal as plain text, at least `places` decimals, no trailing zeros beyond them, no exponent."""
-    value = value.normalize()
-    if value.as_tuple().exponent > -places:
-        value = value.quantize(Decimal(1).scaleb(-places))
-    return f"{value:f}"
 
 
 def yesterday() -> date:
@@ -77,7 +69,7 @@ class MeterLine:
 
     @property
     def quantity_text(self) -> str:
-        return _plain(self.quantity, places=0)
+        return plain_decimal(self.quantity, places=0)
 
 
 @dataclass(frozen=True)
@@ -356,7 +348,7 @@ def daily_report_csv(report: DailyReport) -> str:
                 name,
                 quantity,
                 events,
-                "" if amount is None else _plain(amount.amount),
+                "" if amount is None else plain_decimal(amount.amount, places=2),
                 "" if amount is None else amount.currency,
                 "" if at is None else at.astimezone(UTC).isoformat(),
                 detail,
@@ -364,7 +356,7 @@ def daily_report_csv(report: DailyReport) -> str:
         )
 
     for meter in report.meters:
-        quantity = _plain(meter.quantity, places=0)
+        quantity = plain_decimal(meter.quantity, places=0)
         for money in meter.revenue or [None]:
             row("usage", meter.code, meter.name, quantity, meter.events, amount=money, detail=meter.unit)
     for tenant in report.top_tenants:
@@ -397,52 +389,40 @@ def _money_text(amounts: list[Money]) -> str:
     return ", ".join(str(money) for money in amounts) or "-"
 
 
-def daily_report_subject(report: DailyReport) -> str:
-    return (
-        f"Daily usage report {report.day}: {report.events_total:,} events, "
-        f"{_money_text(report.revenue_day)} estimated, {report.failures_total} failure(s)"
-    )
+def _email_context(report: DailyReport) -> dict:
+    """The report as emails/daily-report-* show it: numbers and amounts already written out."""
+    return {
+        "report": report,
+        "day": report.day.isoformat(),
+        "events_total": f"{report.events_total:,}",
+        "meters": [
+            {
+                "code": meter.code,
+                "quantity": plain_decimal(meter.quantity, places=0),
+                "unit": meter.unit,
+                "events": f"{meter.events:,}",
+                "revenue": _money_text(meter.revenue),
+            }
+            for meter in report.meters
+        ],
+        "top_tenants": [
+            {
+                "name": tenant.name,
+                "slug": tenant.slug,
+                "events": f"{tenant.events:,}",
+                "revenue": _money_text(tenant.revenue),
+            }
+            for tenant in report.top_tenants
+        ],
+        "revenue_day": _money_text(report.revenue_day),
+        "revenue_month_to_date": _money_text(report.revenue_month_to_date),
+        "failure_counts": [(FAILURE_KINDS[kind], count) for kind, count in report.failure_counts.items()],
+    }
 
 
-def daily_report_text(report: DailyReport) -> str:
-    lines = [f"Daily usage report for {report.day} (UTC)", ""]
-    lines.append("Usage per meter:")
-    for meter in report.meters:
-        lines.append(
-            f"  {meter.code}: {_plain(meter.quantity, places=0)} {meter.unit} from {meter.events:,} events; "
-            f"estimated {_money_text(meter.revenue)}"
-        )
-    lines.append("Top tenants by events:")
-    lines += [
-        f"  {tenant.name} ({tenant.slug}): {tenant.events:,} events; estimated {_money_text(tenant.revenue)}"
-        for tenant in report.top_tenants
-    ] or ["  none"]
-    lines += [
-        "",
-        f"Estimated revenue of the day: {_money_text(report.revenue_day)}",
-        f"Estimated revenue of the month to date: {_money_text(report.revenue_month_to_date)}",
-        "",
-        f"Failures: {report.failures_total}",
-    ]
-    for kind, count in report.failure_counts.items():
-        lines.append(f"  {FAILURE_KINDS[kind]}: {count}")
-    lines += [f"  - {f.kind} {f.reference} at {f.at:%H:%M} UTC: {f.detail}" for f in report.failures]
-    lines += ["", "AWS cost:"]
-    if report.cost_error:
-        lines.append(f"  not available: {report.cost_error}")
-    else:
-        lines += [f"  {line.service}: {line.amount}" for line in report.cost_by_service]
-        lines.append(f"  unattributed (no tenant tag): {report.cost_unattributed}")
-        lines.append(
-            f"  total: {report.cost_total}"
-            + (" (estimated by Cost Explorer)" if report.cost_estimated else "")
-        )
-    lines += ["", "The CSV attached has every figure with exact amounts."]
-    return "\n".join(lines) + "\n"
-
-
-def daily_report_html(report: DailyReport) -> str:
-    return render_to_string("console/daily_report_email.html", {"report": report})
+def daily_report_email(report: DailyReport) -> Email:
+    """The report's e-mail: subject, text body and HTML body (emails/daily-report-*)."""
+    return email_render("daily-report", _email_context(report))
 
 
 # --- Sending --------------------------------------------------------------------------------------
@@ -518,12 +498,8 @@ def daily_report_send(*, day: date | None = None, force: bool = False) -> DailyR
     try:
         report = daily_report_build(day=day)
         content = daily_report_csv(report)
-        email = EmailMultiAlternatives(
-            subject=daily_report_subject(report), body=daily_report_text(report), to=recipients
-        )
-        email.attach_alternative(daily_report_html(report), "text/html")
-        email.attach(daily_report_filename(day), content, "text/csv")
-        email.send()
+        attachment = (daily_report_filename(day), content, "text/csv")
+        email_deliver(daily_report_email(report), recipients, attachments=[attachment])
     except Exception:
         cache.delete(key)  # a retry may send
         raise

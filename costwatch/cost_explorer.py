@@ -12,8 +12,11 @@ from decimal import Decimal
 
 from botocore.exceptions import ClientError
 
-from costwatch.aws import COST_EXPLORER_REGION, AwsError, RequestCounter, aws_call, aws_client, error_code
+from core.aws import AwsError, RequestCounter, aws_call, aws_client, error_code
 from costwatch.conf import CostwatchConfig
+
+# Cost Explorer has one endpoint, in us-east-1, whatever the account's regions.
+COST_EXPLORER_REGION = "us-east-1"
 
 ACCESS_HINT = (
     "enable Cost Explorer for the account (Billing console) and allow ce:GetCostAndUsage "

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from core.models import TriggeredRun
 from tenants.models import Tenant
 
 COST_DIGITS = 24
@@ -155,7 +156,7 @@ class DailyCost(models.Model):
         )
 
 
-class CostCheckRun(models.Model):
+class CostCheckRun(TriggeredRun):
     """One run of the daily check: what it asked Cost Explorer, what it found and what it sent."""
 
     class Status(models.TextChoices):
@@ -164,12 +165,9 @@ class CostCheckRun(models.Model):
         PARTIAL = "partial", "Completed with errors"
         FAILED = "failed", "Failed"
 
-    trigger = models.CharField(max_length=32, help_text="beat, command, admin, ...")
     checked_date = models.DateField(help_text="The last UTC day of costs the run judged.")
     window_start = models.DateField(null=True, blank=True)
     window_end = models.DateField(null=True, blank=True, help_text="Exclusive.")
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     ce_requests = models.PositiveIntegerField(
         default=0, help_text="Cost Explorer requests made (each is billed by AWS), retries included."
@@ -184,11 +182,8 @@ class CostCheckRun(models.Model):
     )
     alerts_sent = models.PositiveIntegerField(default=0)
     summary = models.TextField(blank=True, help_text="What the run found and sent, a line per item.")
-    error = models.TextField(blank=True)
 
-    class Meta:
-        ordering = ["-started_at", "-id"]
-        get_latest_by = "started_at"
+    class Meta(TriggeredRun.Meta):
         verbose_name = "cost check run"
 
     def __str__(self) -> str:

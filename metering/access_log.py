@@ -18,12 +18,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO
 
-import boto3
 from botocore.client import BaseClient
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.utils import timezone as django_timezone
 
+from core.aws import aws_client
 from core.json_input import text_problem
 from core.parsing import (
     MAX_DATETIME,
@@ -49,10 +48,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 # (e.g. Firehose records concatenated without a delimiter), which must not be read whole.
 MAX_LINE_BYTES = 1024 * 1024
 READ_BUFFER_BYTES = 256 * 1024
-# read_timeout bounds each socket read, not a whole object, so large objects still stream.
-# Retries cover each request; a body cut off mid-stream leaves that file reported as unreadable,
-# and running the import again is safe.
-S3_CONFIG = Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "total_max_attempts": 5})
+# The S3 client's timeouts and retries are core.aws's: read_timeout bounds each socket read, not a whole
+# object, so large objects still stream. Retries cover each request; a body cut off mid-stream leaves
+# that file reported as unreadable, and running the import again is safe.
 
 # API Gateway's $context.requestTime, e.g. 21/Nov/2026:10:00:00 +0000 (English month names
 # whatever the process locale, hence no strptime %b).
@@ -436,11 +434,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 def s3_client() -> BaseClient:
-    """An S3 client from boto3's own chain (AWS_ENDPOINT_URL, credentials, region).
-
-    A fresh session each time: the default session caches credentials for the process.
-    """
-    return boto3.session.Session().client("s3", config=S3_CONFIG)
+    """An S3 client from core.aws's factory (boto3's own chain: AWS_ENDPOINT_URL, credentials, region)."""
+    return aws_client("s3")
 
 
 def _files_under(directory: Path) -> list[Path]:

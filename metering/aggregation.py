@@ -23,6 +23,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 
+from core.models import error_line
 from metering.ingest import BACKFILL_WINDOW, REPORTABLE_WINDOW
 from metering.models import (
     AggregationRun,
@@ -223,14 +224,9 @@ def usage_aggregate(
             if result.hours_aggregated < batch_size:
                 break
     except Exception as exc:
-        run.status = AggregationRun.Status.FAILED
-        run.error = f"{type(exc).__name__}: {exc}"
-        run.finished_at = timezone.now()
-        run.save()
+        run.finish(AggregationRun.Status.FAILED, error=error_line(exc))
         raise
-    run.status = AggregationRun.Status.SUCCEEDED
-    run.finished_at = timezone.now()
-    run.save()
+    run.finish(AggregationRun.Status.SUCCEEDED)
     return run
 
 

@@ -3,6 +3,7 @@ from decimal import Decimal
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
+from core.models import TriggeredRun
 from tenants.models import Tenant
 
 # Quantities: up to 20 integer digits and 12 decimals (Stripe's unit_amount_decimal precision).
@@ -187,25 +188,14 @@ class HourlyAggregateChange(models.Model):
         return f"revision {self.revision}: {self.old_value} -> {self.new_value}"
 
 
-class AggregationRun(models.Model):
+class AggregationRun(TriggeredRun):
     """One run of aggregation, for operators: when, how long, what it did, how it ended."""
 
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
-    trigger = models.CharField(max_length=32, help_text="beat, command, admin, ...")
     hours_aggregated = models.PositiveIntegerField(default=0)
     hours_changed = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
 
-    class Meta:
-        ordering = ["-started_at"]
-        get_latest_by = "started_at"
+    class Meta(TriggeredRun.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"aggregation {self.started_at:%Y-%m-%d %H:%M} ({self.status})"

@@ -12,30 +12,19 @@ import json
 import logging
 from functools import partial
 
-import boto3
-from botocore.config import Config
 from django.conf import settings
-from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.notify import email_send, sns_publish, sns_subject
 from stripe_sync.models import BillingNotification, WebhookEvent
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_SCHEMA_VERSION = 1
-# A publish waits at most this long per attempt; boto's standard mode retries throttling and 5xx.
-SNS_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3})
-SUBJECT_MAX_CHARS = 100  # SNS's limit for e-mail subscriptions' subject
-
-
-def _subject(text: str) -> str:
-    # SNS subjects: ASCII, no line breaks, at most 100 characters.
-    clean = " ".join(text.encode("ascii", "replace").decode().split())
-    return clean[:SUBJECT_MAX_CHARS]
 
 
 def billing_notification_record(
@@ -71,24 +60,13 @@ def billing_notification_record(
                 kind=kind,
                 tenant=tenant,
                 webhook_event=webhook_event,
-                subject=_subject(subject),
+                subject=sns_subject(subject),
                 payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)),
             )
     except IntegrityError:
         return None
     transaction.on_commit(partial(billing_notification_send, notification_id=notification.pk), robust=True)
     return notification
-
-
-def sns_client(*, region: str | None = None):
-    """An SNS client with timeouts and standard retries; credentials, region and AWS_ENDPOINT_URL
-    from boto3's own chain."""
-    return boto3.client("sns", region_name=region, config=SNS_CONFIG)
-
-
-def _region_of(topic_arn: str) -> str | None:
-    parts = topic_arn.split(":")  # arn:aws:sns:<region>:<account>:<name>
-    return parts[3] if len(parts) >= 6 and parts[3] else None
 
 
 def billing_notification_send(*, notification_id: int) -> BillingNotification | None:
@@ -110,23 +88,24 @@ def billing_notification_send(*, notification_id: int) -> BillingNotification | 
     if topic and not notification.sns_message_id:
         notification.sns_topic_arn = topic
         try:
-            answer = sns_client(region=_region_of(topic)).publish(
-                TopicArn=topic,
-                Subject=notification.subject,
-                Message=message,
-                MessageAttributes={"kind": {"DataType": "String", "StringValue": notification.kind}},
+            notification.sns_message_id = sns_publish(
+                topic_arn=topic,
+                subject=notification.subject,
+                message=message,
+                attributes={"kind": notification.kind},
             )
-            notification.sns_message_id = answer["MessageId"]
         except Exception as exc:  # noqa: BLE001 - any failure is recorded; webhooks must go on
             errors.append(f"SNS: {type(exc).__name__}: {exc}")
     if recipients and not notification.email_sent:
         notification.email_recipients = recipients
         try:
-            send_mail(
-                subject=f"[billing] {notification.subject}",
-                message=json.dumps(notification.payload, indent=2, sort_keys=True),
-                from_email=None,
-                recipient_list=recipients,
+            email_send(
+                "billing-event",
+                {
+                    "subject": notification.subject,
+                    "payload_json": json.dumps(notification.payload, indent=2, sort_keys=True),
+                },
+                recipients,
             )
             notification.email_sent = True
         except Exception as exc:  # noqa: BLE001 - SMTP, DNS, timeouts: recorded, never raised

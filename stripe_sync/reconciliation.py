@@ -31,12 +31,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from core.models import error_line
+from core.notify import email_deliver, email_render
 from metering.models import HourlyAggregate
 from stripe_sync.models import (
     ReconciliationItem,
@@ -118,14 +119,12 @@ def usage_reconcile(
     try:
         sender = MeterEventSender(result, time.sleep)
         _reconcile(run, sender, since, until, now, resend)
-        run.status = ReconciliationRun.Status.SUCCEEDED
-    except Exception as error:
+        status, error = ReconciliationRun.Status.SUCCEEDED, None
+    except Exception as exc:
         logger.exception("reconciliation %s failed", run.pk)
-        run.status = ReconciliationRun.Status.FAILED
-        run.error = f"{type(error).__name__}: {error}"
+        status, error = ReconciliationRun.Status.FAILED, error_line(exc)
     run.stripe_calls = result.calls
-    run.finished_at = timezone.now()
-    run.save()
+    run.finish(status, error=error)
     if run.differences or run.at_risk or run.status == ReconciliationRun.Status.FAILED:
         _alert(run)
     return run
@@ -313,20 +312,13 @@ def _describe_not_sent(items: list[ReconciliationItem], since: datetime, until: 
 
 
 def _alert(run: ReconciliationRun) -> None:
-    subject = (
-        f"Billing reconciliation {run.pk}: {run.differences} difference(s)"
-        + (f", {run.at_risk} unsent hour(s) near Stripe's 35-day window" if run.at_risk else "")
-        if run.status == ReconciliationRun.Status.SUCCEEDED
-        else f"Billing reconciliation {run.pk} failed"
-    )
-    body = (
-        f"Window {run.window_start:%Y-%m-%d %H:%M} to {run.window_end:%Y-%m-%d %H:%M} UTC, "
-        f"{run.hours_checked} hours checked, {run.differences} differences, {run.resent} reports re-sent."
-        f"{chr(10) + run.error if run.error else ''}\nSee the reconciliation run in admin."
-    )
-    logger.warning("%s. %s", subject, body)
+    email = email_render("reconciliation", {"run": run})
+    logger.warning("%s. %s", email.subject, email.text)
     if settings.OPERATOR_EMAILS:
-        send_mail(subject, body, None, settings.OPERATOR_EMAILS, fail_silently=True)
+        try:
+            email_deliver(email, settings.OPERATOR_EMAILS)
+        except Exception:  # the run is recorded and the warning logged: a mail failure ends nothing
+            logger.exception("reconciliation %s: the e-mail to operators failed", run.pk)
 
 
 def usage_reports_check_at_stripe(sender: MeterEventSender, rows: list[UsageReport]) -> list[UsageReport]:

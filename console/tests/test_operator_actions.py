@@ -16,11 +16,13 @@ from billing_platform.celery import app as celery_app
 from console import operator_jobs
 from console.models import OperatorJob
 from console.operator_jobs import operator_job_queue, operator_job_run, run_operator_job
+from console.tests.factories import OperatorJobFactory
 from console.tests.page_support import parse
 from costwatch.models import CostCheckRun
 from metering.aggregation import usage_aggregate, usage_mark_for_recompute
 from metering.ingest import meter_cache, usage_events_record, usage_events_validate
-from metering.models import AggregationRun, HourlyAggregate, Meter, PendingHour, UsageEvent
+from metering.models import AggregationRun, HourlyAggregate, PendingHour
+from metering.tests.factories import MeterFactory, UsageEventFactory
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReconciliationRun
 from stripe_sync.tests.support import link_customer
@@ -98,7 +100,7 @@ def ingest(tenant, meter, hour: datetime, count: int, *, prefix: str = "e") -> N
 
 def late_event_without_mark(tenant, meter, hour: datetime, event_id: str) -> None:
     """An event stored without marking its hour pending: the aggregate no longer matches the events."""
-    UsageEvent.objects.create(
+    UsageEventFactory(
         tenant=tenant,
         meter=meter,
         event_id=event_id,
@@ -110,7 +112,7 @@ def late_event_without_mark(tenant, meter, hour: datetime, event_id: str) -> Non
 
 @pytest.fixture
 def api_calls(db):
-    return Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
+    return MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
 
 
 def confirmation(response) -> str:
@@ -168,7 +170,7 @@ def test_reaggregate_asks_first_then_recomputes_the_range_on_a_worker(
     assert response.status_code == 302
     assert response["Location"] == page_url(tenant) + "#operator-jobs"
     job = OperatorJob.objects.get()
-    assert (job.kind, job.state, job.tenant, job.requested_by) == (
+    assert (job.kind, job.status, job.tenant, job.requested_by) == (
         "reaggregate",
         "succeeded",
         tenant,
@@ -237,7 +239,7 @@ def test_resync_from_stripe_mirrors_the_tenants_objects(
 
     assert response.status_code == 302
     job = OperatorJob.objects.get()
-    assert (job.kind, job.state) == ("stripe_resync", "succeeded"), job.error
+    assert (job.kind, job.status) == ("stripe_resync", "succeeded"), job.error
     assert job.result["customers"] == 1
     assert job.result["invoices"] == 1
     assert Invoice.objects.get().customer_id == customer_id
@@ -249,7 +251,7 @@ def test_resync_from_stripe_mirrors_the_tenants_objects(
 def test_resync_without_a_customer_fails_with_a_reason(admin_client, tenant, eager_celery, run_on_commit):
     run_on_commit(admin_client, url("resync", tenant))
     job = OperatorJob.objects.get()
-    assert job.state == "failed"
+    assert job.status == "failed"
     assert "onboard it first" in job.error
 
 
@@ -361,7 +363,7 @@ def test_budget_check_asks_first_then_runs_the_costwatch_check(
 
     assert response.status_code == 302
     job = OperatorJob.objects.get()
-    assert (job.kind, job.state, job.tenant) == ("budget_check", "succeeded", tenant), job.error
+    assert (job.kind, job.status, job.tenant) == ("budget_check", "succeeded", tenant), job.error
     run = CostCheckRun.objects.get(pk=job.result["run"])
     assert (run.trigger, run.status) == ("admin", CostCheckRun.Status.SUCCEEDED)
     assert log_messages(tenant) == [f"Budget check (operator job {job.pk})"]
@@ -373,7 +375,7 @@ def test_a_failed_budget_check_fails_the_job_with_its_error(
     settings.COSTWATCH_CURRENCY = "dollars"  # the run fails with a one-line configuration error
     run_on_commit(admin_client, url("budget_check", tenant), {"confirmed": "yes"})
     job = OperatorJob.objects.get()
-    assert job.state == "failed"
+    assert job.status == "failed"
     assert "COSTWATCH_CURRENCY" in job.error
     assert job.progress.startswith("Failed: cost check run")
 
@@ -384,7 +386,7 @@ def test_reconciliation_asks_first_then_runs(admin_client, tenant, local_stripe,
     run_on_commit(admin_client, url("reconcile", tenant), {"confirmed": "yes"})
 
     job = OperatorJob.objects.get()
-    assert (job.kind, job.state) == ("reconciliation", "succeeded"), job.error
+    assert (job.kind, job.status) == ("reconciliation", "succeeded"), job.error
     run = ReconciliationRun.objects.get(pk=job.result["run"])
     assert (run.trigger, run.status) == ("admin", "succeeded")
     assert log_messages(tenant) == [f"Reconciliation (operator job {job.pk})"]
@@ -450,7 +452,7 @@ def test_an_unexpected_error_fails_the_job_with_its_traceback(
 
     assert result.failed()
     job.refresh_from_db()
-    assert job.state == "failed"
+    assert job.status == "failed"
     assert job.progress == "Failed: RuntimeError: disk full"
     assert "Traceback" in job.error
 
@@ -465,7 +467,7 @@ def test_a_job_that_cannot_be_queued_says_so(
     with django_capture_on_commit_callbacks(execute=True):
         job = operator_job_queue(kind=OperatorJob.Kind.BUDGET_CHECK, tenant=tenant, requested_by=admin_user)
     job.refresh_from_db()
-    assert job.state == "failed"
+    assert job.status == "failed"
     assert "redis is down" in job.error
 
 
@@ -476,11 +478,9 @@ def test_a_redelivered_running_job_runs_again_but_a_finished_one_does_not(tenant
         OperatorJob.Kind.BUDGET_CHECK,
         lambda job, progress: calls.append(job.pk) or operator_jobs.Outcome("done", {}),
     )
-    job = OperatorJob.objects.create(
-        kind=OperatorJob.Kind.BUDGET_CHECK, tenant=tenant, state="running", attempts=1
-    )
+    job = OperatorJobFactory(kind=OperatorJob.Kind.BUDGET_CHECK, tenant=tenant, status="running", attempts=1)
 
-    assert operator_job_run(job_id=job.pk).state == "succeeded"
+    assert operator_job_run(job_id=job.pk).status == "succeeded"
     assert operator_job_run(job_id=job.pk) is None
     assert calls == [job.pk]
     job.refresh_from_db()
@@ -494,7 +494,7 @@ def test_a_redelivered_running_job_runs_again_but_a_finished_one_does_not(tenant
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_real_worker_runs_a_reaggregation_job_to_succeeded(celery_worker_process, admin_client):
     tenant = TenantFactory(slug="worker-tenant", name="Worker tenant")
-    meter = Meter.objects.create(code="worker_calls", name="calls", aggregation="count")
+    meter = MeterFactory(code="worker_calls", name="calls", aggregation="count")
     hour = hour_ago(2)
     ingest(tenant, meter, hour, 3, prefix="w")
     usage_aggregate(trigger="test")
@@ -513,7 +513,7 @@ def test_a_real_worker_runs_a_reaggregation_job_to_succeeded(celery_worker_proce
         if job.is_finished:
             break
         time.sleep(0.2)
-    assert job.state == "succeeded", (job.state, job.progress, job.error)
+    assert job.status == "succeeded", (job.status, job.progress, job.error)
     assert job.attempts == 1
     assert HourlyAggregate.objects.get(tenant=tenant, meter=meter, hour=hour).value == 4
     data = admin_client.get(url("jobs", tenant)).json()

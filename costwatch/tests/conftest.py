@@ -8,8 +8,9 @@ import pytest
 from djstripe.models import Customer
 from freezegun import freeze_time
 
-from costwatch import aws as costwatch_aws
+from core import aws as core_aws
 from costwatch.tests.aws_proxy import AwsProxy
+from stripe_sync.tests.factories import CustomerFactory
 from tenants.tests.factories import TenantFactory
 
 TAG_KEY = "tenant"
@@ -27,7 +28,7 @@ def cost_explorer(aws, aws_proxy, monkeypatch, settings):
     """AWS (moto behind the test proxy) for Costwatch, with fast backoff and fresh settings."""
     aws_proxy.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_proxy.url)
-    monkeypatch.setattr(costwatch_aws, "BACKOFF_SECONDS", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(core_aws, "BACKOFF_SECONDS", (0.01, 0.01, 0.01))
     settings.COSTWATCH_SNS_TOPIC_ARN = ""
     settings.OPERATOR_EMAILS = []
     settings.COSTWATCH_METRIC = "UnblendedCost"
@@ -126,7 +127,7 @@ def sns_queue(cost_explorer, settings):
 
 
 def stripe_customer_for(tenant, customer_id: str) -> Customer:
-    customer = Customer.objects.create(id=customer_id, livemode=False, stripe_data={"id": customer_id})
+    customer = CustomerFactory(id=customer_id)
     tenant.stripe_customer = customer
     tenant.save(update_fields=["stripe_customer"])
     return customer

@@ -2,6 +2,7 @@
 
 from django.db import models
 
+from core.models import TriggeredRun
 from metering.models import QUANTITY_DECIMAL_PLACES, TOTAL_MAX_DIGITS
 
 
@@ -140,16 +141,9 @@ class CircuitBreaker(models.Model):
         return self.name
 
 
-class ReconciliationRun(models.Model):
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+class ReconciliationRun(TriggeredRun):
+    """One comparison of local usage, what was sent and Stripe's summaries over a window of hours."""
 
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
-    trigger = models.CharField(max_length=32)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     window_start = models.DateTimeField()
     window_end = models.DateTimeField()
     hours_checked = models.PositiveIntegerField(default=0)
@@ -159,10 +153,9 @@ class ReconciliationRun(models.Model):
     at_risk = models.PositiveIntegerField(
         default=0, help_text="Unsent (tenant, meter, hour)s close to Stripe's 35-day window."
     )
-    error = models.TextField(blank=True)
 
-    class Meta:
-        ordering = ["-started_at"]
+    class Meta(TriggeredRun.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"Reconciliation {self.pk} ({self.started_at:%Y-%m-%d %H:%M})"

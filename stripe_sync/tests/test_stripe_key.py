@@ -91,5 +91,5 @@ def test_a_resync_job_with_a_malformed_key_fails_with_the_reason(local_stripe, s
     job = operator_job_queue(kind=OperatorJob.Kind.STRIPE_RESYNC, tenant=acme, requested_by=admin)
     operator_job_run(job_id=job.pk)
     job.refresh_from_db()
-    assert job.state == OperatorJob.State.FAILED
+    assert job.status == OperatorJob.Status.FAILED
     assert job.error.startswith(SAID)

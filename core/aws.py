@@ -1,9 +1,11 @@
-"""boto3 clients for Costwatch: timeouts, boto's standard retries, our own backoff on top, a request count.
+"""The one factory of boto3 clients (S3, SNS, Cost Explorer): one timeout and retry configuration,
+credentials, region and AWS_ENDPOINT_URL (moto in tests and the demo) read from boto3's own chain.
 
-Cost Explorer bills every request (USD 0.01 each), so each client counts the HTTP requests it sends,
-retries included, and the run records the count. boto's standard retry mode retries throttling and
-5xx a few times within a second or two; Cost Explorer's throttling lasts longer than that, so a call
-that still fails is tried again after a longer pause (BACKOFF_SECONDS).
+`aws_call` adds our own backoff on top for callers that can wait: boto's standard retry mode retries
+throttling and 5xx a few times within a second or two; Cost Explorer's throttling lasts longer than
+that, so a call that still fails is tried again after a longer pause (BACKOFF_SECONDS). Cost Explorer
+bills every request (USD 0.01 each), so a client can count the HTTP requests it sends (RequestCounter),
+retries included.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-# Cost Explorer has one endpoint, in us-east-1, whatever the account's regions.
-COST_EXPLORER_REGION = "us-east-1"
 CONNECT_TIMEOUT_SECONDS = 5
-BOTO_MAX_ATTEMPTS = 3
+# Bounds each socket read, not a whole call: a large S3 object still streams.
+READ_TIMEOUT_SECONDS = 20
+BOTO_MAX_ATTEMPTS = 3  # in all, the first included (boto's standard retry mode)
 # Pauses between our own attempts after boto gave up on a throttled or failing call.
 BACKOFF_SECONDS = (2.0, 8.0, 30.0)
 
@@ -87,13 +89,24 @@ class RequestCounter:
         self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
 
 
-def aws_client(service: str, *, region: str | None = None, read_timeout: float = 20.0, counter=None):
-    """A boto3 client from a fresh session, so credentials and AWS_ENDPOINT_URL are read now."""
-    config = Config(
+def aws_config(*, read_timeout: float = READ_TIMEOUT_SECONDS) -> Config:
+    return Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": BOTO_MAX_ATTEMPTS},
     )
+
+
+def aws_client(
+    service: str,
+    *,
+    region: str | None = None,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
+    counter: RequestCounter | None = None,
+):
+    """A boto3 client from a fresh session, so credentials and AWS_ENDPOINT_URL are read now (the
+    default session would keep the first credentials for the process)."""
+    config = aws_config(read_timeout=read_timeout)
     try:
         client = boto3.session.Session().client(service, region_name=region, config=config)
     except NoRegionError:
@@ -101,6 +114,12 @@ def aws_client(service: str, *, region: str | None = None, read_timeout: float =
     if counter is not None:
         client.meta.events.register("before-send", counter)
     return client
+
+
+def topic_region(arn: str) -> str | None:
+    """The region of an ARN (arn:aws:sns:<region>:<account>:<name>); None when it has none."""
+    parts = arn.split(":")
+    return parts[3] if len(parts) >= 6 and parts[3] else None
 
 
 def error_code(exc: ClientError) -> str:
