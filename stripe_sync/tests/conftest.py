@@ -1,12 +1,12 @@
 import pytest
 
-from metering.models import Meter
+from metering.tests.factories import MeterFactory
 from stripe_sync.tests.support import link_customer, link_meter
 
 
 @pytest.fixture
 def calls(db):
-    return Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
+    return MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from metering.models import Meter, Price
+from metering.tests.factories import MeterFactory, PriceFactory
 from tenants.models import Tenant
 
 
 def meter_with_price(code: str = "api_calls", *, model: str = Price.Model.PER_UNIT, **price) -> Meter:
-    meter = Meter.objects.create(
-        code=code, name=code.replace("_", " ").title(), unit="call", aggregation="count"
-    )
+    meter = MeterFactory(code=code, name=code.replace("_", " ").title(), unit="call", aggregation="count")
     defaults = {"unit_amount": Decimal("0.5")}
     defaults.update(price)
-    Price.objects.create(meter=meter, plan=Tenant.Plan.METERED, model=model, **defaults)
+    PriceFactory(meter=meter, plan=Tenant.Plan.METERED, model=model, **defaults)
     return meter

@@ -49,8 +49,9 @@ from rest_framework.test import APIClient
 
 from metering.aggregation import usage_aggregate, usage_events_prune, usage_mark_for_recompute
 from metering.ingest import meter_cache, usage_events_record, usage_events_validate
-from metering.models import HourlyAggregate, Meter, MeterFilter, PruneRun, UsageEvent
+from metering.models import HourlyAggregate, MeterFilter, PruneRun, UsageEvent
 from metering.services import meter_filters_changed
+from metering.tests.factories import MeterFactory, MeterFilterFactory
 from stripe_sync import sender as sender_module
 from stripe_sync.models import ReportingBalance, UsageReport
 from stripe_sync.reconciliation import usage_reconcile
@@ -129,8 +130,8 @@ class BillingPipeline(RuleBasedStateMachine):
         """A tenant with a Stripe customer, the meter at Stripe; free until `upgraded_hours_ago`
         (half past that hour), free all along with NEVER, else metered all along; and some usage to
         begin with (each example has some, whatever rules follow)."""
-        self.meter = Meter.objects.create(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
-        MeterFilter.objects.create(meter=self.meter, property="kind", operator="eq", values=["a"])
+        self.meter = MeterFactory(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
+        MeterFilterFactory(meter=self.meter, property="kind", operator="eq", values=["a"])
         link_meter(self.meter)
         self.tenant = TenantFactory(slug=f"model-{self.example}", plan=Tenant.Plan.FREE)
         self.customer = link_customer(self.tenant, plan=Tenant.Plan.FREE)
@@ -416,7 +417,7 @@ def settings_override(settings):
 @pytest.fixture
 def free_tenant_at_stripe(local_stripe, tenant):
     """A free tenant with a Stripe customer, and the meter at Stripe; returns (tenant, this hour)."""
-    meter = Meter.objects.create(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
+    meter = MeterFactory(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
     link_meter(meter)
     link_customer(tenant, plan=Tenant.Plan.FREE)
     hour = hour_ago(0)
@@ -469,7 +470,7 @@ def test_an_hour_covered_as_free_then_upgraded_bills_all_7_after_a_late_event(
 # A narrowed filter left the lowered hour too high at Stripe (offset against later usage); fixed in
 # stripe_sync/reporting.py: within 23 hours the hour's events are canceled and its new total sent.
 def test_narrowing_a_filter_lowers_the_hour_at_stripe_too(local_stripe, tenant):
-    meter = Meter.objects.create(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
+    meter = MeterFactory(code=EVENT_NAME, name="Calls", unit="call", aggregation="sum")
     link_meter(meter)
     link_customer(tenant)
     hour = hour_ago(1)
@@ -486,7 +487,7 @@ def test_narrowing_a_filter_lowers_the_hour_at_stripe_too(local_stripe, tenant):
     usage_reports_send(sleep=no_sleep)
     assert _stripe_hour(local_stripe, tenant, hour) == 5
 
-    MeterFilter.objects.create(meter=meter, property="kind", operator="eq", values=["a"])
+    MeterFilterFactory(meter=meter, property="kind", operator="eq", values=["a"])
     meter_filters_changed(meter=meter)
     usage_aggregate(trigger="test")
     usage_reports_prepare()

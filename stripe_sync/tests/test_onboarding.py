@@ -14,6 +14,7 @@ from stripe_sync.client import stripe_client
 from stripe_sync.models import StripeMeter, TenantSubscription
 from stripe_sync.onboarding import tenant_link, tenant_onboard
 from stripe_sync.subscriptions import tenant_subscription_cancel, tenant_subscription_ensure
+from stripe_sync.tests.factories import StripeMeterFactory
 from stripe_sync.tests.onboarding_support import meter_with_price
 from tenants.models import Tenant
 from tenants.tests.factories import TenantFactory, run_command
@@ -427,7 +428,7 @@ def test_admin_action_shows_errors_as_messages(settings, admin_client, free_tena
 
 def test_stripe_meter_admin_creates_at_stripe(local_stripe, admin_client):
     meter = meter_with_price()
-    row = StripeMeter.objects.create(meter=meter, event_name="api_calls")
+    row = StripeMeterFactory(meter=meter, event_name="api_calls")
     form = {"action": "create_at_stripe", "_selected_action": [row.pk]}
     page = admin_client.post("/admin/stripe_sync/stripemeter/", form, follow=True).content.decode()
     row.refresh_from_db()

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from metering.models import Meter
+from metering.tests.factories import MeterFactory
 from stripe_sync.circuit import circuit_get
 from stripe_sync.models import ReportedHour, ReportingBalance, UsageReport
 from stripe_sync.reporting import usage_report_retry, usage_reports_mark_rejected, usage_reports_prepare
@@ -43,7 +43,7 @@ def test_each_changed_hour_becomes_one_row_with_a_deterministic_identifier(meter
 
 
 def test_decimal_quantities_go_out_in_whole_units_and_the_fraction_is_carried(metered):
-    storage = Meter.objects.create(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
+    storage = MeterFactory(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
     link_meter(storage)
     for hours_ago, quantity in [(5, "0.4"), (4, "0.4"), (3, "0.4"), (2, "1.9")]:
         ingest(metered, storage, hour_ago(hours_ago), [quantity])

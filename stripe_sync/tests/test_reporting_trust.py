@@ -23,6 +23,7 @@ from stripe_sync.sender import usage_reports_send
 from stripe_sync.tests.support import hour_ago, ingest, link_customer, link_meter, stripe_total
 from tenants.models import Tenant, TenantChange
 from tenants.services import tenant_change_plan
+from tenants.tests.factories import TenantChangeFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def no_sleep(seconds):
 def plan_history(tenant: Tenant, *changes) -> None:
     """Record the tenant's plan history: (moment, old plan, new plan), oldest first."""
     for at, old, new in changes:
-        change = TenantChange.objects.create(
+        change = TenantChangeFactory(
             tenant=tenant, field=TenantChange.Field.PLAN, old_value=old, new_value=new, source="test"
         )
         TenantChange.objects.filter(pk=change.pk).update(created_at=at)

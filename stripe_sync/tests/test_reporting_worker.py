@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 
 from conftest import start_celery_worker, stop_celery_worker
-from metering.models import Meter
+from metering.tests.factories import MeterFactory
 from stripe_sync.models import UsageReport
 from stripe_sync.tests.support import hour_ago, ingest, link_customer, link_meter, local_total, stripe_total
 from tenants.tests.factories import TenantFactory
@@ -23,7 +23,7 @@ DRILL_QUEUE = f"reporting-drill-{uuid.uuid4().hex[:8]}"
 
 @pytest.fixture
 def customers(local_stripe):
-    meter = Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
+    meter = MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
     link_meter(meter)
     tenants = [TenantFactory(slug=f"t{i}", name=f"T{i}") for i in range(6)]
     for tenant in tenants:

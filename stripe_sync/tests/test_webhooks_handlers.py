@@ -12,6 +12,7 @@ from djstripe import models as djstripe_models
 from metering.models import Meter
 from stripe_sync.client import stripe_client
 from stripe_sync.models import BillingNotification, TenantSubscription, UsageReport, WebhookEvent
+from stripe_sync.tests.factories import UsageReportFactory
 from stripe_sync.tests.webhook_support import deliver, onboarded_tenant
 from stripe_sync.webhooks import webhook_event_process, webhook_event_receive
 from tenants.models import Tenant, TenantChange
@@ -301,7 +302,7 @@ def test_a_meter_error_report_marks_the_usage_reports_it_names(local_stripe, ten
     customer_id = onboarded_tenant(tenant, plan=Tenant.Plan.METERED)
     meter = Meter.objects.get(code="api_calls")
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
-    report = UsageReport.objects.create(
+    report = UsageReportFactory(
         tenant=tenant,
         meter=meter,
         hour=now,

@@ -4,7 +4,7 @@ import factory
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantChange
 from tenants.services import api_key_issue
 
 
@@ -16,6 +16,15 @@ class TenantFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Tenant {n}")
     slug = factory.Sequence(lambda n: f"tenant-{n}")
     plan = Tenant.Plan.METERED
+
+
+class TenantChangeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TenantChange
+
+    tenant = factory.SubFactory(TenantFactory)
+    field = TenantChange.Field.PLAN
+    source = "test"
 
 
 def issue_key(tenant: Tenant, name: str = "test") -> str:

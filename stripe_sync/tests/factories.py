@@ -1,0 +1,106 @@
+"""Rows of stripe_sync (and of the dj-stripe mirror it reads) for tests."""
+
+import factory
+from django.utils import timezone
+from djstripe.models import Customer, Invoice, Subscription
+
+from metering.tests.factories import MeterFactory
+from stripe_sync.models import (
+    CircuitBreaker,
+    ReconciliationRun,
+    StripeMeter,
+    TenantSubscription,
+    UsageReport,
+    WebhookEvent,
+)
+from tenants.tests.factories import TenantFactory
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    """A dj-stripe Customer mirrored locally (no call to Stripe)."""
+
+    class Meta:
+        model = Customer
+
+    id = factory.Sequence(lambda n: f"cus_test{n}")
+    livemode = False
+    stripe_data = factory.LazyAttribute(lambda customer: {"id": customer.id})
+
+
+class InvoiceFactory(factory.django.DjangoModelFactory):
+    """A dj-stripe Invoice mirrored locally; pass its fields as they come from Stripe in `stripe_data`."""
+
+    class Meta:
+        model = Invoice
+
+    id = factory.Sequence(lambda n: f"in_test{n}")
+    customer = factory.SubFactory(CustomerFactory)
+    livemode = False
+    stripe_data = factory.LazyAttribute(lambda invoice: {"id": invoice.id})
+
+
+class SubscriptionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Subscription
+
+    id = factory.Sequence(lambda n: f"sub_test{n}")
+    customer = factory.SubFactory(CustomerFactory)
+    livemode = False
+    stripe_data = factory.LazyAttribute(lambda subscription: {"id": subscription.id, "status": "active"})
+
+
+class StripeMeterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StripeMeter
+
+    meter = factory.SubFactory(MeterFactory)
+    event_name = factory.LazyAttribute(lambda row: row.meter.code)
+
+
+class TenantSubscriptionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TenantSubscription
+
+    tenant = factory.SubFactory(TenantFactory)
+    subscription = factory.SubFactory(SubscriptionFactory)
+
+
+class UsageReportFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UsageReport
+
+    tenant = factory.SubFactory(TenantFactory)
+    meter = factory.SubFactory(MeterFactory)
+    hour = factory.LazyFunction(lambda: timezone.now().replace(minute=0, second=0, microsecond=0))
+    revision = 1
+    identifier = factory.Sequence(lambda n: f"report-{n}")
+    value = 1
+    customer_id = factory.LazyAttribute(lambda report: f"cus_{report.tenant.slug}")
+    event_name = factory.LazyAttribute(lambda report: report.meter.code)
+    timestamp = factory.LazyAttribute(lambda report: report.hour)
+
+
+class WebhookEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookEvent
+
+    stripe_id = factory.Sequence(lambda n: f"evt_test{n}")
+    type = "invoice.paid"
+    payload = factory.LazyFunction(dict)
+
+
+class CircuitBreakerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CircuitBreaker
+
+    name = "stripe"
+
+
+class ReconciliationRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ReconciliationRun
+
+    started_at = factory.LazyFunction(timezone.now)
+    trigger = "test"
+    window_start = factory.LazyAttribute(lambda run: run.started_at)
+    window_end = factory.LazyAttribute(lambda run: run.started_at)
