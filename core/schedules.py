@@ -14,6 +14,7 @@ import json
 from django.apps import apps as global_apps
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, transaction
+from django.utils import timezone
 
 CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
 
@@ -48,6 +49,12 @@ def periodic_tasks_sync(
                 fields["interval"] = _first_or_create(IntervalSchedule, using, **entry["interval"])
             PeriodicTask.objects.using(using).create(name=entry["name"], **fields)
             created.append(entry["name"])
+        if created:
+            # What django-celery-beat's save signal does (historical models send none): a running
+            # beat sees the change and reloads its schedule.
+            apps.get_model("django_celery_beat", "PeriodicTasks").objects.using(using).update_or_create(
+                ident=1, defaults={"last_update": timezone.now()}
+            )
     return created
 
 

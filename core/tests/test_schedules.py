@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.sql import emit_post_migrate_signal
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
 from conftest import beat_task
 from core.schedules import periodic_tasks_sync
@@ -66,7 +66,9 @@ def test_the_sync_never_overwrites_an_operators_edit_and_reports_what_it_created
     PeriodicTask.objects.filter(task="costwatch.check_costs").update(enabled=False)
     PeriodicTask.objects.filter(task="metering.aggregate_usage").delete()
 
+    PeriodicTasks.objects.all().delete()
     assert periodic_tasks_sync() == ["Aggregate usage (hourly)"]
+    assert PeriodicTasks.last_change() is not None  # a running beat reloads its schedule
     assert periodic_tasks_sync() == []  # idempotent
 
     report = beat_task("billing_platform.send_daily_report")
