@@ -4,16 +4,15 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from djstripe.models import Invoice
 from freezegun import freeze_time
 
 from costwatch.conf import costwatch_config
 from costwatch.margin import margin_table
-from costwatch.models import DailyCost
 from costwatch.tests.conftest import stripe_customer_for
-from costwatch.tests.factories import BudgetFactory
+from costwatch.tests.factories import BudgetFactory, DailyCostFactory
 from metering.estimates import tenant_month_estimate, tenant_month_total_minor
-from metering.models import HourlyAggregate, Meter, Price
+from metering.tests.factories import HourlyAggregateFactory, MeterFactory, PriceFactory
+from stripe_sync.tests.factories import InvoiceFactory
 from tenants.tests.factories import TenantFactory
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +25,7 @@ def epoch(*args) -> int:
 
 
 def cost(day: date, tag: str, amount: str, service: str = "Amazon EC2", currency: str = "USD"):
-    return DailyCost.objects.create(
+    return DailyCostFactory(
         metric="UnblendedCost",
         day=day,
         service=service,
@@ -37,7 +36,7 @@ def cost(day: date, tag: str, amount: str, service: str = "Amazon EC2", currency
 
 
 def invoice(customer, invoice_id: str, *, status: str, period_start: int, currency: str = "usd", **amounts):
-    return Invoice.objects.create(
+    return InvoiceFactory(
         id=invoice_id,
         customer=customer,
         livemode=False,
@@ -117,11 +116,11 @@ def test_margin_figures_match_the_hand_computed_example(november):
 def test_the_current_month_without_invoices_uses_the_pricing_preview(db):
     gamma = TenantFactory(slug="gamma", name="Gamma", plan="metered")
     delta = TenantFactory(slug="delta", name="Delta", plan="free", monthly_free_allowance=Decimal("100"))
-    calls = Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
-    storage = Meter.objects.create(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
+    calls = MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
+    storage = MeterFactory(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
     for plan in ("metered", "free"):
-        Price.objects.create(meter=calls, plan=plan, currency="usd", unit_amount=Decimal("0.5"))
-        Price.objects.create(
+        PriceFactory(meter=calls, plan=plan, currency="usd", unit_amount=Decimal("0.5"))
+        PriceFactory(
             meter=storage,
             plan=plan,
             currency="usd",
@@ -132,7 +131,7 @@ def test_the_current_month_without_invoices_uses_the_pricing_preview(db):
             ],
         )
     for tenant, value in ((gamma, "1001"), (delta, "250")):
-        HourlyAggregate.objects.create(
+        HourlyAggregateFactory(
             tenant=tenant,
             meter=calls,
             hour=datetime(2026, 11, 5, 10, tzinfo=UTC),
