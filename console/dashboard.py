@@ -468,14 +468,11 @@ def costs_panel(*, now: datetime | None = None) -> CostsPanel:
 class RunSummary:
     started_at: datetime
     finished_at: datetime | None
+    duration: timedelta | None
     status: str
     status_label: str
     error: str
     url: str
-
-    @property
-    def duration(self) -> timedelta | None:
-        return self.finished_at - self.started_at if self.finished_at else None
 
     @property
     def duration_seconds(self) -> str:
@@ -532,6 +529,7 @@ def _run_summary(run, label: str) -> RunSummary | None:
     return RunSummary(
         started_at=run.started_at,
         finished_at=run.finished_at,
+        duration=run.duration,
         status=run.status,
         status_label=run.get_status_display(),
         error=run.error,

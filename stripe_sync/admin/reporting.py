@@ -188,7 +188,7 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="Duration")
     def duration(self, obj):
-        return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s" if obj.finished_at else "running"
+        return "running" if obj.duration is None else f"{obj.duration.total_seconds():.1f} s"
 
     def get_urls(self):
         run = path("run/", self.admin_site.admin_view(self.run_now), name="stripe_sync_reconciliationrun_run")

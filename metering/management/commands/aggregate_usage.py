@@ -49,7 +49,7 @@ class Command(BaseCommand):
             result = usage_mark_for_recompute(since=since, tenant_id=tenant_id)
             self.stdout.write(f"marked {result.marked} hour(s) for recompute since {since:%Y-%m-%d %H:%M}Z")
         run = usage_aggregate(trigger="command", batch_size=batch_size)
-        seconds = (run.finished_at - run.started_at).total_seconds()
+        seconds = run.duration.total_seconds()
         self.stdout.write(
             f"aggregated {run.hours_aggregated} hour(s), {run.hours_changed} changed, in {seconds:.2f}s"
         )
