@@ -2,7 +2,53 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
+
+from core.money import format_quantity, plain_decimal
+
+
+class PlainNumberInput(forms.NumberInput):
+    """A number input showing a Decimal as plain text: "0", not the "0E-12" str() gives a zero read
+    from a 12-place column; "12.5", not "12.500000000000"."""
+
+    def format_value(self, value):
+        if isinstance(value, Decimal):
+            return plain_decimal(value)
+        return super().format_value(value)
+
+
+def decimal_column(model, name: str):
+    """A list column showing the model's Decimal field `name` with its significant decimals only;
+    any other column name is returned as it is."""
+    try:
+        field = model._meta.get_field(name)
+    except (FieldDoesNotExist, TypeError):
+        return name
+    if not isinstance(field, models.DecimalField):
+        return name
+
+    @admin.display(description=field.verbose_name, ordering=name)
+    def column(obj):
+        value = getattr(obj, name)
+        return None if value is None else format_quantity(value)
+
+    column.__name__ = name
+    return column
+
+
+class PlainDecimalsMixin:
+    """Decimal fields as an operator reads them, never in exponent notation and with their significant
+    decimals only: in list columns ("12.5" for 12.500000000000) and in form inputs ("0" for 0E-12)."""
+
+    formfield_overrides = {models.DecimalField: {"widget": PlainNumberInput}}
+
+    def get_list_display(self, request):
+        return [decimal_column(self.model, name) for name in super().get_list_display(request)]
 
 
 class ReadOnlyAdminMixin:
@@ -20,5 +66,5 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ReadOnlyAdmin(PlainDecimalsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     pass

@@ -9,7 +9,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.admin_mixins import ReadOnlyAdmin
+from core.admin_mixins import PlainDecimalsMixin, ReadOnlyAdmin
+from core.money import format_minor, format_money
 from core.parsing import ParseError, parse_int, parse_month
 from core.permissions import can_see_revenue
 from costwatch.alerts import alerts_acknowledge, budgets_snooze
@@ -89,7 +90,7 @@ class EvaluationInline(admin.TabularInline):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(PlainDecimalsMixin, admin.ModelAdmin):
     form = BudgetForm
     list_display = [
         "name",
@@ -128,7 +129,9 @@ class BudgetAdmin(admin.ModelAdmin):
         evaluation = obj.evaluations.order_by("-run__started_at", "-pk").first()
         if evaluation is None:
             return "-"
-        return f"{evaluation.actual:.2f} (forecast {evaluation.forecast:.2f}, {evaluation.forecast_method})"
+        actual = format_money(evaluation.actual, obj.currency)
+        forecast = format_money(evaluation.forecast, obj.currency)
+        return f"{actual} (forecast {forecast}, {evaluation.forecast_method})"
 
     @admin.display(description="chart")
     def chart(self, obj):
@@ -236,7 +239,7 @@ class AlertAdmin(ReadOnlyAdmin):
 
     def has_change_permission(self, request, obj=None):
         # Actions (acknowledge, snooze) need it; every field stays read-only.
-        return super(ReadOnlyAdmin, self).has_change_permission(request, obj)
+        return admin.ModelAdmin.has_change_permission(self, request, obj)
 
     def get_readonly_fields(self, request, obj=None):
         return self.fields
@@ -272,8 +275,7 @@ class PassThroughChargeAdmin(ReadOnlyAdmin):
         "budget_amount",
         "overage",
         "markup_percent",
-        "amount_minor",
-        "currency",
+        "billed_amount",
         "status",
         "stripe_invoice_item_id",
         "reason",
@@ -281,6 +283,10 @@ class PassThroughChargeAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status"]
     list_select_related = ["budget", "tenant"]
+
+    @admin.display(description="amount billed", ordering="amount_minor")
+    def billed_amount(self, obj):
+        return format_minor(obj.amount_minor, obj.currency)
 
 
 def _month(request) -> date:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from core.admin_mixins import ReadOnlyAdmin
+from core.admin_mixins import PlainDecimalsMixin, ReadOnlyAdmin
 from core.money import format_minor, format_quantity
 from core.parsing import ParseError, parse_date
 from core.permissions import can_see_revenue
@@ -182,7 +182,7 @@ class PriceForm(forms.ModelForm):
         return cleaned
 
 
-class PriceInline(admin.StackedInline):
+class PriceInline(PlainDecimalsMixin, admin.StackedInline):
     model = Price
     form = PriceForm
     extra = 0
@@ -266,7 +266,7 @@ class MeterAdmin(admin.ModelAdmin):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(PlainDecimalsMixin, admin.ModelAdmin):
     form = PriceForm
     list_display = ["meter", "plan", "currency", "model", "unit_amount", "package_size"]
     list_filter = ["plan", "model", "currency"]
@@ -328,8 +328,16 @@ class HourlyAggregateChangeInline(admin.TabularInline):
     extra = 0
     can_delete = False
     verbose_name_plural = "change history"
-    fields = ["revision", "old_value", "new_value", "old_event_count", "new_event_count", "created_at"]
+    fields = ["revision", "old", "new", "old_event_count", "new_event_count", "created_at"]
     readonly_fields = fields
+
+    @admin.display(description="old value")
+    def old(self, obj):
+        return "-" if obj.old_value is None else format_quantity(obj.old_value)
+
+    @admin.display(description="new value")
+    def new(self, obj):
+        return format_quantity(obj.new_value)
 
     def has_add_permission(self, request, obj=None):
         return False
