@@ -20,13 +20,13 @@ from django.utils import timezone
 from djstripe.models import Invoice
 
 from console.models import OperatorJob
-from core.money import Money, format_quantity
+from core.money import Money
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.costs import next_month
 from costwatch.margin import REVENUE_STATUSES, MarginRow, day_epoch, invoice_revenue_minor
 from costwatch.models import Alert, Budget, DailyCost
 from metering.charts import MeterUsageChart, meter_usage_chart
-from metering.estimates import MeterEstimate, tenant_month_estimate, tenant_month_total_minor
+from metering.estimates import EstimateSummary, estimate_summary, tenant_month_estimate
 from metering.models import Meter
 from metering.selectors import daily_usage, last_days
 from stripe_sync.models import TenantSubscription, WebhookEvent
@@ -190,49 +190,6 @@ def tenant_usage_charts(*, tenant: Tenant, meters: list[Meter], now: datetime) -
     return UsageCharts(charts=charts, unused=unused, first_day=days[0], last_day=days[-1])
 
 
-# --- Estimate -------------------------------------------------------------------------------------
-
-
-@dataclass
-class EstimateLine:
-    meter: Meter
-    usage: str
-    free_allowance_applied: str
-    billable: str
-    charge: Money | None
-
-
-@dataclass
-class Estimate:
-    month: date
-    lines: list[EstimateLine]
-    totals: list[Money]
-    total_minor: dict[str, int]  # currency (as priced) -> minor units
-
-
-def tenant_estimate(*, estimates: list[MeterEstimate], month: date) -> Estimate:
-    lines = [
-        EstimateLine(
-            meter=estimate.meter,
-            usage=format_quantity(estimate.usage),
-            free_allowance_applied=format_quantity(estimate.free_allowance_applied),
-            billable=format_quantity(estimate.billable),
-            charge=Money.from_minor(estimate.charge.amount_minor, estimate.currency)
-            if estimate.charge is not None and estimate.currency
-            else None,
-        )
-        for estimate in estimates
-        if estimate.usage or estimate.charge is not None
-    ]
-    totals = tenant_month_total_minor(estimates)
-    return Estimate(
-        month=month,
-        lines=lines,
-        totals=[Money.from_minor(amount, currency) for currency, amount in sorted(totals.items())],
-        total_minor=totals,
-    )
-
-
 # --- Invoices -------------------------------------------------------------------------------------
 
 
@@ -305,7 +262,7 @@ class CostMargin:
     margin_url: str = ""
 
 
-def tenant_cost_margin(*, tenant: Tenant, month: date, estimate: Estimate) -> CostMargin:
+def tenant_cost_margin(*, tenant: Tenant, month: date, estimate: EstimateSummary) -> CostMargin:
     """This month's AWS cost attributed to the tenant (its tag value is its slug) and the margin.
 
     The rules of costwatch's margin page (`costwatch.margin.margin_table`) for one tenant, in two
@@ -433,7 +390,7 @@ class TenantOverview:
     stripe: StripeLinks
     usage: UsageCharts
     # Money: None for a user without the revenue permission (core.permissions).
-    estimate: Estimate | None
+    estimate: EstimateSummary | None
     invoices: Invoices | None
     cost: CostMargin | None
     alerts: Alerts | None
@@ -455,7 +412,9 @@ def tenant_overview(*, tenant: Tenant, now: datetime | None = None, money: bool 
     month = now.astimezone(UTC).date().replace(day=1)
     meters = list(Meter.objects.order_by("code"))
     estimate = (
-        tenant_estimate(estimates=tenant_month_estimate(tenant=tenant, month=month), month=month)
+        estimate_summary(
+            estimates=tenant_month_estimate(tenant=tenant, month=month), month=month, used_only=True
+        )
         if money
         else None
     )

@@ -15,7 +15,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from core.admin_mixins import PlainDecimalsMixin, ReadOnlyAdmin
-from core.money import format_minor, format_quantity
+from core.money import format_quantity
 from core.parsing import ParseError, parse_date
 from core.permissions import can_see_revenue
 from metering.charts import meter_usage_chart
@@ -444,30 +444,13 @@ class HourlyAggregateAdmin(BigTableAdmin):
             raise PermissionDenied
         tenant = get_object_or_404(Tenant, pk=tenant_id)
         # Imported here so that the admin loads even where the estimates module is not deployed yet.
-        from metering.estimates import tenant_month_estimate, tenant_month_total_minor
+        from metering.estimates import estimate_summary, tenant_month_estimate
 
-        estimates = tenant_month_estimate(tenant=tenant)
-        rows = [
-            {
-                "meter": estimate.meter,
-                "usage": format_quantity(estimate.usage),
-                "free_allowance_applied": format_quantity(estimate.free_allowance_applied),
-                "billable": format_quantity(estimate.billable),
-                "charge": (
-                    format_minor(estimate.charge.amount_minor, estimate.currency)
-                    if estimate.charge is not None
-                    else None
-                ),
-            }
-            for estimate in estimates
-        ]
-        totals = [
-            format_minor(amount, currency)
-            for currency, amount in sorted(tenant_month_total_minor(estimates).items())
-        ]
         now = timezone.now().astimezone(UTC)
+        month = now.date().replace(day=1)
+        summary = estimate_summary(estimates=tenant_month_estimate(tenant=tenant, month=month), month=month)
         context = self._report_context(request, tenant, f"Estimate for {tenant.name}, {now:%B %Y}")
-        context.update(rows=rows, totals=totals, now=now)
+        context.update(rows=summary.lines, totals=summary.totals, now=now)
         return TemplateResponse(request, "admin/metering/hourlyaggregate/estimate.html", context)
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal, localcontext
 from django.db.models import Sum
 from django.utils import timezone
 
+from core.money import Money, format_quantity
 from metering.models import HourlyAggregate, Meter, Price
 from metering.pricing import Charge, billable_quantity, price_charge_for
 from tenants.models import Tenant
@@ -88,6 +89,54 @@ def tenant_month_total_minor(estimates: Iterable[MeterEstimate]) -> dict[str, in
         if estimate.charge is not None and estimate.currency is not None:
             totals[estimate.currency] += estimate.charge.amount_minor
     return dict(totals)
+
+
+@dataclass(frozen=True)
+class EstimateLine:
+    """One meter's estimate as shown: quantities formatted, the charge as Money."""
+
+    meter: Meter
+    usage: str
+    free_allowance_applied: str
+    billable: str
+    charge: Money | None  # None: the meter has no price on the tenant's plan
+
+
+@dataclass(frozen=True)
+class EstimateSummary:
+    """A tenant's month estimate as the tenant page and the metering admin's estimate page show it."""
+
+    month: date
+    lines: list[EstimateLine]
+    totals: list[Money]  # per currency
+    total_minor: dict[str, int]  # currency (as priced) -> minor units
+
+
+def estimate_summary(
+    *, estimates: list[MeterEstimate], month: date, used_only: bool = False
+) -> EstimateSummary:
+    """`tenant_month_estimate`'s figures shaped for display. `used_only`: leave out the meters with
+    neither usage nor a price."""
+    lines = [
+        EstimateLine(
+            meter=estimate.meter,
+            usage=format_quantity(estimate.usage),
+            free_allowance_applied=format_quantity(estimate.free_allowance_applied),
+            billable=format_quantity(estimate.billable),
+            charge=Money.from_minor(estimate.charge.amount_minor, estimate.currency)
+            if estimate.charge is not None and estimate.currency
+            else None,
+        )
+        for estimate in estimates
+        if not used_only or estimate.usage or estimate.charge is not None
+    ]
+    totals = tenant_month_total_minor(estimates)
+    return EstimateSummary(
+        month=month,
+        lines=lines,
+        totals=[Money.from_minor(amount, currency) for currency, amount in sorted(totals.items())],
+        total_minor=totals,
+    )
 
 
 @dataclass(frozen=True)
