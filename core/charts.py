@@ -82,7 +82,7 @@ class Chart:
     label: str  # its aria-label
     y_title: str  # along the y axis: the unit
     x_title: str
-    empty: bool  # no value above zero
+    empty: bool  # no bar above zero (lines may still be drawn: a budget level)
     empty_text: str
     svg_id: str = ""
     css_class: str = ""
@@ -174,7 +174,7 @@ def daily_chart(
         label=label or title,
         y_title=unit,
         x_title="Day (UTC)",
-        empty=not largest > 0,
+        empty=not any(value > 0 for value in values.values()),
         empty_text=empty_text,
         **attributes,
     )
