@@ -1,56 +1,49 @@
-"""A small HTML tree for admin page tests: find elements by data-testid (and attributes) and read
-their text and attributes, nested ones included, without an HTML library."""
+"""Admin page tests read the rendered HTML with beautifulsoup4: find elements by data-testid (and
+attributes) and read their text and attributes, nested ones included."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 
-VOID = frozenset({"area", "br", "col", "hr", "img", "input", "line", "link", "meta", "source", "wbr"})
+from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4.element import Script, Stylesheet, TemplateString
 
 
-@dataclass
+@dataclass(frozen=True)
 class Element:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Element | str] = field(default_factory=list)
+    """One element of a parsed page (a thin view over a beautifulsoup4 Tag)."""
+
+    node: Tag
+
+    @property
+    def tag(self) -> str:
+        return self.node.name
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        return self.node.attrs
 
     def attr(self, name: str) -> str | None:
-        return self.attrs.get(name)
+        return self.node.get(name)
 
     @property
     def text(self) -> str:
-        parts: list[str] = []
-
-        def walk(node: Element) -> None:
-            for child in node.children:
-                if isinstance(child, str):
-                    parts.append(child)
-                else:
-                    parts.append(" ")
-                    walk(child)
-                    parts.append(" ")
-
-        walk(self)
+        """The text inside, nested elements' included, whitespace collapsed; a space where an element
+        starts keeps cells and lines apart, and none where it ends ("<b>9 UTC</b>, ok": "9 UTC, ok")."""
+        parts = []
+        for node in self.node.descendants:
+            if isinstance(node, Tag):
+                parts.append(" ")
+            elif type(node) in (NavigableString, Script, Stylesheet, TemplateString):
+                parts.append(node)
         return " ".join("".join(parts).split())
-
-    def iter(self):
-        for child in self.children:
-            if isinstance(child, Element):
-                yield child
-                yield from child.iter()
 
     def all(self, testid: str | None = None, *, tag: str | None = None, **attrs: str) -> list[Element]:
         """Descendants with this data-testid (and tag, and attributes: data_x="1" is data-x)."""
         wanted = {name.replace("_", "-"): value for name, value in attrs.items()}
         if testid is not None:
             wanted["data-testid"] = testid
-        return [
-            element
-            for element in self.iter()
-            if (tag is None or element.tag == tag)
-            and all(element.attrs.get(name) == value for name, value in wanted.items())
-        ]
+        return [Element(found) for found in self.node.find_all(tag or True, attrs=wanted)]
 
     def one(self, testid: str | None = None, **attrs: str) -> Element:
         found = self.all(testid, **attrs)
@@ -58,34 +51,7 @@ class Element:
         return found[0]
 
 
-class _Builder(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = Element("document", {})
-        self._stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        element = Element(tag, {name: value or "" for name, value in attrs})
-        self._stack[-1].children.append(element)
-        if tag not in VOID:
-            self._stack.append(element)
-
-    def handle_startendtag(self, tag, attrs):
-        self._stack[-1].children.append(Element(tag, {name: value or "" for name, value in attrs}))
-
-    def handle_endtag(self, tag):
-        # Close up to the matching open element (tolerates an unclosed <p> or <li>).
-        for index in range(len(self._stack) - 1, 0, -1):
-            if self._stack[index].tag == tag:
-                del self._stack[index:]
-                return
-
-    def handle_data(self, data):
-        self._stack[-1].children.append(data)
-
-
 def parse(html: bytes | str) -> Element:
-    builder = _Builder()
-    builder.feed(html.decode() if isinstance(html, bytes) else html)
-    builder.close()
-    return builder.root
+    """The page as a tree; attribute values are strings as written (`class` too, not split)."""
+    html = html.decode() if isinstance(html, bytes) else html
+    return Element(BeautifulSoup(html, "html.parser", multi_valued_attributes=None))

@@ -27,10 +27,11 @@ from console.models import OperatorJob
 from console.operator_jobs import operator_job_queue
 from console.tests.page_support import parse
 from costwatch.models import Alert, Budget
-from costwatch.tests.factories import BudgetFactory
-from metering.models import Meter
+from costwatch.tests.factories import AlertFactory, BudgetFactory
+from metering.tests.factories import MeterFactory
 from stripe_sync.circuit import circuit_failure
 from stripe_sync.models import CircuitBreaker, UsageReport
+from stripe_sync.tests.factories import UsageReportFactory
 from tenants.models import Tenant, TenantAPIKey
 from tenants.tests.factories import issue_key
 
@@ -293,9 +294,9 @@ def test_view_only_staff_cannot_close_the_breaker(view_client, settings):
 
 
 def failed_report(tenant) -> UsageReport:
-    meter = Meter.objects.create(code="api_calls", name="API calls", unit="calls", aggregation="sum")
+    meter = MeterFactory(code="api_calls", name="API calls", unit="calls", aggregation="sum")
     hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-    return UsageReport.objects.create(
+    return UsageReportFactory(
         tenant=tenant,
         meter=meter,
         hour=hour,
@@ -338,7 +339,7 @@ def test_view_only_staff_cannot_queue_a_reconciliation_run(view_client, monkeypa
 @pytest.mark.parametrize("action", ["acknowledge", "snooze"])
 def test_view_only_staff_cannot_acknowledge_or_snooze_budget_alerts(view_client, action):
     budget = BudgetFactory()
-    alert = Alert.objects.create(
+    alert = AlertFactory(
         budget=budget, kind="actual", month=timezone.now().date().replace(day=1), actual=1, subject="s"
     )
     before = activity()

@@ -14,13 +14,19 @@ from freezegun import freeze_time
 from console.tests.page_support import Element, parse
 from costwatch.conf import costwatch_config
 from costwatch.margin import margin_table
-from costwatch.models import Alert, DailyCost
-from costwatch.tests.factories import BudgetFactory
-from metering.models import HourlyAggregate, Meter, Price
-from stripe_sync.models import TenantSubscription, WebhookEvent
-from tenants.models import Tenant, TenantChange
+from costwatch.tests.factories import AlertFactory, BudgetFactory, DailyCostFactory
+from metering.models import HourlyAggregate
+from metering.tests.factories import HourlyAggregateFactory, MeterFactory, PriceFactory
+from stripe_sync.tests.factories import (
+    CustomerFactory,
+    InvoiceFactory,
+    SubscriptionFactory,
+    TenantSubscriptionFactory,
+    WebhookEventFactory,
+)
+from tenants.models import Tenant
 from tenants.services import api_key_issue, api_key_revoke, tenant_change_plan, tenant_suspend
-from tenants.tests.factories import TenantFactory
+from tenants.tests.factories import TenantChangeFactory, TenantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -37,14 +43,14 @@ def page_url(tenant) -> str:
 
 
 def customer_for(tenant, customer_id: str = "cus_page") -> Customer:
-    customer = Customer.objects.create(id=customer_id, livemode=False, stripe_data={"id": customer_id})
+    customer = CustomerFactory(id=customer_id)
     tenant.stripe_customer = customer
     tenant.save(update_fields=["stripe_customer"])
     return customer
 
 
 def invoice(customer, invoice_id: str, *, status: str, period_start: int, total: int, **extra) -> Invoice:
-    return Invoice.objects.create(
+    return InvoiceFactory(
         id=invoice_id,
         customer=customer,
         livemode=False,
@@ -62,7 +68,7 @@ def invoice(customer, invoice_id: str, *, status: str, period_start: int, total:
 
 
 def aggregate(tenant, meter, hour: datetime, value: str, events: int = 1) -> HourlyAggregate:
-    return HourlyAggregate.objects.create(
+    return HourlyAggregateFactory(
         tenant=tenant, meter=meter, hour=hour, value=Decimal(value), event_count=events
     )
 
@@ -89,15 +95,15 @@ def acme(db, admin_user, costwatch_settings):
         acme = TenantFactory(slug="acme", name="Acme", plan=Tenant.Plan.FREE)
         acme.monthly_free_allowance = Decimal(5)
         acme.save()
-        TenantChange.objects.create(
+        TenantChangeFactory(
             tenant=acme, field="created", old_value="", new_value="free/active", source="command"
         )
     customer = customer_for(acme)
-    subscription = Subscription.objects.create(
+    subscription = SubscriptionFactory(
         id="sub_page", customer=customer, livemode=False, stripe_data={"id": "sub_page", "status": "active"}
     )
-    TenantSubscription.objects.create(tenant=acme, subscription=subscription, generation=1)
-    event = WebhookEvent.objects.create(
+    TenantSubscriptionFactory(tenant=acme, subscription=subscription, generation=1)
+    event = WebhookEventFactory(
         stripe_id="evt_card_attached", type="payment_method.attached", payload={}, status="processed"
     )
     with freeze_time(NOW - timedelta(days=2)):
@@ -107,7 +113,7 @@ def acme(db, admin_user, costwatch_settings):
     with freeze_time(NOW - timedelta(days=1)):
         tenant_suspend(tenant=acme, actor=admin_user, source="admin", reason="abuse report")
     # A Stripe event the inbox no longer has.
-    TenantChange.objects.create(
+    TenantChangeFactory(
         tenant=acme, field="plan", old_value="metered", new_value="metered", source="evt_pruned"
     )
 
@@ -115,17 +121,17 @@ def acme(db, admin_user, costwatch_settings):
     old = api_key_issue(tenant=acme, name="old laptop").api_key
     api_key_revoke(api_key=old)
 
-    api_calls = Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
-    storage = Meter.objects.create(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
-    Meter.objects.create(code="unused", name="Unused", unit="thing", aggregation="count")
+    api_calls = MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
+    storage = MeterFactory(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
+    MeterFactory(code="unused", name="Unused", unit="thing", aggregation="count")
     aggregate(acme, api_calls, datetime(2026, 11, 18, 3, tzinfo=UTC), "3", 3)
     aggregate(acme, api_calls, datetime(2026, 11, 18, 4, tzinfo=UTC), "4", 4)
     aggregate(acme, api_calls, datetime(2026, 11, 20, 9, tzinfo=UTC), "10", 10)
     aggregate(acme, storage, datetime(2026, 11, 19, 0, tzinfo=UTC), "2.5", 1)
     other = TenantFactory(slug="other", name="Other")
     aggregate(other, api_calls, datetime(2026, 11, 18, 3, tzinfo=UTC), "1000", 1000)
-    Price.objects.create(meter=api_calls, plan="metered", unit_amount=Decimal(2))
-    Price.objects.create(meter=storage, plan="metered", unit_amount=Decimal(100))
+    PriceFactory(meter=api_calls, plan="metered", unit_amount=Decimal(2))
+    PriceFactory(meter=storage, plan="metered", unit_amount=Decimal(100))
 
     invoice(
         customer,
@@ -144,7 +150,7 @@ def acme(db, admin_user, costwatch_settings):
         (date(2026, 11, 19), "9.75"),
         (date(2026, 10, 31), "100"),
     ):
-        DailyCost.objects.create(
+        DailyCostFactory(
             metric="UnblendedCost",
             day=day,
             service="Amazon EC2",
@@ -153,7 +159,7 @@ def acme(db, admin_user, costwatch_settings):
             currency="USD",
         )
     budget = BudgetFactory(name="Acme budget", scope="tag", tag_value="acme", tenant=acme, amount=Decimal(60))
-    Alert.objects.create(
+    AlertFactory(
         budget=budget,
         kind="actual",
         month=NOV,
@@ -164,7 +170,7 @@ def acme(db, admin_user, costwatch_settings):
         status="sent",
     )
     other_budget = BudgetFactory(name="Account", amount=Decimal(1000))
-    Alert.objects.create(
+    AlertFactory(
         budget=other_budget,
         kind="actual",
         month=NOV,
@@ -332,12 +338,12 @@ def test_staff_without_permission_cannot_see_the_page(client, acme, django_user_
 def _add_meters_and_invoices(tenant, count: int, start: int) -> None:
     customer = tenant.stripe_customer
     for n in range(start, start + count):
-        meter = Meter.objects.create(code=f"m{n:03d}", name=f"m{n}", aggregation="sum")
+        meter = MeterFactory(code=f"m{n:03d}", name=f"m{n}", aggregation="sum")
         aggregate(tenant, meter, datetime(2026, 11, 1 + n % 19, tzinfo=UTC), str(n + 1))
-        Price.objects.create(meter=meter, plan="metered", unit_amount=Decimal(1))
+        PriceFactory(meter=meter, plan="metered", unit_amount=Decimal(1))
         invoice(customer, f"in_{n:03d}", status="paid", period_start=epoch(2026, 11, 1), total=100 * n)
-        WebhookEvent.objects.create(stripe_id=f"evt_{n:03d}", type="invoice.paid", payload={})
-        TenantChange.objects.create(tenant=tenant, field="plan", new_value="metered", source=f"evt_{n:03d}")
+        WebhookEventFactory(stripe_id=f"evt_{n:03d}", type="invoice.paid", payload={})
+        TenantChangeFactory(tenant=tenant, field="plan", new_value="metered", source=f"evt_{n:03d}")
         BudgetFactory(name=f"b{n}", scope="tag", tag_value=tenant.slug, tenant=tenant)
         api_key_issue(tenant=tenant, name=f"k{n}")
 
