@@ -12,6 +12,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from core.models import TriggeredRun
+from core.money import format_minor, format_money
 from tenants.models import Tenant
 
 COST_DIGITS = 24
@@ -152,7 +153,8 @@ class DailyCost(models.Model):
 
     def __str__(self) -> str:
         return (
-            f"{self.day} {self.service} {self.tag_value or '(unattributed)'}: {self.amount} {self.currency}"
+            f"{self.day} {self.service} {self.tag_value or '(unattributed)'}: "
+            f"{format_money(self.amount, self.currency)}"
         )
 
 
@@ -302,7 +304,8 @@ class PassThroughCharge(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.budget} {self.month:%Y-%m}: {self.amount_minor} {self.currency} ({self.status})"
+        amount = format_minor(self.amount_minor, self.currency)
+        return f"{self.budget} {self.month:%Y-%m}: {amount} ({self.status})"
 
 
 class TenantMargin(Tenant):

@@ -4,6 +4,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 from core.models import TriggeredRun
+from core.money import format_quantity
 from tenants.models import Tenant
 
 # Quantities: up to 20 integer digits and 12 decimals (Stripe's unit_amount_decimal precision).
@@ -113,7 +114,7 @@ class UsageEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_id} ({self.meter_id} x {self.quantity})"
+        return f"{self.event_id} ({self.meter_id} x {format_quantity(self.quantity)})"
 
 
 class PendingHour(models.Model):
@@ -161,7 +162,7 @@ class HourlyAggregate(models.Model):
         ordering = ["-hour"]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id}/{self.meter_id} {self.hour:%Y-%m-%d %H}:00 = {self.value}"
+        return f"{self.tenant_id}/{self.meter_id} {self.hour:%Y-%m-%d %H}:00 = {format_quantity(self.value)}"
 
 
 class HourlyAggregateChange(models.Model):
@@ -185,7 +186,8 @@ class HourlyAggregateChange(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"revision {self.revision}: {self.old_value} -> {self.new_value}"
+        old = "-" if self.old_value is None else format_quantity(self.old_value)
+        return f"revision {self.revision}: {old} -> {format_quantity(self.new_value)}"
 
 
 class AggregationRun(TriggeredRun):

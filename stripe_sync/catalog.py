@@ -22,6 +22,7 @@ import stripe
 from django.db import transaction
 from django.utils import timezone
 
+from core.money import plain_decimal
 from metering.models import Meter, Price
 from metering.pricing import PricingError, price_tiers_validate
 from stripe_sync.client import stripe_client
@@ -140,11 +141,6 @@ def _billing_meter_ensure(client: stripe.StripeClient, stripe_meter: StripeMeter
     return billing_meter, created
 
 
-def _decimal_text(value: Decimal) -> str:
-    text = format(Decimal(value).normalize(), "f")
-    return text if text not in {"-0", ""} else "0"
-
-
 def price_params(*, price: Price, meter: Meter, billing_meter_id: str) -> dict:
     """The Stripe price for a local metered-plan Price (amounts in minor units, as Stripe's)."""
     try:
@@ -163,14 +159,14 @@ def price_params(*, price: Price, meter: Meter, billing_meter_id: str) -> dict:
         params["tiers"] = [
             {
                 "up_to": "inf" if tier.up_to is None else tier.up_to,
-                "unit_amount_decimal": _decimal_text(tier.unit_amount),
-                "flat_amount_decimal": _decimal_text(tier.flat_amount),
+                "unit_amount_decimal": plain_decimal(tier.unit_amount),
+                "flat_amount_decimal": plain_decimal(tier.flat_amount),
             }
             for tier in tiers
         ]
     else:
         params["billing_scheme"] = "per_unit"
-        params["unit_amount_decimal"] = _decimal_text(price.unit_amount)
+        params["unit_amount_decimal"] = plain_decimal(price.unit_amount)
         if price.model == Price.Model.PACKAGE:
             # Whole packages, rounded up, as the pricing preview charges them.
             params["transform_quantity"] = {"divide_by": price.package_size, "round": "up"}

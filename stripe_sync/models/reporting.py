@@ -3,6 +3,7 @@
 from django.db import models
 
 from core.models import TriggeredRun
+from core.money import format_quantity
 from metering.models import QUANTITY_DECIMAL_PLACES, TOTAL_MAX_DIGITS
 
 
@@ -124,7 +125,8 @@ class ReportingBalance(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"tenant {self.tenant_id} meter {self.meter_id}: {self.quantity} reported, {self.units} units"
+        quantity = format_quantity(self.quantity)
+        return f"tenant {self.tenant_id} meter {self.meter_id}: {quantity} reported, {self.units:,} units"
 
 
 class CircuitBreaker(models.Model):
