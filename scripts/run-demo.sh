@@ -42,27 +42,33 @@ step "      Stripe sandbox at $sandbox"
 step "2/5 database: db.sqlite3 (a new one takes about 15 s)"
 $PY manage.py migrate_demo
 
-step "3/5 demo data: tenants, usage, Stripe onboarding and reports, webhooks, reconciliation, AWS costs"
-$PY manage.py seed_demo | tee var/seed-demo.log | sed 's/^/      /'
+# The server answers while the demo data goes in (SQLite in WAL mode: readers never wait for the seed).
+step "3/5 web server on http://$HOST:$PORT/ (log var/web.log)"
+$PY manage.py runserver --noreload "$HOST:$PORT" >var/web.log 2>&1 &
+web=$!
+children+=($web)
+
+step "4/5 demo data: tenants, usage, Stripe onboarding and reports, webhooks, reconciliation, AWS costs"
+LOG_LEVEL=WARNING $PY manage.py seed_demo | tee var/seed-demo.log | sed 's/^/      /'
 # Later changes at the sandbox (onboarding from admin, checkout) reach the app as Stripe's would.
 curl -sf -o /dev/null "$sandbox/_test/webhook_endpoints" -H 'Content-Type: application/json' \
   -d "{\"url\": \"http://$HOST:$PORT/api/v1/stripe/webhook\", \"secret\": \"$STRIPE_WEBHOOK_SECRET\"}"
 
-step "4/5 worker and beat (one process, right for a one-machine demo; log var/worker.log)"
+# After the seed: the worker's beat would otherwise write to SQLite while the seed does.
+step "5/5 worker and beat (one process, right for a one-machine demo; log var/worker.log)"
 .venv/bin/celery -A billing_platform worker -B --pool solo --without-gossip --without-mingle \
-  --loglevel INFO --logfile var/worker.log --schedule var/celerybeat-schedule &
+  --loglevel INFO --logfile var/worker.log --schedule var/celerybeat-schedule >>var/worker.log 2>&1 &
 children+=($!)
 
-step "5/5 web server"
 cat <<MSG
 
-  Billing platform (embedded demo) is starting.
+  Billing platform (embedded demo) is ready.
   Admin:    http://$HOST:$PORT/admin/
   $(grep '^admin login' var/seed-demo.log)
   API docs: http://$HOST:$PORT/api/docs/
   Stripe:   a local sandbox at $sandbox (nothing is sent to Stripe)
 $(grep '^tenant .*: new API key' var/seed-demo.log | sed 's/^/  /')
-  Logs: var/worker.log (worker and beat), var/stripe-sandbox.log. Stop with Ctrl-C.
+  Logs: var/web.log (below), var/worker.log (worker and beat), var/stripe-sandbox.log. Stop with Ctrl-C.
 
 MSG
-$PY manage.py runserver --noreload "$HOST:$PORT"
+tail -n 0 -f var/web.log --pid="$web"

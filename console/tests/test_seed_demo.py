@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 
 from metering.models import HourlyAggregate, Meter, Price, UsageEvent
 from tenants.models import Tenant, TenantAPIKey, TenantChange
-from tenants.tests.factories import run_command, slug_of_key
+from tenants.tests.support import run_command, slug_of_key
 
 pytestmark = pytest.mark.django_db
 
@@ -61,3 +61,92 @@ def test_seed_demo_refuses_production(settings):
     with pytest.raises(CommandError, match="DJANGO_DEBUG=0"):
         call_command("seed_demo", stdout=StringIO())
     assert Tenant.objects.count() == 0
+
+
+def _demo_rows():
+    from console.models import OperatorJob
+    from costwatch.models import Alert, Budget, CostCheckRun, DailyCost
+    from stripe_sync.models import ReconciliationRun, UsageReport, WebhookEvent
+
+    return {
+        model.__name__: model.objects.count()
+        for model in (
+            OperatorJob,
+            Alert,
+            Budget,
+            CostCheckRun,
+            DailyCost,
+            ReconciliationRun,
+            UsageReport,
+            WebhookEvent,
+            TenantChange,
+        )
+    }
+
+
+def test_seed_demo_against_the_sandbox_fills_every_dashboard_panel(
+    local_stripe, monkeypatch, settings, tmp_path
+):
+    """The demo's seed against the local Stripe server (as make run's sandbox): every panel of the
+    dashboard has something to show, and the page labels the sandbox."""
+    from django.test import Client
+
+    from console.dashboard import dashboard
+    from stripe_sync.models import UsageReport, WebhookEvent
+
+    settings.BASE_DIR = tmp_path
+    settings.DEBUG = True
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "demo-password-for-tests")
+    call_command("sync_schedules", stdout=StringIO())
+    lines = run_command("seed_demo")
+    assert any(line.startswith("stripe: acme onboarded (customer cus_") for line in lines)
+    assert any(line.startswith("stripe: initech paid at Checkout") for line in lines)
+    assert any(line.startswith("aws: cost check succeeded") for line in lines)
+
+    # Initech paid at Checkout: Stripe's webhooks moved it to the metered plan.
+    initech = Tenant.objects.get(slug="initech")
+    assert initech.plan == Tenant.Plan.METERED
+    assert initech.changes.filter(field="plan", new_value="metered").exists()
+    assert WebhookEvent.objects.filter(status=WebhookEvent.Status.PROCESSED).exists()
+    assert UsageReport.objects.filter(status=UsageReport.Status.SENT).exists()
+
+    board = dashboard()
+    usage, billing, costs, jobs = board.usage, board.billing, board.costs, board.jobs
+    assert usage.totals.last_30_days > 0
+    assert not usage.chart.empty
+    assert usage.top_by_events
+    assert usage.top_by_revenue
+    assert billing.last_reconciliation.status == "succeeded"
+    assert billing.webhooks_last_day > 0
+    assert costs.month_to_date.amount > 0
+    assert costs.unattributed.amount > 0
+    assert costs.budgets
+    assert costs.alerts_sent > 0
+    assert costs.top_margin
+    assert jobs.jobs
+    assert jobs.last_aggregation_success
+    assert jobs.last_cost_check_success
+    assert not board.warnings, board.warnings
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="admin"))
+    response = client.get("/admin/")
+    assert response.status_code == 200
+    assert "Stripe: local sandbox (demo)" in response.content.decode()
+
+    before = _demo_rows()
+    assert all(before.values()), before
+    second = run_command("seed_demo")
+    assert "stripe: 0 webhook event(s) delivered and processed" in second
+    assert "stripe: 0 later webhook event(s) delivered and processed" in second
+    assert _demo_rows() == before
+
+
+def test_seed_demo_without_stripe_says_so_in_one_line(monkeypatch, settings, tmp_path):
+    settings.BASE_DIR = tmp_path
+    settings.DEBUG = True
+    settings.STRIPE_API_KEY = ""
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "demo-password-for-tests")
+    lines = run_command("seed_demo")
+    assert "Stripe is not configured (STRIPE_API_KEY): onboarding, reports and webhooks skipped" in lines
+    assert any(line.startswith("aws: cost check succeeded") for line in lines)

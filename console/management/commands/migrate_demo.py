@@ -41,7 +41,7 @@ class Command(BaseCommand):
         executor = MigrationExecutor(connection)
         if executor.loader.applied_migrations:
             self.stdout.write("  database exists: applying new migrations, if any")
-            call_command("migrate", interactive=False, verbosity=1, stdout=self.stdout)
+            call_command("migrate", interactive=False, verbosity=1)
             return
         graph = executor.loader.graph
         full_plan = [
@@ -70,5 +70,5 @@ class Command(BaseCommand):
             f"{', '.join(names)} recorded as applied"
         )
         self.stdout.write("  the platform's migrations:")
-        call_command("migrate", interactive=False, verbosity=1, stdout=self.stdout)
+        call_command("migrate", interactive=False, verbosity=1)
         self.stdout.write(f"  migrated in {time.monotonic() - started:.0f} s")
