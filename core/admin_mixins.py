@@ -41,14 +41,40 @@ def decimal_column(model, name: str):
     return column
 
 
+PLAIN = "__plain"  # suffix of the read-only stand-in of a Decimal field on a view-only page
+
+
 class PlainDecimalsMixin:
     """Decimal fields as an operator reads them, never in exponent notation and with their significant
-    decimals only: in list columns ("12.5" for 12.500000000000) and in form inputs ("0" for 0E-12)."""
+    decimals only: in list columns and on view-only pages ("12.5" for 12.500000000000) and in form
+    inputs ("0" for 0E-12)."""
 
     formfield_overrides = {models.DecimalField: {"widget": PlainNumberInput}}
 
     def get_list_display(self, request):
         return [decimal_column(self.model, name) for name in super().get_list_display(request)]
+
+    def get_fieldsets(self, request, obj=None):
+        # A view-only page shows every field read-only through display_for_field, which pads a
+        # Decimal to its column's places: each Decimal field is shown by its stand-in instead.
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+
+        def plain(name):
+            if isinstance(name, list | tuple):
+                return type(name)(plain(item) for item in name)
+            return name + PLAIN if decimal_column(self.model, name) is not name else name
+
+        return [(title, {**options, "fields": plain(options["fields"])}) for title, options in fieldsets]
+
+    def __getattr__(self, name):
+        if not name.endswith(PLAIN):
+            raise AttributeError(name)
+        column = decimal_column(self.model, name.removesuffix(PLAIN))
+        if isinstance(column, str):
+            raise AttributeError(name)
+        return column
 
 
 class ReadOnlyAdminMixin:

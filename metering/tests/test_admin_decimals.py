@@ -46,3 +46,18 @@ def test_quantities_are_listed_with_their_significant_decimals(admin_client):
     assert aggregates.select_one("td.field-value").get_text() == "12.5"
     events = soup(admin_client.get("/admin/metering/usageevent/"))
     assert events.select_one("td.field-quantity").get_text() == "1,500"
+
+
+def test_a_view_only_page_shows_decimals_plainly(admin_client):
+    tenant = TenantFactory()
+    meter = MeterFactory(code="storage_gb")
+    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    event = UsageEventFactory(tenant=tenant, meter=meter, timestamp=hour, quantity=Decimal("2.5"))
+    aggregate = HourlyAggregateFactory(tenant=tenant, meter=meter, hour=hour, value=Decimal("0"))
+
+    page = soup(admin_client.get(f"/admin/metering/usageevent/{event.pk}/change/"))
+    assert page.select_one(".field-quantity__plain .readonly").get_text() == "2.5"
+    assert page.select_one(".field-quantity__plain label").get_text() == "Quantity:"
+    page = soup(admin_client.get(f"/admin/metering/hourlyaggregate/{aggregate.pk}/change/"))
+    assert page.select_one(".field-value__plain .readonly").get_text() == "0"
+    assert "0.000000000000" not in page.get_text()
