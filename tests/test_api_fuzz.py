@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 
 from billing_platform.wsgi import application
 from metering.ingest import meter_cache
-from metering.models import Meter
+from metering.tests.factories import MeterFactory
 
 # Statuses schemathesis accepts for schema-valid data by default, plus 400 where said above.
 POSITIVE_WITH_400 = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
@@ -52,7 +52,7 @@ def api_setup(db, local_stripe, settings):
     settings.INGEST_RATE_LIMIT = "0"
     settings.CHECKOUT_ALLOWED_HOSTS = ["localhost"]
     meter_cache.clear()
-    Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
+    MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
     # The WSGI handler closes the database connection after each request, which would end the
     # test's transaction; Django's own test client turns this off the same way.
     request_started.disconnect(close_old_connections)

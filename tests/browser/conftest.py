@@ -157,7 +157,13 @@ def _ensure_periodic_tasks() -> None:
 
 def _billing_rows(now: datetime) -> None:
     from metering.models import Meter
-    from stripe_sync.models import CircuitBreaker, ReconciliationRun, UsageReport, WebhookEvent
+    from stripe_sync.models import ReconciliationRun, UsageReport, WebhookEvent
+    from stripe_sync.tests.factories import (
+        CircuitBreakerFactory,
+        ReconciliationRunFactory,
+        UsageReportFactory,
+        WebhookEventFactory,
+    )
     from tenants.models import Tenant
 
     acme, globex = Tenant.objects.get(slug="acme"), Tenant.objects.get(slug="globex")
@@ -170,7 +176,7 @@ def _billing_rows(now: datetime) -> None:
             (acme, UsageReport.Status.SENT, ""),
         ]
     ):
-        UsageReport.objects.create(
+        UsageReportFactory(
             tenant=tenant,
             meter=api_calls,
             hour=hour - timedelta(hours=n),
@@ -185,8 +191,8 @@ def _billing_rows(now: datetime) -> None:
             error_code="resource_missing" if error else "",
             error_message=error,
         )
-    CircuitBreaker.objects.create(name="stripe", failures=1, open_until=now - timedelta(minutes=30))
-    ReconciliationRun.objects.create(
+    CircuitBreakerFactory(name="stripe", failures=1, open_until=now - timedelta(minutes=30))
+    ReconciliationRunFactory(
         started_at=now - timedelta(hours=1),
         finished_at=now - timedelta(hours=1) + timedelta(seconds=20),
         trigger="test",
@@ -202,7 +208,7 @@ def _billing_rows(now: datetime) -> None:
         (2, WebhookEvent.Status.FAILED, "KeyError: 'customer'"),
         (3, WebhookEvent.Status.RECEIVED, ""),
     ]:
-        WebhookEvent.objects.create(
+        WebhookEventFactory(
             stripe_id=f"evt_browser_{n}",
             type="invoice.paid",
             payload={"id": f"evt_browser_{n}"},
@@ -212,15 +218,15 @@ def _billing_rows(now: datetime) -> None:
 
 
 def _cost_rows(now: datetime) -> None:
-    from costwatch.models import Alert, CostCheckRun, DailyCost
-    from costwatch.tests.factories import BudgetFactory
+    from costwatch.models import Alert, CostCheckRun
+    from costwatch.tests.factories import AlertFactory, BudgetFactory, CostCheckRunFactory, DailyCostFactory
 
     today = now.astimezone(UTC).date()
     first = today.replace(day=1)
     days = sorted({first, today - timedelta(days=1) if today > first else today, today})
     for day in days:
         for tag, amount in [("acme", "31.40"), ("globex", "12.05"), ("", "4.55")]:
-            DailyCost.objects.create(
+            DailyCostFactory(
                 metric="UnblendedCost",
                 day=day,
                 service="Amazon EC2",
@@ -229,14 +235,14 @@ def _cost_rows(now: datetime) -> None:
                 currency="USD",
             )
     budget = BudgetFactory(name="Whole account", amount=Decimal("500.00"))
-    run = CostCheckRun.objects.create(
+    run = CostCheckRunFactory(
         trigger="test",
         checked_date=today - timedelta(days=1),
         started_at=now - timedelta(hours=3),
         finished_at=now - timedelta(hours=3) + timedelta(seconds=30),
         status=CostCheckRun.Status.SUCCEEDED,
     )
-    Alert.objects.create(
+    AlertFactory(
         budget=budget,
         kind=Alert.Kind.ACTUAL,
         month=first,
