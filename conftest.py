@@ -167,11 +167,30 @@ def moto_server():
     """A moto server (AWS over HTTP) for the session; tests reach it through AWS_ENDPOINT_URL."""
     from moto.server import ThreadedMotoServer
 
+    _sign_a_certificate_with_real_time()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+def _sign_a_certificate_with_real_time() -> None:
+    """cryptography's x509 code keeps the datetime class it first sees. moto's SNS signs a certificate for
+    every message delivered to a subscription; were the first one signed under freezegun (a Costwatch alert
+    test), every later publish outside frozen time would fail with a 500. Sign one now, unfrozen."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "warm-up")])
+    now = datetime.now(UTC)
+    x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(
+        1
+    ).not_valid_before(now).not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256())
 
 
 @pytest.fixture
