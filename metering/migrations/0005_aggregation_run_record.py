@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('metering', '0004_prune_runs'),
+        ("metering", "0004_prune_runs"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='aggregationrun',
-            options={'get_latest_by': 'started_at', 'ordering': ['-started_at', '-id']},
+            name="aggregationrun",
+            options={"get_latest_by": "started_at", "ordering": ["-started_at", "-id"]},
         ),
     ]

@@ -4,19 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('stripe_sync', '0005_lowered_hour_correction'),
+        ("stripe_sync", "0005_lowered_hour_correction"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='reconciliationrun',
-            options={'get_latest_by': 'started_at', 'ordering': ['-started_at', '-id']},
+            name="reconciliationrun",
+            options={"get_latest_by": "started_at", "ordering": ["-started_at", "-id"]},
         ),
         migrations.AlterField(
-            model_name='reconciliationrun',
-            name='trigger',
-            field=models.CharField(help_text='beat, command, admin, ...', max_length=32),
+            model_name="reconciliationrun",
+            name="trigger",
+            field=models.CharField(help_text="beat, command, admin, ...", max_length=32),
         ),
     ]
