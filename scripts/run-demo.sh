@@ -39,7 +39,7 @@ export STRIPE_API_KEY="sk_test_DemoLocalSandboxNotStripe0001"
 export STRIPE_WEBHOOK_SECRET="whsec_demo_local_sandbox"
 step "      Stripe sandbox at $sandbox"
 
-step "2/5 database: db.sqlite3 (a new one takes about 15 s)"
+step "2/5 database: db.sqlite3 (a new one takes 15 to 30 s)"
 $PY manage.py migrate_demo
 
 # The server answers while the demo data goes in (SQLite in WAL mode: readers never wait for the seed).
@@ -71,4 +71,6 @@ $(grep '^tenant .*: new API key' var/seed-demo.log | sed 's/^/  /')
   Logs: var/web.log (below), var/worker.log (worker and beat), var/stripe-sandbox.log. Stop with Ctrl-C.
 
 MSG
-tail -n 0 -f var/web.log --pid="$web"
+tail -n 0 -f var/web.log --pid="$web" &
+children+=($!)
+wait "$web"  # a builtin wait, so that Ctrl-C or a TERM to this script stops everything at once
