@@ -1,4 +1,17 @@
-"""Fixtures shared by every app's tests."""
+"""Fixtures shared by every app's tests, and how test helpers are named.
+
+- A row a test needs is made by its model's factory_boy factory, `<Model>Factory` in
+  `<app>/tests/factories.py` (dj-stripe's mirror rows in stripe_sync's), given only the fields the
+  test is about. `Model.objects.create` stays only where creating the row is what the test checks.
+  No `make_*`, `create_*` or `build_*` helpers.
+- A fixture is named by what it gives, a noun: `tenant`, `api_calls`, `local_stripe`,
+  `cost_explorer`; one that gives the test a function to call is named by what the function does
+  (`run_on_commit`, `deliver_event`). Autouse fixtures that give nothing start with `_`.
+- A plain helper is named by what it returns, a noun (`page`, `elements`, `month_days`), or by what it
+  does, a verb (`issue_key`, `run_command`, `link_customer`, `ingest`). Helpers that serve several
+  test modules live in `<app>/tests/support.py` (console's page parser in `page_support.py`);
+  fixtures that serve several modules, in the nearest conftest.py.
+"""
 
 import os
 import signal
@@ -13,7 +26,9 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from tenants.tests.factories import TenantFactory, issue_key
+from metering.tests.factories import MeterFactory
+from tenants.tests.factories import TenantFactory
+from tenants.tests.support import issue_key
 
 ROOT = Path(__file__).resolve().parent
 STRIPE_TEST_KEY = "sk_test_PlatformSuiteLocalStripeServer0001"  # dj-stripe wants 24+ characters
@@ -52,6 +67,16 @@ def _isolated_cache(settings, request):
     }
 
 
+@pytest.fixture(autouse=True)
+def _fresh_meter_cache():
+    """Meters are recreated (with new ids) in every test; the ingestion cache must not outlive them."""
+    from metering.ingest import meter_cache
+
+    meter_cache.clear()
+    yield
+    meter_cache.clear()
+
+
 @pytest.fixture
 def api_client():
     return APIClient()
@@ -65,6 +90,16 @@ def tenant(db):
 @pytest.fixture
 def other_tenant(db):
     return TenantFactory(slug="tenant-b", name="Tenant B")
+
+
+@pytest.fixture
+def api_calls(db):
+    return MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
+
+
+@pytest.fixture
+def storage(db):
+    return MeterFactory(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
 
 
 @pytest.fixture

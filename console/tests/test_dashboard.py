@@ -18,7 +18,6 @@ from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
 from metering.tests.factories import (
     AggregationRunFactory,
     HourlyAggregateFactory,
-    MeterFactory,
     PriceFactory,
     UsageEventFactory,
 )
@@ -53,16 +52,6 @@ def page(client) -> str:
     response = client.get(INDEX)
     assert response.status_code == 200
     return response.content.decode()
-
-
-@pytest.fixture
-def api_calls(db):
-    return MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
-
-
-@pytest.fixture
-def storage(db):
-    return MeterFactory(code="storage_gb", name="Storage", unit="GB", aggregation="sum")
 
 
 @pytest.fixture
@@ -144,14 +133,6 @@ def succeeded_runs(*, aggregation_at: datetime, cost_check_at: datetime) -> None
         finished_at=cost_check_at,
         status=CostCheckRun.Status.SUCCEEDED,
     )
-
-
-@pytest.fixture
-def costwatch_settings(settings):
-    settings.COSTWATCH_METRIC = "UnblendedCost"
-    settings.COSTWATCH_TENANT_TAG_KEY = "tenant"
-    settings.COSTWATCH_CURRENCY = "USD"
-    return settings
 
 
 # --- Usage ----------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from stripe_sync.models import ReconciliationRun
 from stripe_sync.tests.support import link_customer
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 from tenants.services import api_key_issue, api_key_revoke
-from tenants.tests.factories import TenantFactory, slug_of_key
+from tenants.tests.factories import TenantFactory
+from tenants.tests.support import slug_of_key
 
 pytestmark = pytest.mark.django_db
 
@@ -108,11 +109,6 @@ def late_event_without_mark(tenant, meter, hour: datetime, event_id: str) -> Non
         quantity=Decimal(1),
         received_at=timezone.now(),
     )
-
-
-@pytest.fixture
-def api_calls(db):
-    return MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
 
 
 def confirmation(response) -> str:

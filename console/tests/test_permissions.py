@@ -33,7 +33,7 @@ from stripe_sync.circuit import circuit_failure
 from stripe_sync.models import CircuitBreaker, UsageReport
 from stripe_sync.tests.factories import UsageReportFactory
 from tenants.models import Tenant, TenantAPIKey
-from tenants.tests.factories import issue_key
+from tenants.tests.support import issue_key
 
 pytestmark = pytest.mark.django_db
 
@@ -59,11 +59,11 @@ STANDARD_MODEL_URLS = {"changelist", "add", "history", "delete", "change"}
 @pytest.fixture
 def roles(db):
     """The migration's groups (created again: a flushing test may have emptied the table)."""
-    create_roles()
+    run_roles_migration()
     return {group.name: group for group in Group.objects.filter(name__in=[VIEWER, OPERATOR, FINANCE])}
 
 
-def create_roles():
+def run_roles_migration():
     ROLES_MIGRATION.create_groups(apps, None)
     for grant in ROLES_GRANTS:
         grant(apps, None)
@@ -410,7 +410,7 @@ def test_the_roles_migration_is_idempotent_and_keeps_what_an_operator_added(role
     extra = Permission.objects.get(codename="add_meter")
     roles[VIEWER].permissions.add(extra)
     counts = {name: group.permissions.count() for name, group in roles.items()}
-    create_roles()
+    run_roles_migration()
     assert {name: group.permissions.count() for name, group in roles.items()} == counts
     assert Group.objects.filter(name__in=[VIEWER, OPERATOR, FINANCE]).count() == 3
 

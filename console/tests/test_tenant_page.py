@@ -74,14 +74,6 @@ def aggregate(tenant, meter, hour: datetime, value: str, events: int = 1) -> Hou
 
 
 @pytest.fixture
-def costwatch_settings(settings):
-    settings.COSTWATCH_METRIC = "UnblendedCost"
-    settings.COSTWATCH_TENANT_TAG_KEY = "tenant"
-    settings.COSTWATCH_CURRENCY = "USD"
-    return settings
-
-
-@pytest.fixture
 def acme(db, admin_user, costwatch_settings):
     """A tenant with a bit of everything, on 2026-11-20 (frozen by the tests).
 
@@ -186,7 +178,7 @@ def acme(db, admin_user, costwatch_settings):
     return acme
 
 
-def get_page(client, tenant) -> Element:
+def tenant_page(client, tenant) -> Element:
     with freeze_time(NOW):
         response = client.get(page_url(tenant))
     assert response.status_code == 200
@@ -194,7 +186,7 @@ def get_page(client, tenant) -> Element:
 
 
 def test_history_shows_each_change_with_its_cause(admin_client, acme):
-    page = get_page(admin_client, acme)
+    page = tenant_page(admin_client, acme)
 
     rows = page.all("history-row")
     assert [(r.attr("data-field"), r.attr("data-source")) for r in rows] == [
@@ -217,7 +209,7 @@ def test_history_shows_each_change_with_its_cause(admin_client, acme):
 
 
 def test_keys_and_stripe_links(admin_client, acme):
-    page = get_page(admin_client, acme)
+    page = tenant_page(admin_client, acme)
 
     keys = {r.attr("data-prefix"): r.attr("data-state") for r in page.all("api-key-row")}
     assert keys == {acme.keys["live"].prefix: "active", acme.keys["old"].prefix: "revoked"}
@@ -240,7 +232,7 @@ def test_keys_and_stripe_links(admin_client, acme):
 
 
 def test_usage_chart_per_meter_has_a_bar_per_day_with_its_value(admin_client, acme):
-    page = get_page(admin_client, acme)
+    page = tenant_page(admin_client, acme)
 
     charts = page.all("tenant-usage-chart")
     assert [c.attr("data-meter") for c in charts] == ["api_calls", "storage_gb"]  # not "unused"
@@ -259,7 +251,7 @@ def test_usage_chart_per_meter_has_a_bar_per_day_with_its_value(admin_client, ac
 
 
 def test_estimate_invoices_cost_margin_and_alerts(admin_client, acme):
-    page = get_page(admin_client, acme)
+    page = tenant_page(admin_client, acme)
 
     assert page.one("estimate-total").text == "2.84 USD"
     estimate_rows = {r.attr("data-meter"): r.text for r in page.all("estimate-row")}
@@ -288,7 +280,7 @@ def test_estimate_invoices_cost_margin_and_alerts(admin_client, acme):
 
 def test_margin_falls_back_to_the_estimate_without_an_invoice(admin_client, acme):
     Invoice.objects.all().delete()
-    page = get_page(admin_client, acme)
+    page = tenant_page(admin_client, acme)
 
     assert page.one("tenant-revenue").text.startswith("2.84 USD (pricing preview")
     assert page.one("tenant-margin").text == "-47.16 USD (-1660.6%)"
@@ -297,7 +289,7 @@ def test_margin_falls_back_to_the_estimate_without_an_invoice(admin_client, acme
 
 def test_a_tenant_without_stripe_usage_or_costs(admin_client, costwatch_settings):
     bare = TenantFactory(slug="bare", name="Bare")
-    page = get_page(admin_client, bare)
+    page = tenant_page(admin_client, bare)
 
     assert "not onboarded" in page.one("stripe-customer").text
     assert len(page.all("action-onboard")) == 1
@@ -309,7 +301,7 @@ def test_a_tenant_without_stripe_usage_or_costs(admin_client, costwatch_settings
 
 def test_costwatch_misconfigured_shows_the_error_not_a_500(admin_client, acme, settings):
     settings.COSTWATCH_CURRENCY = "dollars"
-    page = get_page(admin_client, acme)
+    page = tenant_page(admin_client, acme)
     assert "COSTWATCH_CURRENCY" in page.one("cost-config-error").text
 
 
@@ -363,7 +355,7 @@ def test_query_count_does_not_grow_with_meters_invoices_or_history(admin_client,
 
     assert many == few
     assert few <= 40
-    page = get_page(admin_client, acme)
+    page = tenant_page(admin_client, acme)
     assert len(page.all("tenant-usage-chart")) == 2 + 23
     assert len(page.all("invoice-row")) == 12
     more = page.one("invoices-more")

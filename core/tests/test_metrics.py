@@ -8,19 +8,11 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from metering.ingest import meter_cache
-from metering.models import Meter
-from stripe_sync.models import CircuitBreaker, UsageReport, WebhookEvent
+from stripe_sync.models import UsageReport, WebhookEvent
+from stripe_sync.tests.factories import CircuitBreakerFactory, UsageReportFactory, WebhookEventFactory
 
 pytestmark = pytest.mark.django_db
 TOKEN = "metrics-token-for-tests-0123456789"
-
-
-@pytest.fixture
-def api_calls(db):
-    meter_cache.clear()
-    yield Meter.objects.create(code="api_calls", name="API calls", unit="call", aggregation="count")
-    meter_cache.clear()
 
 
 @pytest.fixture
@@ -115,7 +107,7 @@ def test_rate_limited_ingestion_is_counted(tenant_client, api_calls, settings):
 
 def _report(tenant, meter, n, status, age):
     now = timezone.now()
-    report = UsageReport.objects.create(
+    report = UsageReportFactory(
         tenant=tenant,
         meter=meter,
         hour=now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=n),
@@ -138,10 +130,10 @@ def test_business_gauges_reflect_the_outbox_inbox_and_circuit_breaker(
     _report(tenant, api_calls, 2, UsageReport.Status.PENDING, timedelta(minutes=5))
     _report(tenant, api_calls, 3, UsageReport.Status.SENT, timedelta(hours=2))
     _report(tenant, api_calls, 4, UsageReport.Status.FAILED, timedelta(hours=3))
-    received = WebhookEvent.objects.create(stripe_id="evt_1", type="invoice.paid", payload={})
+    received = WebhookEventFactory(stripe_id="evt_1", type="invoice.paid", payload={})
     WebhookEvent.objects.filter(pk=received.pk).update(received_at=timezone.now() - timedelta(minutes=10))
-    WebhookEvent.objects.create(stripe_id="evt_2", type="invoice.paid", payload={}, status="processed")
-    CircuitBreaker.objects.create(name="stripe", open_until=timezone.now() + timedelta(minutes=5))
+    WebhookEventFactory(stripe_id="evt_2", type="invoice.paid", payload={}, status="processed")
+    CircuitBreakerFactory(name="stripe", open_until=timezone.now() + timedelta(minutes=5))
 
     samples = scrape(client)
 

@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 
 from conftest import beat_task
 from costwatch.models import Budget
-from tenants.tests.factories import run_command
+from tenants.tests.support import run_command
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,8 @@ from metering import access_log
 from metering.access_log import request_time_parse
 from metering.models import UsageEvent
 from metering.tests.factories import MeterFactory
-from tenants.tests.factories import TenantFactory, issue_key
+from tenants.tests.factories import TenantFactory
+from tenants.tests.support import issue_key
 
 pytestmark = pytest.mark.django_db
 

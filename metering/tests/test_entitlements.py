@@ -38,14 +38,14 @@ def usage(tenant, other_tenant, api_calls, storage):
         HourlyAggregateFactory(tenant=who, meter=meter, hour=hour, value=Decimal(value), event_count=1)
 
 
-def _make_free(tenant, allowance="1000"):
+def _switch_to_free_plan(tenant, allowance="1000"):
     Tenant.objects.filter(pk=tenant.pk).update(
         plan=Tenant.Plan.FREE, monthly_free_allowance=Decimal(allowance)
     )
 
 
 def test_a_free_tenant_sees_what_is_left_of_its_allowance(tenant, tenant_client, usage):
-    _make_free(tenant)
+    _switch_to_free_plan(tenant)
     response = tenant_client.get(URL)
     assert response.status_code == 200
     assert response.json() == {
@@ -99,7 +99,7 @@ def test_a_metered_tenant_is_not_limited(tenant, tenant_client, usage):
 
 
 def test_a_meter_without_usage_has_its_whole_allowance(tenant, api_calls):
-    _make_free(tenant, "10")
+    _switch_to_free_plan(tenant, "10")
     tenant.refresh_from_db()
     [item] = tenant_entitlements(tenant=tenant).meters
     assert (item.used, item.remaining) == (Decimal(0), Decimal(10))
@@ -108,7 +108,7 @@ def test_a_meter_without_usage_has_its_whole_allowance(tenant, api_calls):
 def test_each_tenant_sees_only_its_own_usage(other_tenant, usage):
     from rest_framework.test import APIClient
 
-    from tenants.tests.factories import issue_key
+    from tenants.tests.support import issue_key
 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {issue_key(other_tenant)}")

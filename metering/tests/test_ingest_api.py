@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from conftest import run_at_once
 from metering.models import Meter, PendingHour, UsageEvent
 from metering.tests.factories import MeterFactory
-from tenants.tests.factories import issue_key
+from tenants.tests.support import issue_key
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 21, 12, 30, tzinfo=UTC)

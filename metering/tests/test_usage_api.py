@@ -6,7 +6,7 @@ from freezegun import freeze_time
 from rest_framework.test import APIClient
 
 from metering.tests.factories import HourlyAggregateFactory
-from tenants.tests.factories import issue_key
+from tenants.tests.support import issue_key
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 21, 12, 30, tzinfo=UTC)

@@ -60,7 +60,8 @@ from stripe_sync.sender import usage_reports_send
 from stripe_sync.tests.support import hour_ago, link_customer, link_meter
 from tenants.models import Tenant, TenantChange
 from tenants.services import tenant_change_plan
-from tenants.tests.factories import TenantFactory, issue_key
+from tenants.tests.factories import TenantFactory
+from tenants.tests.support import issue_key
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 

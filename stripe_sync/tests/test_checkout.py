@@ -84,7 +84,7 @@ def test_invalid_urls_are_400_naming_the_field(local_stripe, tenant_client, pric
 
 
 def test_each_tenant_gets_its_own_customer(local_stripe, tenant_client, tenant, other_tenant, priced):
-    from tenants.tests.factories import issue_key
+    from tenants.tests.support import issue_key
 
     other = APIClient()
     other.credentials(HTTP_AUTHORIZATION=f"Api-Key {issue_key(other_tenant)}")

@@ -17,7 +17,8 @@ from stripe_sync.subscriptions import tenant_subscription_cancel, tenant_subscri
 from stripe_sync.tests.factories import StripeMeterFactory
 from stripe_sync.tests.onboarding_support import meter_with_price
 from tenants.models import Tenant
-from tenants.tests.factories import TenantFactory, run_command
+from tenants.tests.factories import TenantFactory
+from tenants.tests.support import run_command
 
 pytestmark = pytest.mark.django_db
 

@@ -139,7 +139,7 @@ def test_a_report_older_than_24_hours_cannot_be_canceled(metered, calls, local_s
 
 
 def test_reconcile_usage_command_lists_differences(metered, calls, local_stripe):
-    from tenants.tests.factories import run_command
+    from tenants.tests.support import run_command
 
     ingest(metered, calls, hour_ago(2), [1, 1])
     usage_reports_prepare()

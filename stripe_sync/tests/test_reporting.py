@@ -259,7 +259,7 @@ def test_two_senders_at_once_send_each_report_once_and_one_call_at_a_time_per_pa
 
 def test_report_usage_command(metered, calls, local_stripe):
     ingest(metered, calls, hour_ago(2), [1, 1])
-    from tenants.tests.factories import run_command
+    from tenants.tests.support import run_command
 
     lines = run_command("report_usage")
     assert lines[0].startswith("prepared: 1 reports (2 units)")

@@ -11,7 +11,7 @@ from stripe_sync.models import StripeMeter
 from stripe_sync.sync import stripe_sync_all
 from stripe_sync.tasks.sync import sync_stripe
 from stripe_sync.tests.onboarding_support import meter_with_price
-from tenants.tests.factories import run_command
+from tenants.tests.support import run_command
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from stripe_sync.tests.factories import WebhookEventFactory
 from stripe_sync.tests.webhook_support import deliver, onboarded_tenant
 from stripe_sync.webhooks import webhook_event_process
 from tenants.models import Tenant, TenantChange
-from tenants.tests.factories import run_command
+from tenants.tests.support import run_command
 
 pytestmark = pytest.mark.django_db
 

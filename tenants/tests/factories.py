@@ -1,11 +1,8 @@
-from io import StringIO
+"""Rows of the tenants app for tests."""
 
 import factory
-from django.core.management import call_command
-from rest_framework.test import APIClient
 
 from tenants.models import Tenant, TenantChange
-from tenants.services import api_key_issue
 
 
 class TenantFactory(factory.django.DjangoModelFactory):
@@ -25,23 +22,3 @@ class TenantChangeFactory(factory.django.DjangoModelFactory):
     tenant = factory.SubFactory(TenantFactory)
     field = TenantChange.Field.PLAN
     source = "test"
-
-
-def issue_key(tenant: Tenant, name: str = "test") -> str:
-    return api_key_issue(tenant=tenant, name=name).secret
-
-
-def run_command(*args) -> list[str]:
-    """Run a management command; return its output lines."""
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue().strip().splitlines()
-
-
-def slug_of_key(key: str) -> str:
-    """Call the API with `key`; return the slug of the tenant it authenticates (asserts 200)."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
-    response = client.get("/api/v1/tenant")
-    assert response.status_code == 200, response.content
-    return response.json()["slug"]

@@ -6,7 +6,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from tenants.models import Tenant, TenantAPIKey
-from tenants.tests.factories import TenantFactory, issue_key
+from tenants.tests.factories import TenantFactory
+from tenants.tests.support import issue_key
 
 pytestmark = pytest.mark.django_db
 

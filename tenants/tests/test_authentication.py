@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from tenants.models import Tenant, TenantAPIKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_suspend
-from tenants.tests.factories import issue_key
+from tenants.tests.support import issue_key
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tenants.models import Tenant, TenantAPIKey, TenantChange
-from tenants.tests.factories import run_command, slug_of_key
+from tenants.tests.support import run_command, slug_of_key
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
