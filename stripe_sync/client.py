@@ -48,10 +48,14 @@ def stripe_configured() -> bool:
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}  # noqa: S104 - names compared, not bound
 
 
+def is_local_address(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in _LOCAL_HOSTS or host.endswith(".localhost")
+
+
 def stripe_is_local_sandbox() -> bool:
     """STRIPE_API_BASE points at this machine: the demo's local Stripe sandbox."""
-    host = (urlsplit(settings.STRIPE_API_BASE).hostname or "").lower()
-    return host in _LOCAL_HOSTS or host.endswith(".localhost")
+    return is_local_address(settings.STRIPE_API_BASE)
 
 
 NOT_CONFIGURED_REASON = "Stripe is not configured (STRIPE_API_KEY)"

@@ -67,6 +67,9 @@ def test_stripe_buttons_with_stripe_are_enabled(local_stripe, admin_client, tena
     ],
 )
 def test_check_deploy_refuses_a_local_stripe(base, refused):
-    with override_settings(STRIPE_API_BASE=base):
+    with override_settings(
+        STRIPE_API_BASE=base, STRIPE_METER_EVENTS_API_BASE="https://meter-events.stripe.com"
+    ):
         errors = stripe_api_base_check(None)
-    assert [error.id for error in errors] == (["stripe_sync.E001"] if refused else [])
+    assert [error.msg.split(" is ")[0] for error in errors] == (["STRIPE_API_BASE"] if refused else [])
+    assert all(error.id == "stripe_sync.E001" for error in errors)
