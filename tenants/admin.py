@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.admin_mixins import PlainDecimalsMixin
 from core.permissions import MANAGE_API_KEYS, SUSPEND_TENANT
 from tenants.models import TenantAPIKey, TenantChange
 from tenants.services import (
@@ -59,7 +60,7 @@ class TenantChangeInline(admin.TabularInline):
         return False
 
 
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(PlainDecimalsMixin, admin.ModelAdmin):
     """The tenants app's part of the Tenant admin. Not registered here: the console registers the
     Tenant admin once, composed of this and what the other apps contribute (console/admin.py)."""
 
