@@ -150,3 +150,10 @@ def test_seed_demo_without_stripe_says_so_in_one_line(monkeypatch, settings, tmp
     lines = run_command("seed_demo")
     assert "Stripe is not configured (STRIPE_API_KEY): onboarding, reports and webhooks skipped" in lines
     assert any(line.startswith("aws: cost check succeeded") for line in lines)
+
+
+def test_migrate_demo_is_for_the_demos_sqlite_only(settings):
+    """Its fast path (dj-stripe's tables from its models) never touches a PostgreSQL database."""
+    settings.DEBUG = True
+    with pytest.raises(CommandError, match="SQLite, DJANGO_DEBUG=1"):
+        call_command("migrate_demo", stdout=StringIO())
