@@ -20,9 +20,9 @@ def report_all():
     return usage_reports_send(sleep=lambda s: None)
 
 
-def test_everything_in_step_has_no_differences(metered, calls, local_stripe):
+def test_everything_in_step_has_no_differences(metered, api_calls, local_stripe):
     for hours_ago in (2, 3, 4):
-        ingest(metered, calls, hour_ago(hours_ago), [1] * hours_ago)
+        ingest(metered, api_calls, hour_ago(hours_ago), [1] * hours_ago)
     report_all()
     run = usage_reconcile(trigger="test")
     assert run.status == "succeeded"
@@ -32,10 +32,10 @@ def test_everything_in_step_has_no_differences(metered, calls, local_stripe):
     assert not mail.outbox
 
 
-def test_sent_but_missing_at_stripe_is_re_sent_and_alerted(metered, calls, local_stripe, settings):
+def test_sent_but_missing_at_stripe_is_re_sent_and_alerted(metered, api_calls, local_stripe, settings):
     settings.OPERATOR_EMAILS = ["ops@example.com"]
-    ingest(metered, calls, hour_ago(3), [1] * 4)
-    ingest(metered, calls, hour_ago(2), [1] * 2)
+    ingest(metered, api_calls, hour_ago(3), [1] * 4)
+    ingest(metered, api_calls, hour_ago(2), [1] * 2)
     usage_reports_prepare()
     lost = UsageReport.objects.get(hour=hour_ago(3))
     # The row was marked sent but Stripe never got it (e.g. a proxy answered 200 for Stripe).
@@ -55,8 +55,8 @@ def test_sent_but_missing_at_stripe_is_re_sent_and_alerted(metered, calls, local
     assert usage_reconcile(trigger="test").differences == 0
 
 
-def test_extra_usage_at_stripe_is_listed_for_an_operator(metered, calls, local_stripe):
-    ingest(metered, calls, hour_ago(2), [1])
+def test_extra_usage_at_stripe_is_listed_for_an_operator(metered, api_calls, local_stripe):
+    ingest(metered, api_calls, hour_ago(2), [1])
     report_all()
     stripe_client().v1.billing.meter_events.create(
         params={
@@ -70,8 +70,8 @@ def test_extra_usage_at_stripe_is_listed_for_an_operator(metered, calls, local_s
     assert (item.sent_value, item.stripe_value) == (1, Decimal(6))
 
 
-def test_failed_reports_show_as_local_usage_not_sent(metered, calls, local_stripe):
-    ingest(metered, calls, hour_ago(2), [1, 1, 1])
+def test_failed_reports_show_as_local_usage_not_sent(metered, api_calls, local_stripe):
+    ingest(metered, api_calls, hour_ago(2), [1, 1, 1])
     usage_reports_prepare()
     UsageReport.objects.update(status="failed", error_message="No such customer")
     item = usage_reconcile(trigger="test").items.get()
@@ -80,9 +80,9 @@ def test_failed_reports_show_as_local_usage_not_sent(metered, calls, local_strip
     assert item.resolution == "1 failed"
 
 
-def test_async_error_reports_are_fetched_and_mark_rows_failed(metered, calls, local_stripe):
+def test_async_error_reports_are_fetched_and_mark_rows_failed(metered, api_calls, local_stripe):
     # Stripe accepts the stream call, then refuses one event (its customer was deleted meanwhile).
-    ingest(metered, calls, hour_ago(2), [1, 1])
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     usage_reports_prepare()
     UsageReport.objects.update(customer_id="cus_gone")
     report_all()
@@ -94,9 +94,9 @@ def test_async_error_reports_are_fetched_and_mark_rows_failed(metered, calls, lo
     assert run.status == "succeeded"
 
 
-def test_a_stripe_outage_fails_the_run_with_the_reason(metered, calls, local_stripe, settings):
+def test_a_stripe_outage_fails_the_run_with_the_reason(metered, api_calls, local_stripe, settings):
     settings.STRIPE_CIRCUIT_FAILURES = 2
-    ingest(metered, calls, hour_ago(2), [1])
+    ingest(metered, api_calls, hour_ago(2), [1])
     report_all()
     local_stripe.fail_next(20, status=500)
     run = usage_reconcile(trigger="test")
@@ -104,11 +104,11 @@ def test_a_stripe_outage_fails_the_run_with_the_reason(metered, calls, local_str
     assert "paused until" in run.error
 
 
-def test_a_wrong_report_is_canceled_at_stripe_within_24_hours(metered, calls, local_stripe):
+def test_a_wrong_report_is_canceled_at_stripe_within_24_hours(metered, api_calls, local_stripe):
     from stripe_sync.models import ReportingBalance
     from stripe_sync.reporting import ReportError, usage_report_cancel
 
-    ingest(metered, calls, hour_ago(2), [1] * 3)
+    ingest(metered, api_calls, hour_ago(2), [1] * 3)
     report_all()
     report = UsageReport.objects.get()
     usage_report_cancel(report=report)
@@ -123,14 +123,14 @@ def test_a_wrong_report_is_canceled_at_stripe_within_24_hours(metered, calls, lo
     assert item.resolution == "1 canceled"
 
 
-def test_a_report_older_than_24_hours_cannot_be_canceled(metered, calls, local_stripe):
+def test_a_report_older_than_24_hours_cannot_be_canceled(metered, api_calls, local_stripe):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from stripe_sync.reporting import ReportError, usage_report_cancel
 
-    ingest(metered, calls, hour_ago(2), [1])
+    ingest(metered, api_calls, hour_ago(2), [1])
     report_all()
     UsageReport.objects.update(sent_at=timezone.now() - timedelta(hours=25))
     with pytest.raises(ReportError, match="only within 24 hours"):
@@ -138,10 +138,10 @@ def test_a_report_older_than_24_hours_cannot_be_canceled(metered, calls, local_s
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 1
 
 
-def test_reconcile_usage_command_lists_differences(metered, calls, local_stripe):
+def test_reconcile_usage_command_lists_differences(metered, api_calls, local_stripe):
     from tenants.tests.support import run_command
 
-    ingest(metered, calls, hour_ago(2), [1, 1])
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     usage_reports_prepare()
     UsageReport.objects.update(status="failed")
     lines = run_command("reconcile_usage", "--no-resend")

@@ -23,19 +23,19 @@ def no_sleep(seconds):
     return None
 
 
-def test_each_changed_hour_becomes_one_row_with_a_deterministic_identifier(metered, calls):
+def test_each_changed_hour_becomes_one_row_with_a_deterministic_identifier(metered, api_calls):
     h = hour_ago(3)
-    ingest(metered, calls, h, [1, 1, 1])
+    ingest(metered, api_calls, h, [1, 1, 1])
     assert usage_reports_prepare().reports == 1
     row = UsageReport.objects.get()
-    assert row.identifier == f"bp-{metered.pk}-{calls.pk}-{h:%Y%m%d%H}-r1"
+    assert row.identifier == f"bp-{metered.pk}-{api_calls.pk}-{h:%Y%m%d%H}-r1"
     assert (row.value, row.quantity, row.status) == (3, Decimal(3), "pending")
     assert row.customer_id == metered.stripe_customer_id
     assert row.event_name == "api_calls"
     assert row.timestamp == h
 
     assert usage_reports_prepare().reports == 0  # nothing changed: nothing written twice
-    ingest(metered, calls, h, [1, 1], prefix="late")  # late events: revision 2, only the difference
+    ingest(metered, api_calls, h, [1, 1], prefix="late")  # late events: revision 2, only the difference
     usage_reports_prepare()
     late = UsageReport.objects.order_by("id").last()
     assert (late.identifier[-3:], late.value, late.quantity) == ("-r2", 2, Decimal(2))
@@ -59,9 +59,9 @@ def test_decimal_quantities_go_out_in_whole_units_and_the_fraction_is_carried(me
     assert (balance.quantity, balance.units) == (Decimal("3.1"), 3)
 
 
-def test_a_lower_recompute_after_a_day_sends_nothing_and_is_offset_against_later_usage(metered, calls):
+def test_a_lower_recompute_after_a_day_sends_nothing_and_is_offset_against_later_usage(metered, api_calls):
     h = hour_ago(4)
-    ingest(metered, calls, h, [1] * 5)
+    ingest(metered, api_calls, h, [1] * 5)
     usage_reports_prepare()
     # Sent more than a day ago: Stripe no longer cancels it (within a day, see test_reporting_trust).
     UsageReport.objects.update(status="sent", sent_at=timezone.now() - timedelta(hours=25))
@@ -72,50 +72,50 @@ def test_a_lower_recompute_after_a_day_sends_nothing_and_is_offset_against_later
     usage_reports_prepare()
     lowered = UsageReport.objects.order_by("id").last()
     assert (lowered.quantity, lowered.value, lowered.status) == (Decimal(-2), 0, "nothing")
-    ingest(metered, calls, hour_ago(2), [1] * 4)
+    ingest(metered, api_calls, hour_ago(2), [1] * 4)
     usage_reports_prepare()
     # 3 + 4 = 7 used, 5 already billed: 2 more units, never a negative event.
     assert UsageReport.objects.order_by("id").last().value == 2
     assert ReportingBalance.objects.get().units == 7
 
 
-def test_free_plan_hours_are_covered_but_not_reported(local_stripe, tenant, calls):
-    link_meter(calls)
+def test_free_plan_hours_are_covered_but_not_reported(local_stripe, tenant, api_calls):
+    link_meter(api_calls)
     link_customer(tenant, plan=Tenant.Plan.FREE)
     h = hour_ago(3)
-    ingest(tenant, calls, h, [1, 1])
+    ingest(tenant, api_calls, h, [1, 1])
     result = usage_reports_prepare()
     assert (result.reports, result.free_hours) == (0, 1)
     assert not UsageReport.objects.exists()
     assert ReportedHour.objects.get().billed is False
     # After an upgrade, usage of an hour that was free stays free (test_reporting_trust has more).
     tenant_change_plan(tenant=tenant, plan=Tenant.Plan.METERED, source="test")
-    ingest(tenant, calls, h, [1], prefix="after-upgrade")
+    ingest(tenant, api_calls, h, [1], prefix="after-upgrade")
     assert usage_reports_prepare().free_hours == 1
     assert not UsageReport.objects.exists()
 
 
-def test_metered_tenant_without_customer_waits_and_is_reported_once_linked(local_stripe, tenant, calls):
-    link_meter(calls)
+def test_metered_tenant_without_customer_waits_and_is_reported_once_linked(local_stripe, tenant, api_calls):
+    link_meter(api_calls)
     tenant.plan = Tenant.Plan.METERED
     tenant.save()
-    ingest(tenant, calls, hour_ago(2), [1, 1, 1])
+    ingest(tenant, api_calls, hour_ago(2), [1, 1, 1])
     assert usage_reports_prepare().waiting_pairs == 1
     assert not ReportedHour.objects.exists()
     link_customer(tenant)
     assert usage_reports_prepare().units == 3
 
 
-def test_sent_reports_reach_stripe_exactly(metered, calls, local_stripe):
+def test_sent_reports_reach_stripe_exactly(metered, api_calls, local_stripe):
     for hours_ago in range(1, 6):
-        ingest(metered, calls, hour_ago(hours_ago), [1] * hours_ago)
+        ingest(metered, api_calls, hour_ago(hours_ago), [1] * hours_ago)
     usage_reports_prepare()
     result = usage_reports_send(sleep=no_sleep)
     assert (result.sent, result.failed, result.deferred) == (5, 0, 0)
     assert set(UsageReport.objects.values_list("status", flat=True)) == {"sent"}
     assert (
         stripe_total(local_stripe, metered.stripe_customer_id, "api_calls")
-        == local_total(metered, calls)
+        == local_total(metered, api_calls)
         == 15
     )
     # per hour, as Stripe's hourly buckets hold them
@@ -124,8 +124,10 @@ def test_sent_reports_reach_stripe_exactly(metered, calls, local_stripe):
     assert usage_reports_send(sleep=no_sleep).calls == 0  # nothing left
 
 
-def test_a_response_lost_after_stripe_stored_the_events_is_retried_harmlessly(metered, calls, local_stripe):
-    ingest(metered, calls, hour_ago(2), [1] * 7)
+def test_a_response_lost_after_stripe_stored_the_events_is_retried_harmlessly(
+    metered, api_calls, local_stripe
+):
+    ingest(metered, api_calls, hour_ago(2), [1] * 7)
     usage_reports_prepare()
     local_stripe.fail_next(1, status=500, path="/v2/billing/meter_event_stream", when="after")
     result = usage_reports_send(sleep=no_sleep)
@@ -137,13 +139,13 @@ def test_a_response_lost_after_stripe_stored_the_events_is_retried_harmlessly(me
 
 
 def test_429_waits_for_retry_after_and_everything_arrives(
-    metered, calls, local_stripe, settings, monkeypatch
+    metered, api_calls, local_stripe, settings, monkeypatch
 ):
     settings.STRIPE_MAX_REQUESTS_PER_SECOND = 1000  # faster than Stripe allows: its 429s pace us
     local_stripe.set_rate_limit(2, scope="stream", retry_after=1)
     waits = []
     for tenant_hour in range(1, 4):
-        ingest(metered, calls, hour_ago(tenant_hour), [1] * 3)
+        ingest(metered, api_calls, hour_ago(tenant_hour), [1] * 3)
     usage_reports_prepare()
     from stripe_sync import sender
 
@@ -155,9 +157,9 @@ def test_429_waits_for_retry_after_and_everything_arrives(
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 9
 
 
-def test_5xx_storm_opens_the_circuit_breaker_and_nothing_is_lost(metered, calls, local_stripe, settings):
+def test_5xx_storm_opens_the_circuit_breaker_and_nothing_is_lost(metered, api_calls, local_stripe, settings):
     settings.STRIPE_CIRCUIT_FAILURES = 3
-    ingest(metered, calls, hour_ago(2), [1, 1])
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     usage_reports_prepare()
     local_stripe.fail_next(10, status=503)
     result = usage_reports_send(sleep=no_sleep)
@@ -180,10 +182,10 @@ def test_5xx_storm_opens_the_circuit_breaker_and_nothing_is_lost(metered, calls,
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 2
 
 
-def test_timeouts_retry_with_backoff_then_defer(metered, calls, local_stripe, settings):
+def test_timeouts_retry_with_backoff_then_defer(metered, api_calls, local_stripe, settings):
     settings.STRIPE_TIMEOUT = 0.3
     settings.STRIPE_CIRCUIT_FAILURES = 100
-    ingest(metered, calls, hour_ago(2), [1])
+    ingest(metered, api_calls, hour_ago(2), [1])
     usage_reports_prepare()
     local_stripe.delay_next(4, 1.0, path="/v2/billing/meter_event_stream")
     waits = []
@@ -200,10 +202,12 @@ def test_timeouts_retry_with_backoff_then_defer(metered, calls, local_stripe, se
     assert usage_reports_send(sleep=no_sleep).sent == 1
 
 
-def test_a_refused_event_is_failed_with_stripes_message_and_not_retried(metered, calls, local_stripe, tenant):
+def test_a_refused_event_is_failed_with_stripes_message_and_not_retried(
+    metered, api_calls, local_stripe, tenant
+):
     local_stripe.configure(stream_validation="sync")
-    ingest(metered, calls, hour_ago(3), [1, 1])
-    ingest(metered, calls, hour_ago(2), [1])
+    ingest(metered, api_calls, hour_ago(3), [1, 1])
+    ingest(metered, api_calls, hour_ago(2), [1])
     usage_reports_prepare()
     bad = UsageReport.objects.order_by("hour").first()
     UsageReport.objects.filter(pk=bad.pk).update(customer_id="cus_doesnotexist")
@@ -222,8 +226,8 @@ def test_a_refused_event_is_failed_with_stripes_message_and_not_retried(metered,
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 3
 
 
-def test_async_error_reports_mark_rows_failed(metered, calls):
-    ingest(metered, calls, hour_ago(2), [1])
+def test_async_error_reports_mark_rows_failed(metered, api_calls):
+    ingest(metered, api_calls, hour_ago(2), [1])
     usage_reports_prepare()
     row = UsageReport.objects.get()
     marked = usage_reports_mark_rejected(
@@ -241,14 +245,14 @@ def test_async_error_reports_mark_rows_failed(metered, calls):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_senders_at_once_send_each_report_once_and_one_call_at_a_time_per_pair(
-    metered, calls, local_stripe, other_tenant
+    metered, api_calls, local_stripe, other_tenant
 ):
     from conftest import run_at_once
 
     link_customer(other_tenant)
     for tenant in (metered, other_tenant):
         for hours_ago in range(1, 30):
-            ingest(tenant, calls, hour_ago(hours_ago), [1, 1])
+            ingest(tenant, api_calls, hour_ago(hours_ago), [1, 1])
     usage_reports_prepare()
     results = run_at_once(lambda: usage_reports_send(sleep=no_sleep), 3)
     assert sum(r.sent for r in results) == 58
@@ -257,8 +261,8 @@ def test_two_senders_at_once_send_each_report_once_and_one_call_at_a_time_per_pa
         assert stripe_total(local_stripe, tenant.stripe_customer_id, "api_calls") == 58
 
 
-def test_report_usage_command(metered, calls, local_stripe):
-    ingest(metered, calls, hour_ago(2), [1, 1])
+def test_report_usage_command(metered, api_calls, local_stripe):
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     from tenants.tests.support import run_command
 
     lines = run_command("report_usage")
@@ -266,15 +270,15 @@ def test_report_usage_command(metered, calls, local_stripe):
     assert lines[1].startswith("sent: 1, failed: 0, deferred: 0")
 
 
-def test_report_usage_without_stripe_key_says_so(metered, calls, settings):
+def test_report_usage_without_stripe_key_says_so(metered, api_calls, settings):
     settings.STRIPE_API_KEY = ""
-    ingest(metered, calls, hour_ago(2), [1])
+    ingest(metered, api_calls, hour_ago(2), [1])
     with pytest.raises(CommandError, match="STRIPE_API_KEY is not set"):
         call_command("report_usage")
     assert UsageReport.objects.get().status == "pending"  # written, waiting for a key
 
 
-def test_pacing_keeps_calls_under_stripes_rate_limit(metered, calls, local_stripe, settings, monkeypatch):
+def test_pacing_keeps_calls_under_stripes_rate_limit(metered, api_calls, local_stripe, settings, monkeypatch):
     from stripe_sync import sender
 
     settings.STRIPE_MAX_REQUESTS_PER_SECOND = 10
@@ -282,7 +286,7 @@ def test_pacing_keeps_calls_under_stripes_rate_limit(metered, calls, local_strip
     local_stripe.set_rate_limit(10, scope="api")
     monkeypatch.setattr(sender, "STREAM_MAX_EVENTS", 1)  # one call per report: 15 calls in a burst
     for hours_ago in range(1, 16):
-        ingest(metered, calls, hour_ago(hours_ago), [1])
+        ingest(metered, api_calls, hour_ago(hours_ago), [1])
     usage_reports_prepare()
     result = usage_reports_send(sleep=no_sleep)
     assert result.sent == 15
@@ -290,11 +294,11 @@ def test_pacing_keeps_calls_under_stripes_rate_limit(metered, calls, local_strip
     assert [r.status for r in local_stripe.requests if r.status == 429] == []
 
 
-def test_the_hourly_task_without_a_stripe_key_keeps_reports_pending(metered, calls, settings):
+def test_the_hourly_task_without_a_stripe_key_keeps_reports_pending(metered, api_calls, settings):
     from stripe_sync.tasks.reporting import report_usage
 
     settings.STRIPE_API_KEY = ""
-    ingest(metered, calls, hour_ago(2), [1])
+    ingest(metered, api_calls, hour_ago(2), [1])
     result = report_usage.apply().get()
     assert result["sent"] is None
     assert "STRIPE_API_KEY is not set" in result["reason"]

@@ -16,8 +16,8 @@ from stripe_sync.tests.support import hour_ago, ingest, stripe_total
 pytestmark = pytest.mark.django_db
 
 
-def test_outbox_lists_reports_with_status_and_error(admin_client, metered, calls):
-    ingest(metered, calls, hour_ago(2), [1, 1])
+def test_outbox_lists_reports_with_status_and_error(admin_client, metered, api_calls):
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     usage_reports_prepare()
     UsageReport.objects.update(status="failed", error_message="No such customer: 'cus_x'")
     page = admin_client.get("/admin/stripe_sync/usagereport/?status__exact=failed").content.decode()
@@ -25,8 +25,8 @@ def test_outbox_lists_reports_with_status_and_error(admin_client, metered, calls
     assert "No such customer: &#x27;cus_x&#x27;" in page
 
 
-def test_resend_asks_first_then_queues_the_failed_report(admin_client, metered, calls, local_stripe):
-    ingest(metered, calls, hour_ago(2), [1, 1])
+def test_resend_asks_first_then_queues_the_failed_report(admin_client, metered, api_calls, local_stripe):
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     usage_reports_prepare()
     report = UsageReport.objects.get()
     UsageReport.objects.update(status="failed")
@@ -43,8 +43,8 @@ def test_resend_asks_first_then_queues_the_failed_report(admin_client, metered, 
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 2
 
 
-def test_cancel_at_stripe_from_admin(admin_client, metered, calls, local_stripe):
-    ingest(metered, calls, hour_ago(2), [1, 1, 1])
+def test_cancel_at_stripe_from_admin(admin_client, metered, api_calls, local_stripe):
+    ingest(metered, api_calls, hour_ago(2), [1, 1, 1])
     usage_reports_prepare()
     usage_reports_send(sleep=lambda s: None)
     report = UsageReport.objects.get()
@@ -75,9 +75,9 @@ def test_open_circuit_breaker_is_shown_and_can_be_closed(admin_client, settings)
 
 
 def test_reconciliation_runs_with_their_differences_and_a_run_now_button(
-    admin_client, metered, calls, local_stripe, monkeypatch
+    admin_client, metered, api_calls, local_stripe, monkeypatch
 ):
-    ingest(metered, calls, hour_ago(2), [1, 1])
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     usage_reports_prepare()
     UsageReport.objects.update(status="failed")
     run = usage_reconcile(trigger="test")

@@ -47,11 +47,11 @@ def plan_history(tenant: Tenant, *changes) -> None:
 
 
 def test_one_pair_that_cannot_be_prepared_does_not_stop_other_tenants_reports(
-    admin_client, metered, other_tenant, calls, local_stripe
+    admin_client, metered, other_tenant, api_calls, local_stripe
 ):
     link_customer(other_tenant)
-    ingest(metered, calls, hour_ago(3), [1, 1])
-    ingest(other_tenant, calls, hour_ago(3), [1, 1, 1])
+    ingest(metered, api_calls, hour_ago(3), [1, 1])
+    ingest(other_tenant, api_calls, hour_ago(3), [1, 1, 1])
     # An hour of 20 integer digits (accepted before ingestion was bounded): more whole units than
     # a 64-bit column holds; it rolled back the whole chunk of pairs on every run.
     HourlyAggregate.objects.filter(tenant=metered).update(value=Decimal("10000000000000000000"))
@@ -85,25 +85,25 @@ def test_one_pair_that_cannot_be_prepared_does_not_stop_other_tenants_reports(
 # PostgreSQL: SQLite (the demo) keeps decimal columns as floating point, exact to about 15 digits.
 @pytest.mark.postgres
 def test_an_hour_beyond_stripes_15_digits_goes_out_as_several_events_with_their_own_identifiers(
-    metered, calls, local_stripe
+    metered, api_calls, local_stripe
 ):
     h = hour_ago(3)
-    ingest(metered, calls, h, [1])
+    ingest(metered, api_calls, h, [1])
     total = 2 * STRIPE_MAX_VALUE + 5  # 16 digits: more than one meter event can carry
     HourlyAggregate.objects.filter(tenant=metered).update(value=total)
     assert usage_reports_prepare().units == total
     rows = list(UsageReport.objects.order_by("id").values_list("identifier", "value"))
-    base = f"bp-{metered.pk}-{calls.pk}-{h:%Y%m%d%H}-r1"
+    base = f"bp-{metered.pk}-{api_calls.pk}-{h:%Y%m%d%H}-r1"
     assert rows == [(base, STRIPE_MAX_VALUE), (f"{base}-p2", STRIPE_MAX_VALUE), (f"{base}-p3", 5)]
     assert usage_reports_send(sleep=no_sleep).failed == 0
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == total
     assert usage_reconcile(trigger="test").differences == 0
 
 
-def test_the_send_step_runs_even_when_preparing_fails(metered, calls, local_stripe, monkeypatch):
+def test_the_send_step_runs_even_when_preparing_fails(metered, api_calls, local_stripe, monkeypatch):
     from stripe_sync.tasks import reporting as tasks
 
-    ingest(metered, calls, hour_ago(2), [1, 1])
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
     usage_reports_prepare()  # a row waits in the outbox
 
     def broken_prepare(**kwargs):
@@ -117,13 +117,13 @@ def test_the_send_step_runs_even_when_preparing_fails(metered, calls, local_stri
 
 
 def test_report_usage_command_sends_even_when_preparing_fails_and_then_says_so(
-    metered, calls, local_stripe, monkeypatch
+    metered, api_calls, local_stripe, monkeypatch
 ):
     from django.core.management import CommandError, call_command
 
     from stripe_sync.management.commands import report_usage
 
-    ingest(metered, calls, hour_ago(2), [1, 1, 1])
+    ingest(metered, api_calls, hour_ago(2), [1, 1, 1])
     usage_reports_prepare()
     monkeypatch.setattr(report_usage, "usage_reports_prepare", lambda: 1 / 0)
     with pytest.raises(CommandError, match="preparing failed: ZeroDivisionError"):
@@ -134,7 +134,9 @@ def test_report_usage_command_sends_even_when_preparing_fails_and_then_says_so(
 # --- the plan of the hour -----------------------------------------------------------------------
 
 
-def test_late_events_of_an_hour_billed_metered_are_reported_after_a_downgrade(metered, calls, local_stripe):
+def test_late_events_of_an_hour_billed_metered_are_reported_after_a_downgrade(
+    metered, api_calls, local_stripe
+):
     now = timezone.now()
     h = hour_ago(5)
     plan_history(
@@ -142,11 +144,11 @@ def test_late_events_of_an_hour_billed_metered_are_reported_after_a_downgrade(me
         (now - timedelta(days=2), Tenant.Plan.FREE, Tenant.Plan.METERED),
         (hour_ago(2), Tenant.Plan.METERED, Tenant.Plan.FREE),  # a failed payment: moved to free
     )
-    ingest(metered, calls, h, [1, 1, 1])
-    ingest(metered, calls, hour_ago(1), [1] * 5)  # after the downgrade: free
+    ingest(metered, api_calls, h, [1, 1, 1])
+    ingest(metered, api_calls, hour_ago(1), [1] * 5)  # after the downgrade: free
     result = usage_reports_prepare()
     assert (result.units, result.free_hours) == (3, 1)
-    ingest(metered, calls, h, [1, 1], prefix="late")  # late events of the metered hour
+    ingest(metered, api_calls, h, [1, 1], prefix="late")  # late events of the metered hour
     assert usage_reports_prepare().units == 2
     usage_reports_send(sleep=no_sleep)
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 5
@@ -155,41 +157,41 @@ def test_late_events_of_an_hour_billed_metered_are_reported_after_a_downgrade(me
     assert usage_reconcile(trigger="test").differences == 0
 
 
-def test_late_events_of_a_free_hour_are_not_billed_after_an_upgrade(local_stripe, tenant, calls):
-    link_meter(calls)
+def test_late_events_of_a_free_hour_are_not_billed_after_an_upgrade(local_stripe, tenant, api_calls):
+    link_meter(api_calls)
     link_customer(tenant, plan=Tenant.Plan.FREE)
     h = hour_ago(3)
-    ingest(tenant, calls, h, [1, 1])
+    ingest(tenant, api_calls, h, [1, 1])
     assert usage_reports_prepare().free_hours == 1
     tenant_change_plan(tenant=tenant, plan=Tenant.Plan.METERED, source="test")  # now, after hour h
-    ingest(tenant, calls, h, [1], prefix="after-upgrade")
-    ingest(tenant, calls, hour_ago(0), [1, 1, 1, 1], prefix="metered")
+    ingest(tenant, api_calls, h, [1], prefix="after-upgrade")
+    ingest(tenant, api_calls, hour_ago(0), [1, 1, 1, 1], prefix="metered")
     result = usage_reports_prepare()
     assert (result.units, result.free_hours) == (4, 1)
     assert list(UsageReport.objects.values_list("hour", "value")) == [(hour_ago(0), 4)]
     assert ReportedHour.objects.get(hour=h).billed is False
 
 
-def test_an_hour_during_which_the_plan_changed_is_billed_whole(metered, calls, local_stripe):
+def test_an_hour_during_which_the_plan_changed_is_billed_whole(metered, api_calls, local_stripe):
     h = hour_ago(4)
     plan_history(metered, (h + timedelta(minutes=30), Tenant.Plan.FREE, Tenant.Plan.METERED))
-    ingest(metered, calls, h, [1, 1])
-    ingest(metered, calls, hour_ago(5), [1])  # before the upgrade: free
+    ingest(metered, api_calls, h, [1, 1])
+    ingest(metered, api_calls, hour_ago(5), [1])  # before the upgrade: free
     result = usage_reports_prepare()
     assert (result.units, result.free_hours) == (2, 1)
 
 
 def test_an_hour_covered_as_free_is_billed_whole_once_the_tenant_upgrades_within_it(
-    local_stripe, tenant, calls
+    local_stripe, tenant, api_calls
 ):
-    link_meter(calls)
+    link_meter(api_calls)
     link_customer(tenant, plan=Tenant.Plan.FREE)
     h = hour_ago(0)
-    ingest(tenant, calls, h, [1] * 4)
+    ingest(tenant, api_calls, h, [1] * 4)
     assert usage_reports_prepare().free_hours == 1
     tenant_change_plan(tenant=tenant, plan=Tenant.Plan.METERED, source="test")  # within hour h
     assert usage_reports_prepare().units == 4  # same revision: prepared again because of the upgrade
-    ingest(tenant, calls, h, [1] * 3, prefix="late")
+    ingest(tenant, api_calls, h, [1] * 3, prefix="late")
     assert usage_reports_prepare().units == 3
     usage_reports_send(sleep=no_sleep)
     assert stripe_total(local_stripe, tenant.stripe_customer_id, "api_calls") == 7
@@ -222,7 +224,7 @@ def test_plan_history_reads_every_tenants_plan_of_any_hour_in_one_query(
 # --- window edges -------------------------------------------------------------------------------
 
 
-def test_oldest_accepted_hour_is_reported(metered, calls, local_stripe):
+def test_oldest_accepted_hour_is_reported(metered, api_calls, local_stripe):
     now = timezone.now()
     oldest = now - BACKFILL_WINDOW + timedelta(minutes=1)  # ingestion still accepts it
     from metering.aggregation import usage_aggregate
@@ -247,9 +249,9 @@ def test_oldest_accepted_hour_is_reported(metered, calls, local_stripe):
     assert usage_reconcile(trigger="test").differences == 0
 
 
-def _stale_edge_row(metered, calls, *, status: str) -> UsageReport:
+def _stale_edge_row(metered, api_calls, *, status: str) -> UsageReport:
     """A row prepared two hours ago for an hour at Stripe's edge: its timestamp was clamped then."""
-    ingest(metered, calls, hour_ago(3), [1] * 6)
+    ingest(metered, api_calls, hour_ago(3), [1] * 6)
     usage_reports_prepare()
     then = timezone.now() - timedelta(hours=2)
     hour = (then - STRIPE_PAST_WINDOW).replace(minute=0, second=0, microsecond=0)
@@ -261,8 +263,8 @@ def _stale_edge_row(metered, calls, *, status: str) -> UsageReport:
     return UsageReport.objects.get()
 
 
-def test_resend_reclamps_the_timestamp(metered, calls, local_stripe):
-    report = _stale_edge_row(metered, calls, status=UsageReport.Status.FAILED)
+def test_resend_reclamps_the_timestamp(metered, api_calls, local_stripe):
+    report = _stale_edge_row(metered, api_calls, status=UsageReport.Status.FAILED)
     assert usage_report_retry(report=report)
     result = usage_reports_send(sleep=no_sleep)
     assert (result.sent, result.failed) == (1, 0)
@@ -271,8 +273,8 @@ def test_resend_reclamps_the_timestamp(metered, calls, local_stripe):
     assert report.timestamp > timezone.now() - STRIPE_PAST_WINDOW
 
 
-def test_reconciliation_resend_reclamps_the_timestamp(metered, calls, local_stripe):
-    _stale_edge_row(metered, calls, status=UsageReport.Status.SENT)  # "sent", but Stripe has nothing
+def test_reconciliation_resend_reclamps_the_timestamp(metered, api_calls, local_stripe):
+    _stale_edge_row(metered, api_calls, status=UsageReport.Status.SENT)  # "sent", but Stripe has nothing
     item = usage_reconcile(trigger="test").items.get()
     assert item.kind == ReconciliationItem.Kind.STRIPE_MISSING
     assert item.resolution == "re-sent 1 report(s): 1 accepted, 0 refused"
@@ -281,12 +283,12 @@ def test_reconciliation_resend_reclamps_the_timestamp(metered, calls, local_stri
 
 
 def test_unsent_usage_near_stripes_window_is_alerted_and_shown(
-    admin_client, metered, calls, local_stripe, settings
+    admin_client, metered, api_calls, local_stripe, settings
 ):
     from django.core import mail
 
     settings.OPERATOR_EMAILS = ["ops@example.com"]
-    ingest(metered, calls, hour_ago(3), [1])
+    ingest(metered, api_calls, hour_ago(3), [1])
     usage_reports_prepare()
     UsageReport.objects.update(hour=timezone.now() - timedelta(days=33), status="failed")
     run = usage_reconcile(trigger="test", resend=False)
@@ -300,10 +302,10 @@ def test_unsent_usage_near_stripes_window_is_alerted_and_shown(
 # --- Stripe de-duplicates identifiers for about 24 hours ----------------------------------------
 
 
-def _ambiguous_send(metered, calls, local_stripe, *, when: str) -> UsageReport:
+def _ambiguous_send(metered, api_calls, local_stripe, *, when: str) -> UsageReport:
     """Every try of the stream call fails with a 500 (`after`: Stripe stored the event anyway);
     then a day passes, so Stripe no longer recognizes the identifier."""
-    ingest(metered, calls, hour_ago(3), [1] * 7)
+    ingest(metered, api_calls, hour_ago(3), [1] * 7)
     usage_reports_prepare()
     local_stripe.fail_next(4, status=500, path="/v2/billing/meter_event_stream", when=when)
     assert usage_reports_send(sleep=no_sleep).deferred == 1
@@ -316,13 +318,13 @@ def _ambiguous_send(metered, calls, local_stripe, *, when: str) -> UsageReport:
 
 
 def test_ambiguous_row_pending_past_23_hours_is_checked_against_stripe_before_resend(
-    metered, calls, local_stripe, settings
+    metered, api_calls, local_stripe, settings
 ):
     settings.STRIPE_CIRCUIT_FAILURES = 100
-    row = _ambiguous_send(metered, calls, local_stripe, when="after")
+    row = _ambiguous_send(metered, api_calls, local_stripe, when="after")
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7
     usage_reports_send(sleep=no_sleep)
-    assert local_stripe.requests_to(f"/v1/billing/meters/{calls.stripe.stripe_meter_id}/event_summaries")
+    assert local_stripe.requests_to(f"/v1/billing/meters/{api_calls.stripe.stripe_meter_id}/event_summaries")
     assert local_stripe.requests_to("/v2/billing/meter_event_stream") == []  # nothing sent blindly
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7  # not 14
     row.refresh_from_db()
@@ -331,10 +333,10 @@ def test_ambiguous_row_pending_past_23_hours_is_checked_against_stripe_before_re
 
 
 def test_ambiguous_row_that_never_reached_stripe_is_sent_under_a_new_identifier_after_the_check(
-    metered, calls, local_stripe, settings
+    metered, api_calls, local_stripe, settings
 ):
     settings.STRIPE_CIRCUIT_FAILURES = 100
-    row = _ambiguous_send(metered, calls, local_stripe, when="before")
+    row = _ambiguous_send(metered, api_calls, local_stripe, when="before")
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 0
     usage_reports_send(sleep=no_sleep)
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 7
@@ -345,10 +347,10 @@ def test_ambiguous_row_that_never_reached_stripe_is_sent_under_a_new_identifier_
 
 
 def test_ambiguous_row_is_not_resent_while_stripes_summaries_cannot_be_read(
-    metered, calls, local_stripe, settings
+    metered, api_calls, local_stripe, settings
 ):
     settings.STRIPE_CIRCUIT_FAILURES = 100
-    row = _ambiguous_send(metered, calls, local_stripe, when="after")
+    row = _ambiguous_send(metered, api_calls, local_stripe, when="after")
     local_stripe.fail_next(4, status=500, path="/v1/billing/meters/")
     result = usage_reports_send(sleep=no_sleep)
     assert result.deferred == 1
@@ -358,8 +360,8 @@ def test_ambiguous_row_is_not_resent_while_stripes_summaries_cannot_be_read(
     assert (row.status, row.outcome_unknown, row.identifier) == ("pending", True, row.identifier)
 
 
-def test_a_429_is_not_an_ambiguous_outcome(metered, calls, local_stripe):
-    ingest(metered, calls, hour_ago(3), [1])
+def test_a_429_is_not_an_ambiguous_outcome(metered, api_calls, local_stripe):
+    ingest(metered, api_calls, hour_ago(3), [1])
     usage_reports_prepare()
     local_stripe.fail_next(
         1, status=429, path="/v2/billing/meter_event_stream", headers={"Retry-After": "999"}
@@ -375,11 +377,11 @@ def test_a_429_is_not_an_ambiguous_outcome(metered, calls, local_stripe):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_two_concurrent_cancels_adjust_stripe_once(metered, calls, local_stripe):
+def test_two_concurrent_cancels_adjust_stripe_once(metered, api_calls, local_stripe):
     from conftest import run_at_once
     from stripe_sync.reporting import ReportError
 
-    ingest(metered, calls, hour_ago(2), [1] * 10)
+    ingest(metered, api_calls, hour_ago(2), [1] * 10)
     usage_reports_prepare()
     usage_reports_send(sleep=no_sleep)
     pk = UsageReport.objects.get().pk
@@ -420,18 +422,18 @@ def _stripe_hour(server, tenant, hour) -> Decimal:
     return totals.get((tenant.stripe_customer_id, "api_calls", int(hour.timestamp())), Decimal(0))
 
 
-def _reported_five_then_lowered_to_three(metered, calls, local_stripe):
+def _reported_five_then_lowered_to_three(metered, api_calls, local_stripe):
     hour = hour_ago(2)
-    ingest(metered, calls, hour, [1] * 5)
+    ingest(metered, api_calls, hour, [1] * 5)
     usage_reports_prepare()
     usage_reports_send(sleep=no_sleep)
     assert _stripe_hour(local_stripe, metered, hour) == 5
-    _lower(metered, calls, hour, 3)
+    _lower(metered, api_calls, hour, 3)
     return hour
 
 
-def test_an_hour_lowered_within_a_day_is_corrected_at_stripe(metered, calls, local_stripe):
-    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+def test_an_hour_lowered_within_a_day_is_corrected_at_stripe(metered, api_calls, local_stripe):
+    hour = _reported_five_then_lowered_to_three(metered, api_calls, local_stripe)
     assert usage_reports_prepare().corrected == 1
     assert usage_reports_send(sleep=no_sleep).sent == 1
 
@@ -444,7 +446,7 @@ def test_an_hour_lowered_within_a_day_is_corrected_at_stripe(metered, calls, loc
     balance = ReportingBalance.objects.get()
     assert (balance.units, balance.quantity) == (3, Decimal(3))
     # Later usage of the pair is billed in full (nothing is offset against it).
-    ingest(metered, calls, hour_ago(1), [1, 1])
+    ingest(metered, api_calls, hour_ago(1), [1, 1])
     usage_reports_prepare()
     usage_reports_send(sleep=no_sleep)
     assert _stripe_hour(local_stripe, metered, hour_ago(1)) == 2
@@ -452,10 +454,12 @@ def test_an_hour_lowered_within_a_day_is_corrected_at_stripe(metered, calls, loc
     assert run.differences == 0, list(ReconciliationItem.objects.values("kind", "hour"))
 
 
-def test_a_crash_between_cancel_and_resend_is_recovered_without_double_counting(metered, calls, local_stripe):
+def test_a_crash_between_cancel_and_resend_is_recovered_without_double_counting(
+    metered, api_calls, local_stripe
+):
     from stripe_sync.client import stripe_client
 
-    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+    hour = _reported_five_then_lowered_to_three(metered, api_calls, local_stripe)
     usage_reports_prepare()
     old = UsageReport.objects.get(status="correcting")
     # The sender canceled it at Stripe and died before recording it: the row is still correcting.
@@ -480,8 +484,8 @@ def test_a_crash_between_cancel_and_resend_is_recovered_without_double_counting(
     assert (balance.units, balance.quantity) == (3, Decimal(3))
 
 
-def test_an_hour_lowered_after_a_day_is_offset_and_shown_by_reconciliation(metered, calls, local_stripe):
-    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+def test_an_hour_lowered_after_a_day_is_offset_and_shown_by_reconciliation(metered, api_calls, local_stripe):
+    hour = _reported_five_then_lowered_to_three(metered, api_calls, local_stripe)
     UsageReport.objects.update(sent_at=timezone.now() - timedelta(hours=25))
     result = usage_reports_prepare()
     assert (result.corrected, result.carried) == (0, 1)
@@ -494,7 +498,7 @@ def test_an_hour_lowered_after_a_day_is_offset_and_shown_by_reconciliation(meter
     assert (item.hour, item.kind, item.local_quantity, item.sent_value) == (hour, "offset", Decimal(3), 5)
     assert "offset against later usage" in item.resolution
     # The 2 units too many are offset against later usage of the pair.
-    ingest(metered, calls, hour_ago(1), [1, 1, 1])
+    ingest(metered, api_calls, hour_ago(1), [1, 1, 1])
     usage_reports_prepare()
     usage_reports_send(sleep=no_sleep)
     assert _stripe_hour(local_stripe, metered, hour_ago(1)) == 1
@@ -502,9 +506,9 @@ def test_an_hour_lowered_after_a_day_is_offset_and_shown_by_reconciliation(meter
 
 
 def test_a_cancel_stripe_refuses_as_too_old_falls_back_to_the_offset_and_is_shown(
-    metered, calls, local_stripe
+    metered, api_calls, local_stripe
 ):
-    hour = _reported_five_then_lowered_to_three(metered, calls, local_stripe)
+    hour = _reported_five_then_lowered_to_three(metered, api_calls, local_stripe)
     assert usage_reports_prepare().corrected == 1
     local_stripe.advance_time(25 * 3600)  # the send comes after Stripe's 24 hours
     try:
