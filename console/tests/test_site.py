@@ -100,6 +100,8 @@ def test_the_tenant_form_has_one_stripe_customer_row(admin_client):
 
 def test_a_capped_count_is_not_shown_as_exact(admin_client, monkeypatch):
     monkeypatch.setattr(EstimatedCountPaginator, "count_cap", 3)
+    # No usable planner statistics (a table never analyzed): the list counts up to the cap.
+    monkeypatch.setattr(EstimatedCountPaginator, "_planner_estimate", staticmethod(lambda queryset: -1))
     tenant, meter = TenantFactory(), MeterFactory()
     UsageEventFactory.create_batch(5, tenant=tenant, meter=meter)
     page = admin_client.get("/admin/metering/usageevent/")
@@ -107,6 +109,15 @@ def test_a_capped_count_is_not_shown_as_exact(admin_client, monkeypatch):
     assert "more than 3 usage events" in text
     assert "4 usage events" not in text
     assert "estimate" not in text  # counted (up to the cap), not estimated
+
+
+def test_a_planner_estimate_is_shown_as_an_estimate(admin_client, monkeypatch):
+    estimate = staticmethod(lambda queryset: 12_345_678)
+    monkeypatch.setattr(EstimatedCountPaginator, "_planner_estimate", estimate)
+    UsageEventFactory.create_batch(2)
+    page = admin_client.get("/admin/metering/usageevent/")
+    text = " ".join(BeautifulSoup(page.content, "html.parser").get_text().split())
+    assert "about 12,345,678 (estimate) usage events" in text
 
 
 # --- The migration from the old layout ------------------------------------------------------------------
