@@ -1,14 +1,12 @@
 """The one notifier: e-mail rendered from templates, SNS through the one boto3 client factory."""
 
-import json
-
-import boto3
 import pytest
 from django.core import mail
 
 from conftest import AWS_TEST_REGION
 from core.aws import aws_client
 from core.notify import Email, email_deliver, email_render, email_send, sns_publish, sns_subject
+from core.tests.support import sns_topic
 
 
 @pytest.fixture
@@ -80,22 +78,11 @@ def test_aws_clients_share_one_timeout_and_retry_configuration_and_the_environme
 
 
 def test_a_message_published_to_sns_reaches_the_topic_with_its_subject_and_attributes(aws):
-    sns = boto3.client("sns", region_name=AWS_TEST_REGION)
-    sqs = boto3.client("sqs", region_name=AWS_TEST_REGION)
-    topic = sns.create_topic(Name="notify-test")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName="notify-test")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    topic = sns_topic("notify-test", region=AWS_TEST_REGION)
 
-    message_id = sns_publish(topic_arn=topic, subject="Budget over", message="body", attributes={"kind": "x"})
+    message_id = sns_publish(topic_arn=topic.arn, subject="Over", message="body", attributes={"kind": "k"})
 
-    (received,) = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)["Messages"]
-    envelope = json.loads(received["Body"])
-    assert (envelope["MessageId"], envelope["Subject"], envelope["Message"]) == (
-        message_id,
-        "Budget over",
-        "body",
-    )
-    assert envelope["MessageAttributes"]["kind"]["Value"] == "x"
+    (envelope,) = topic.messages()
+    assert (envelope["MessageId"], envelope["Subject"]) == (message_id, "Over")
+    assert envelope["Message"] == "body"
+    assert envelope["MessageAttributes"]["kind"]["Value"] == "k"

@@ -3,12 +3,11 @@ import urllib.request
 from datetime import date
 from decimal import Decimal
 
-import boto3
 import pytest
 from djstripe.models import Customer
-from freezegun import freeze_time
 
 from core import aws as core_aws
+from core.tests.support import sns_topic
 from costwatch.tests.aws_proxy import AwsProxy
 from stripe_sync.tests.factories import CustomerFactory
 from tenants.tests.factories import TenantFactory
@@ -96,34 +95,11 @@ def month_days(first: date, last: date, groups) -> dict:
 
 @pytest.fixture
 def sns_queue(cost_explorer, settings):
-    """A moto SNS topic (COSTWATCH_SNS_TOPIC_ARN) with an SQS queue subscribed; returns a reader."""
-    sns = boto3.client("sns", region_name="us-east-1")
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    topic = sns.create_topic(Name="costwatch-alerts")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName="costwatch-alerts")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    settings.COSTWATCH_SNS_TOPIC_ARN = topic
-
-    def read(at: str | None = None) -> list[dict]:
-        """The messages in the queue; `at`: read at that (frozen) time, as moto stamps messages with the
-        frozen clock of the run and drops them once past the queue's retention period."""
-        if at:
-            with freeze_time(at):
-                return read()
-        messages = []
-        while True:
-            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            batch = answer.get("Messages", [])
-            if not batch:
-                return messages
-            for message in batch:
-                messages.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-    return read
+    """A moto SNS topic (COSTWATCH_SNS_TOPIC_ARN) with an SQS queue subscribed; returns its reader
+    (`at`: read at that frozen time)."""
+    topic = sns_topic("costwatch-alerts", region="us-east-1")
+    settings.COSTWATCH_SNS_TOPIC_ARN = topic.arn
+    return topic.messages
 
 
 def stripe_customer_for(tenant, customer_id: str) -> Customer:

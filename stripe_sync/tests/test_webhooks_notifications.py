@@ -2,10 +2,10 @@
 
 import json
 
-import boto3
 import pytest
 
 from conftest import AWS_TEST_REGION
+from core.tests.support import sns_topic
 from stripe_sync.models import BillingNotification
 from stripe_sync.notifications import billing_notification_send
 from stripe_sync.tests.webhook_support import onboarded_tenant
@@ -17,22 +17,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def topic_queue(aws, settings):
-    """An SNS topic with an SQS queue subscribed to it (raw delivery off: SNS's envelope)."""
-    sns = boto3.client("sns", region_name=AWS_TEST_REGION)
-    sqs = boto3.client("sqs", region_name=AWS_TEST_REGION)
-    topic_arn = sns.create_topic(Name="billing-events")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName="billing-events-listener")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-    settings.BILLING_EVENTS_SNS_TOPIC_ARN = topic_arn
-
-    def received() -> list[dict]:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
-
-    return received
+    """The billing-events SNS topic with an SQS queue subscribed; returns its reader (SNS's envelopes)."""
+    topic = sns_topic("billing-events", region=AWS_TEST_REGION)
+    settings.BILLING_EVENTS_SNS_TOPIC_ARN = topic.arn
+    return topic.messages
 
 
 @pytest.fixture
