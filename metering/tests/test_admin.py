@@ -44,14 +44,6 @@ AGGREGATION_LOCKED_MESSAGE = (
 
 
 @pytest.fixture
-def staff_client():
-    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-for-tests-only")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
 def meter():
     return MeterFactory(code="api-calls", name="API calls", unit="call", aggregation=Meter.Aggregation.COUNT)
 
@@ -90,7 +82,7 @@ def change_url(meter):
     return f"/admin/metering/meter/{meter.pk}/change/"
 
 
-def test_every_metering_admin_page_loads(staff_client, tenant, meter):
+def test_every_metering_admin_page_loads(admin_client, tenant, meter):
     event = UsageEventFactory(tenant=tenant, meter=meter, event_id="evt-1", properties={"status": 200})
     aggregate = HourlyAggregateFactory(
         tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("3"), event_count=3
@@ -123,20 +115,20 @@ def test_every_metering_admin_page_loads(staff_client, tenant, meter):
         f"/admin/metering/aggregationrun/{run.pk}/change/",
     ]
     for url in pages:
-        assert staff_client.get(url).status_code == 200, url
+        assert admin_client.get(url).status_code == 200, url
 
-    html = staff_client.get("/admin/metering/meter/").content.decode()
+    html = admin_client.get("/admin/metering/meter/").content.decode()
     assert "status in 200, 201" in html
-    assert "boom" in staff_client.get("/admin/metering/aggregationrun/").content.decode()
-    html = staff_client.get(f"/admin/metering/hourlyaggregate/{aggregate.pk}/change/").content.decode()
+    assert "boom" in admin_client.get("/admin/metering/aggregationrun/").content.decode()
+    html = admin_client.get(f"/admin/metering/hourlyaggregate/{aggregate.pk}/change/").content.decode()
     assert "Change history" in html
 
 
-def test_event_pages_are_read_only(staff_client, tenant, meter):
+def test_event_pages_are_read_only(admin_client, tenant, meter):
     event = UsageEventFactory(tenant=tenant, meter=meter, event_id="evt-1")
-    assert staff_client.get("/admin/metering/usageevent/add/").status_code == 403
-    assert staff_client.get(f"/admin/metering/usageevent/{event.pk}/delete/").status_code == 403
-    response = staff_client.post(
+    assert admin_client.get("/admin/metering/usageevent/add/").status_code == 403
+    assert admin_client.get(f"/admin/metering/usageevent/{event.pk}/delete/").status_code == 403
+    response = admin_client.post(
         f"/admin/metering/usageevent/{event.pk}/change/", {"event_id": "other", "quantity": "9"}
     )
     assert response.status_code == 403
@@ -144,87 +136,87 @@ def test_event_pages_are_read_only(staff_client, tenant, meter):
     assert event.event_id == "evt-1"
 
 
-def test_aggregation_change_is_refused_once_the_meter_has_aggregates(staff_client, tenant, meter):
+def test_aggregation_change_is_refused_once_the_meter_has_aggregates(admin_client, tenant, meter):
     HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("5"))
-    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
+    response = admin_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
     assert response.status_code == 200
     assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
     meter.refresh_from_db()
     assert meter.aggregation == Meter.Aggregation.COUNT
 
 
-def test_aggregation_change_is_refused_while_an_hour_is_pending(staff_client, tenant, meter):
+def test_aggregation_change_is_refused_while_an_hour_is_pending(admin_client, tenant, meter):
     PendingHourFactory(tenant=tenant, meter=meter, hour=this_hour(), marked_at=timezone.now())
     data = meter_form_data(meter, aggregation="unique_count", unique_property="user")
-    response = staff_client.post(change_url(meter), data)
+    response = admin_client.post(change_url(meter), data)
     assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
     meter.refresh_from_db()
     assert meter.aggregation == Meter.Aggregation.COUNT
 
 
-def test_aggregation_change_is_allowed_before_any_usage(staff_client, meter):
-    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
+def test_aggregation_change_is_allowed_before_any_usage(admin_client, meter):
+    response = admin_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
     assert response.status_code == 302
     meter.refresh_from_db()
     assert meter.aggregation == Meter.Aggregation.SUM
 
 
-def test_other_fields_still_change_when_the_meter_has_usage(staff_client, tenant, meter):
+def test_other_fields_still_change_when_the_meter_has_usage(admin_client, tenant, meter):
     HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("5"))
-    response = staff_client.post(change_url(meter), meter_form_data(meter, name="API requests"))
+    response = admin_client.post(change_url(meter), meter_form_data(meter, name="API requests"))
     assert response.status_code == 302
     meter.refresh_from_db()
     assert meter.name == "API requests"
 
 
-def test_meter_code_is_read_only_once_the_meter_has_usage(staff_client, tenant, meter):
-    assert 'name="code"' in staff_client.get(change_url(meter)).content.decode()
+def test_meter_code_is_read_only_once_the_meter_has_usage(admin_client, tenant, meter):
+    assert 'name="code"' in admin_client.get(change_url(meter)).content.decode()
     HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("5"))
-    assert 'name="code"' not in staff_client.get(change_url(meter)).content.decode()
-    response = staff_client.post(change_url(meter), meter_form_data(meter, code="renamed"))
+    assert 'name="code"' not in admin_client.get(change_url(meter)).content.decode()
+    response = admin_client.post(change_url(meter), meter_form_data(meter, code="renamed"))
     assert response.status_code == 302
     meter.refresh_from_db()
     assert meter.code != "renamed"
 
 
-def test_unique_count_needs_a_property(staff_client, meter):
-    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="unique_count"))
+def test_unique_count_needs_a_property(admin_client, meter):
+    response = admin_client.post(change_url(meter), meter_form_data(meter, aggregation="unique_count"))
     assert response.status_code == 200
     assert "A distinct-values meter needs the property to count." in response.content.decode()
     meter.refresh_from_db()
     assert meter.aggregation == Meter.Aggregation.COUNT
 
 
-def test_meter_with_usage_cannot_be_deleted(staff_client, tenant, meter):
-    assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 200
+def test_meter_with_usage_cannot_be_deleted(admin_client, tenant, meter):
+    assert admin_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 200
     HourlyAggregateFactory(tenant=tenant, meter=meter, hour=this_hour(), value=Decimal("1"))
-    assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 403
-    assert 'class="deletelink"' not in staff_client.get(change_url(meter)).content.decode()
+    assert admin_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 403
+    assert 'class="deletelink"' not in admin_client.get(change_url(meter)).content.decode()
 
 
-def test_filter_editor_round_trip(staff_client, meter):
+def test_filter_editor_round_trip(admin_client, meter):
     row = {"property": "status", "operator": "in", "values": "200, 201"}
-    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    response = admin_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
     assert response.status_code == 302
     meter_filter = MeterFilter.objects.get(meter=meter)
     assert meter_filter.values == ["200", "201"]
 
-    html = staff_client.get(change_url(meter)).content.decode()
+    html = admin_client.get(change_url(meter)).content.decode()
     assert 'value="200, 201"' in html
 
     row = {"id": meter_filter.pk, "property": "status", "operator": "in", "values": "200,201, 404, 201"}
-    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    response = admin_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
     assert response.status_code == 302
     meter_filter.refresh_from_db()
     assert meter_filter.values == ["200", "201", "404"]
 
 
-def test_changing_filters_of_a_meter_with_usage_recomputes_its_hours(staff_client, tenant, meter):
+def test_changing_filters_of_a_meter_with_usage_recomputes_its_hours(admin_client, tenant, meter):
     event = UsageEventFactory(tenant=tenant, meter=meter, event_id="evt-1", properties={"status": 404})
     hour = event.timestamp.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     HourlyAggregateFactory(tenant=tenant, meter=meter, hour=hour, value=Decimal("1"))
     row = {"property": "status", "operator": "eq", "values": "200"}
-    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
+    response = admin_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
     assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
     assert PendingHour.objects.filter(tenant=tenant, meter=meter, hour=hour).exists()
 
@@ -244,10 +236,10 @@ def five_filtered_out_events(tenant, meter):
 
 
 def test_widening_filters_through_the_admin_counts_5_events_that_all_failed_the_old_filter(
-    staff_client, tenant, meter, five_filtered_out_events
+    admin_client, tenant, meter, five_filtered_out_events
 ):
     row = {"id": five_filtered_out_events.pk, "property": "status", "operator": "in", "values": "200, 500"}
-    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
+    response = admin_client.post(change_url(meter), meter_form_data(meter, filters=[row]), follow=True)
     assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
     usage_aggregate(trigger="test")
     aggregate = HourlyAggregate.objects.get(tenant=tenant, meter=meter)
@@ -255,48 +247,48 @@ def test_widening_filters_through_the_admin_counts_5_events_that_all_failed_the_
 
 
 def test_removing_the_filter_through_the_admin_counts_the_5_events(
-    staff_client, tenant, meter, five_filtered_out_events
+    admin_client, tenant, meter, five_filtered_out_events
 ):
     row = {"id": five_filtered_out_events.pk, "property": "status", "operator": "eq", "values": "200"}
     data = meter_form_data(meter, filters=[row])
     data["filters-0-DELETE"] = "on"
-    response = staff_client.post(change_url(meter), data, follow=True)
+    response = admin_client.post(change_url(meter), data, follow=True)
     assert "Filters changed: 1 hour(s) will be aggregated again." in response.content.decode()
     usage_aggregate(trigger="test")
     assert HourlyAggregate.objects.get(tenant=tenant, meter=meter).value == 5
 
 
 def test_a_meter_whose_events_all_fail_its_filter_still_counts_as_used(
-    staff_client, tenant, meter, five_filtered_out_events
+    admin_client, tenant, meter, five_filtered_out_events
 ):
     # Its code is what tenants send, its aggregation what the events mean, and its events
     # refer to it: none may change or go once events exist, aggregated or not.
-    assert 'name="code"' not in staff_client.get(change_url(meter)).content.decode()
-    assert staff_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 403
-    response = staff_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
+    assert 'name="code"' not in admin_client.get(change_url(meter)).content.decode()
+    assert admin_client.get(f"/admin/metering/meter/{meter.pk}/delete/").status_code == 403
+    response = admin_client.post(change_url(meter), meter_form_data(meter, aggregation="sum"))
     assert AGGREGATION_LOCKED_MESSAGE in response.content.decode()
     meter.refresh_from_db()
     assert meter.aggregation == Meter.Aggregation.COUNT
 
 
-def test_equals_filter_takes_exactly_one_value(staff_client, meter):
+def test_equals_filter_takes_exactly_one_value(admin_client, meter):
     row = {"property": "region", "operator": "eq", "values": "eu, us"}
-    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    response = admin_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
     assert response.status_code == 200
     assert "&#x27;equals&#x27; takes exactly one value" in response.content.decode()
     assert not MeterFilter.objects.filter(meter=meter).exists()
 
     row = {"property": "region", "operator": "eq", "values": " , "}
-    response = staff_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
+    response = admin_client.post(change_url(meter), meter_form_data(meter, filters=[row]))
     assert response.status_code == 200
     assert not MeterFilter.objects.filter(meter=meter).exists()
 
     row = {"property": "region", "operator": "eq", "values": "eu"}
-    assert staff_client.post(change_url(meter), meter_form_data(meter, filters=[row])).status_code == 302
+    assert admin_client.post(change_url(meter), meter_form_data(meter, filters=[row])).status_code == 302
     assert MeterFilter.objects.get(meter=meter).values == ["eu"]
 
 
-def test_price_tiers_are_validated_by_the_pricing_module(staff_client, meter):
+def test_price_tiers_are_validated_by_the_pricing_module(admin_client, meter):
     pricing = pytest.importorskip("metering.pricing")
     data = {
         "meter": meter.pk,
@@ -309,14 +301,14 @@ def test_price_tiers_are_validated_by_the_pricing_module(staff_client, meter):
     }
     with pytest.raises(pricing.PricingError) as expected:
         pricing.price_tiers_validate(model="graduated", tiers=[], package_size=1)
-    response = staff_client.post("/admin/metering/price/add/", data)
+    response = admin_client.post("/admin/metering/price/add/", data)
     assert response.status_code == 200
     assert escape(str(expected.value)) in response.content.decode()
     assert not Price.objects.exists()
 
     data["model"] = "per_unit"
     data["unit_amount"] = "0.25"
-    response = staff_client.post("/admin/metering/price/add/", data)
+    response = admin_client.post("/admin/metering/price/add/", data)
     assert response.status_code == 302
     assert Price.objects.get().currency == "usd"
 
@@ -332,11 +324,11 @@ def bare_count_queries(queries) -> list[str]:
     ]
 
 
-def test_event_list_never_counts_the_whole_table(staff_client, tenant, meter):
+def test_event_list_never_counts_the_whole_table(admin_client, tenant, meter):
     for index in range(3):
         UsageEventFactory(tenant=tenant, meter=meter, event_id=f"evt-{index}")
     with CaptureQueriesContext(connection) as captured:
-        response = staff_client.get("/admin/metering/usageevent/")
+        response = admin_client.get("/admin/metering/usageevent/")
     assert response.status_code == 200
     html = response.content.decode()
     assert "evt-0" in html
@@ -344,7 +336,7 @@ def test_event_list_never_counts_the_whole_table(staff_client, tenant, meter):
     assert bare_count_queries(captured.captured_queries) == []
 
     with CaptureQueriesContext(connection) as captured:
-        response = staff_client.get(
+        response = admin_client.get(
             "/admin/metering/usageevent/", {"tenant__id__exact": tenant.pk, "meter__id__exact": meter.pk}
         )
     assert response.status_code == 200
@@ -371,22 +363,22 @@ def test_unfiltered_count_uses_the_planner_estimate(tenant, meter):
     assert EstimatedCountPaginator(filtered, 100).count == 4
 
 
-def test_event_search_finds_the_exact_id(staff_client, tenant, other_tenant, meter):
+def test_event_search_finds_the_exact_id(admin_client, tenant, other_tenant, meter):
     UsageEventFactory(tenant=tenant, meter=meter, event_id="req-42")
     UsageEventFactory(tenant=tenant, meter=meter, event_id="req-420")
     UsageEventFactory(tenant=other_tenant, meter=meter, event_id="req-7")
-    response = staff_client.get("/admin/metering/usageevent/", {"q": "req-42"})
+    response = admin_client.get("/admin/metering/usageevent/", {"q": "req-42"})
     html = response.content.decode()
     assert response.status_code == 200
     assert ">req-42<" in html
     assert "req-420" not in html
     assert "req-7" not in html
 
-    response = staff_client.get("/admin/metering/usageevent/", {"q": "REQ-42"})
+    response = admin_client.get("/admin/metering/usageevent/", {"q": "REQ-42"})
     assert ">req-42<" not in response.content.decode()
 
 
-def test_event_day_filter_keeps_one_utc_day(staff_client, tenant, meter):
+def test_event_day_filter_keeps_one_utc_day(admin_client, tenant, meter):
     today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     UsageEventFactory(
         tenant=tenant, meter=meter, event_id="yesterday-late", timestamp=today - timedelta(minutes=1)
@@ -399,16 +391,16 @@ def test_event_day_filter_keeps_one_utc_day(staff_client, tenant, meter):
     )
     UsageEventFactory(tenant=tenant, meter=meter, event_id="today", timestamp=today)
     yesterday = (today - timedelta(days=1)).date().isoformat()
-    html = staff_client.get("/admin/metering/usageevent/", {"day": yesterday}).content.decode()
+    html = admin_client.get("/admin/metering/usageevent/", {"day": yesterday}).content.decode()
     assert "yesterday-late" in html
     assert "yesterday-early" in html
     assert ">today<" not in html
 
-    response = staff_client.get("/admin/metering/usageevent/", {"day": "not-a-day"})
+    response = admin_client.get("/admin/metering/usageevent/", {"day": "not-a-day"})
     assert response.status_code == 302  # the admin's "?e=1" answer to bad lookup parameters
 
 
-def test_usage_chart_draws_one_bar_per_day_with_usage(staff_client, tenant, other_tenant, meter):
+def test_usage_chart_draws_one_bar_per_day_with_usage(admin_client, tenant, other_tenant, meter):
     storage = MeterFactory(code="storage-gb", name="Storage", unit="GB", aggregation="max")
     today = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     HourlyAggregateFactory(
@@ -430,7 +422,7 @@ def test_usage_chart_draws_one_bar_per_day_with_usage(staff_client, tenant, othe
         tenant=other_tenant, meter=meter, hour=today - timedelta(days=1), value=Decimal("4242")
     )  # another tenant
 
-    response = staff_client.get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
+    response = admin_client.get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
     assert response.status_code == 200
     html = response.content.decode().split('id="content"')[1]  # past the header's CSRF token
     assert html.count('<svg class="usage-chart"') == 2
@@ -447,15 +439,15 @@ def test_usage_chart_draws_one_bar_per_day_with_usage(staff_client, tenant, othe
     assert storage_chart.count('<rect class="bar"') == 1
     assert "12.5" in storage_chart
 
-    changelist = staff_client.get("/admin/metering/hourlyaggregate/").content.decode()
+    changelist = admin_client.get("/admin/metering/hourlyaggregate/").content.decode()
     assert f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/" in changelist
 
 
-def test_usage_chart_without_usage_says_so(staff_client, tenant):
-    response = staff_client.get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
+def test_usage_chart_without_usage_says_so(admin_client, tenant):
+    response = admin_client.get(f"/admin/metering/hourlyaggregate/usage-chart/{tenant.pk}/")
     assert response.status_code == 200
     assert "No usage in the last 30 days." in response.content.decode()
-    assert staff_client.get("/admin/metering/hourlyaggregate/usage-chart/999999/").status_code == 404
+    assert admin_client.get("/admin/metering/hourlyaggregate/usage-chart/999999/").status_code == 404
 
 
 def test_report_pages_need_a_staff_login(tenant):
@@ -464,7 +456,7 @@ def test_report_pages_need_a_staff_login(tenant):
     assert "/admin/login/" in response["Location"]
 
 
-def test_estimate_page_shows_the_month_amounts(staff_client, meter):
+def test_estimate_page_shows_the_month_amounts(admin_client, meter):
     pytest.importorskip("metering.estimates")
     tenant = TenantFactory(slug="estimated", plan=Tenant.Plan.FREE, monthly_free_allowance=Decimal("500"))
     unpriced = MeterFactory(code="storage-gb", name="Storage", unit="GB", aggregation="sum")
@@ -474,7 +466,7 @@ def test_estimate_page_shows_the_month_amounts(staff_client, meter):
     )
     HourlyAggregateFactory(tenant=tenant, meter=unpriced, hour=this_hour(), value=Decimal("3"))
 
-    response = staff_client.get(f"/admin/metering/hourlyaggregate/estimate/{tenant.pk}/")
+    response = admin_client.get(f"/admin/metering/hourlyaggregate/estimate/{tenant.pk}/")
     assert response.status_code == 200
     html = response.content.decode()
     row = html.split("<td>api-calls</td>")[1].split("</tr>")[0]

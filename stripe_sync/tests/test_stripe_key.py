@@ -63,20 +63,13 @@ def test_onboard_tenant_with_a_key_stripe_refuses_is_one_line_naming_stripe_api_
     assert "WellFormedButNotThisServersKey" not in str(raised.value)
 
 
-@pytest.fixture
-def superuser_client(client, db):
-    user = get_user_model().objects.create_superuser("op", "op@example.com", "pw")
-    client.force_login(user)
-    return client
-
-
 @pytest.mark.parametrize("key", MALFORMED)
 def test_the_onboard_admin_action_with_a_malformed_key_shows_an_error_message(
-    local_stripe, settings, superuser_client, acme, key
+    local_stripe, settings, admin_client, acme, key
 ):
     settings.STRIPE_API_KEY = key
     form = {"action": "onboard_to_stripe", "_selected_action": [acme.pk], "apply": "1"}
-    response = superuser_client.post("/admin/tenants/tenant/", form, follow=True)
+    response = admin_client.post("/admin/tenants/tenant/", form, follow=True)
     assert response.status_code == 200
     shown = [str(message) for message in response.context["messages"]]
     assert len(shown) == 1
