@@ -8,10 +8,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import PeriodicTask
 from freezegun import freeze_time
 
 from console.tests.page_support import parse
+from core.tests.factories import CrontabScheduleFactory, PeriodicTaskFactory
 from costwatch.models import CostCheckRun, DailyCost
 from costwatch.tests.factories import AlertFactory, BudgetFactory, CostCheckRunFactory, DailyCostFactory
 from metering.models import AggregationRun, HourlyAggregate, Meter, UsageEvent
@@ -393,16 +394,16 @@ def test_a_bad_costwatch_setting_is_shown_not_raised(admin_client, settings):
 
 @pytest.fixture
 def schedules(no_periodic_tasks):
-    hourly = CrontabSchedule.objects.create(minute="2", hour="*", timezone="UTC")
-    daily = CrontabSchedule.objects.create(minute="0", hour="6", timezone="UTC")
+    hourly = CrontabScheduleFactory(minute="2", hour="*", timezone="UTC")
+    daily = CrontabScheduleFactory(minute="0", hour="6", timezone="UTC")
     return {
-        "aggregate": PeriodicTask.objects.create(
+        "aggregate": PeriodicTaskFactory(
             name="Aggregate usage (hourly)",
             task="metering.aggregate_usage",
             crontab=hourly,
             last_run_at=NOW - timedelta(minutes=28),
         ),
-        "costs": PeriodicTask.objects.create(
+        "costs": PeriodicTaskFactory(
             name="Check AWS costs (daily)", task="costwatch.check_costs", crontab=daily
         ),
     }

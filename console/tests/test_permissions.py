@@ -26,6 +26,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from console.models import OperatorJob
 from console.operator_jobs import operator_job_queue
 from console.tests.page_support import parse
+from core.tests.factories import IntervalScheduleFactory, PeriodicTaskFactory
 from costwatch.models import Alert, Budget
 from costwatch.tests.factories import AlertFactory, BudgetFactory
 from metering.tests.factories import MeterFactory
@@ -349,8 +350,8 @@ def test_view_only_staff_cannot_acknowledge_or_snooze_budget_alerts(view_client,
 
 @pytest.mark.parametrize("action", ["enable_tasks", "disable_tasks", "toggle_tasks", "run_tasks"])
 def test_view_only_staff_cannot_switch_or_run_periodic_tasks(view_client, action, monkeypatch):
-    every = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
-    task = PeriodicTask.objects.create(name="t", task="billing_platform.send_daily_report", interval=every)
+    every = IntervalScheduleFactory(every=1, period=IntervalSchedule.HOURS)
+    task = PeriodicTaskFactory(name="t", task="billing_platform.send_daily_report", interval=every)
     before = activity()
     view_client.post(changelist(PeriodicTask), {"action": action, "_selected_action": [task.pk]})
     assert activity() == before
