@@ -16,8 +16,10 @@ def migrate_to(target) -> None:
     executor.migrate([target])
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db  # PostgreSQL: the schema changes roll back with the test
 def test_jobs_recorded_before_the_rename_keep_their_status():
+    if connection.vendor != "postgresql":
+        pytest.skip("migrates inside the test's transaction, which only PostgreSQL's DDL allows")
     migrate_to(BEFORE)
     try:
         with connection.cursor() as cursor:
