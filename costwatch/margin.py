@@ -18,6 +18,7 @@ from django.db.models import (
     CharField,
     Count,
     DecimalField,
+    F,
     OuterRef,
     Q,
     Subquery,
@@ -82,10 +83,15 @@ class MarginTable:
 
 
 def _invoices_of_month(*, month: date, currency: str):
+    """The invoices whose usage period starts in `month`. An invoice with an empty period
+    (period_end == period_start: the opening invoice Stripe writes when a metered subscription is
+    created, $0) bills no usage: it is left out, so a tenant's first month falls back to the
+    estimate instead of showing a revenue of zero."""
     period_start = Cast(KT("stripe_data__period_start"), BigIntegerField())
     return (
         Invoice.objects.annotate(
             period_start_epoch=period_start,
+            period_end_epoch=Cast(KT("stripe_data__period_end"), BigIntegerField()),
             # Cast to text: compared as JSON key transforms, SQLite parses the right-hand side
             # ('usd', 'paid') as JSON and fails with "malformed JSON".
             status_text=Cast(KT("stripe_data__status"), CharField()),
@@ -98,6 +104,7 @@ def _invoices_of_month(*, month: date, currency: str):
             period_start_epoch__gte=day_epoch(month),
             period_start_epoch__lt=day_epoch(next_month(month)),
         )
+        .filter(Q(period_end_epoch__isnull=True) | Q(period_end_epoch__gt=F("period_start_epoch")))
         .order_by()
         .values("customer")
     )

@@ -152,6 +152,25 @@ def test_the_current_month_without_invoices_uses_the_pricing_preview(db):
     assert rows["gamma"].margin == Decimal("4.51")
 
 
+@freeze_time("2026-11-20 12:00:00")
+def test_a_subscriptions_empty_opening_invoice_is_not_the_months_revenue(db):
+    """Stripe opens a metered subscription with a $0 invoice whose period is empty; usage is billed
+    on later invoices. The month's revenue is then the estimate, not that zero."""
+    gamma = TenantFactory(slug="gamma", name="Gamma", plan="metered")
+    calls = MeterFactory(code="api_calls", name="API calls", unit="call", aggregation="count")
+    PriceFactory(meter=calls, plan="metered", currency="usd", unit_amount=Decimal("2"))
+    HourlyAggregateFactory(
+        tenant=gamma, meter=calls, hour=datetime(2026, 11, 5, 10, tzinfo=UTC), value=Decimal("300")
+    )
+    customer = stripe_customer_for(gamma, "cus_gamma")
+    opened = epoch(2026, 11, 3, 9)
+    invoice(customer, "in_opening", status="paid", period_start=opened, period_end=opened, total=0)
+
+    row = {row.tenant.slug: row for row in margin_table(month=NOV, config=costwatch_config()).rows}["gamma"]
+
+    assert (row.revenue, row.revenue_source) == (Decimal("6.00"), "estimate")
+
+
 def test_the_margin_page_asks_the_same_queries_for_2_or_20_tenants(admin_client, admin_user, november):
     BudgetFactory(name="Account", amount=Decimal("80"))
     with freeze_time("2026-11-20 12:00:00"):  # the current month: the pricing preview is queried too
