@@ -75,6 +75,7 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     ],
     "show_config": [["--bogus"]],
     "sync_schedules": [["--bogus"]],
+    "migrate_demo": [["--bogus"]],
     "check_worker": [
         ["--timeout", "1e400"],
         ["--timeout", "nan"],

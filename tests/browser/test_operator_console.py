@@ -99,7 +99,7 @@ def test_login_and_the_dashboard_draws_the_seeded_figures(page, login, console_d
     assert {bar["day"]: bar["value"] for bar in drawn} == {bar["day"]: expected[bar["day"]] for bar in drawn}
     assert sum(1 for bar in drawn if bar["value"]) >= 7  # seed_demo's week of usage, and the late events
     for bar in drawn:
-        assert bar["title"] == f"{bar['day']}: {bar['value']} events"
+        assert bar["title"] == f"{bar['day']}: {bar['value']:,} events"
         # Drawn by the browser at the size the server computed (scaled to the panel): a day with
         # events is visible.
         assert abs(bar["rendered"] - bar["height"] * bar["scale"]) <= 1, bar
