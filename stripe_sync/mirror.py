@@ -72,6 +72,9 @@ def _compat_invoice(data: dict) -> dict:
         subscription = _id(details.get("subscription"))
         if subscription:
             data["subscription"] = subscription
+    # `paid` was removed in 2025-03-31 (status says it); dj-stripe's Invoice.paid, which its admin
+    # lists, reads it without a default and the invoice list answered 500 (seen in the demo).
+    data.setdefault("paid", data.get("status") == "paid")
     return data
 
 
