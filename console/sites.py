@@ -19,6 +19,11 @@ class ConsoleAdminSite(admin.AdminSite):
     index_title = "Operator console"
     # No public site: `/` redirects here (billing_platform/urls.py), so no "View site" link.
     site_url = None
+    # The index lists every model already; the sidebar copy of it took 300 px from every list, whose
+    # tables then scrolled sideways at 1280 px.
+    enable_nav_sidebar = False
+    # Third-party apps under the names an operator knows them by.
+    APP_NAMES = {"djstripe": "Stripe mirror (dj-stripe)", "django_celery_beat": "Periodic tasks"}
 
     def register(self, model_or_iterable, admin_class=None, **options):
         """Every app's and package's `register` comes here: third-party admins get their guards
@@ -42,6 +47,12 @@ class ConsoleAdminSite(admin.AdminSite):
             ),
             *super().get_urls(),
         ]
+
+    def get_app_list(self, request, app_label=None):
+        apps = super().get_app_list(request, app_label)
+        for app in apps:
+            app["name"] = self.APP_NAMES.get(app["app_label"], app["name"])
+        return apps
 
     def index(self, request, extra_context=None):
         from console.dashboard import dashboard
