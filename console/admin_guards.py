@@ -62,14 +62,21 @@ def guarded(model, admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin
     if model._meta.app_label == "django_celery_beat" and hasattr(admin_class, "run_tasks"):
         guards = (PeriodicTaskGuard,)
     elif model._meta.app_label == "djstripe":
-        guards = (
-            (StripeActionGuard, ReadOnlyAdminMixin)
-            if hasattr(admin_class, "_resync_instances")
-            else (ReadOnlyAdminMixin,)
-        )
+        guards = (StripeMirrorListMixin, ReadOnlyAdminMixin)
+        if hasattr(admin_class, "_resync_instances"):
+            guards = (StripeActionGuard, *guards)
     else:
         return admin_class
     return type(f"Guarded{admin_class.__name__}", (*guards, admin_class), {"__module__": __name__})
+
+
+class StripeMirrorListMixin:
+    """dj-stripe's lists show each object's id twice (`__str__` is "<id=...>") and its owner
+    account, the same on every row of one account; without them the lists fit 1280 px."""
+
+    def get_list_display(self, request):
+        hidden = {"__str__", "djstripe_owner_account"}
+        return [name for name in super().get_list_display(request) if name not in hidden]
 
 
 # --- django-celery-beat -----------------------------------------------------------------------------
