@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from django.db.models import BigIntegerField, Count, Q, Sum
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 from djstripe.models import Invoice
@@ -23,7 +21,7 @@ from console.models import OperatorJob
 from core.money import Money
 from costwatch.conf import CostwatchConfigError, costwatch_config
 from costwatch.costs import next_month
-from costwatch.margin import REVENUE_STATUSES, MarginRow, day_epoch, invoice_revenue_minor
+from costwatch.margin import MarginRow, invoice_revenue_minor, month_invoices
 from costwatch.models import Alert, Budget, DailyCost
 from metering.charts import MeterUsageChart, meter_usage_chart
 from metering.estimates import EstimateSummary, estimate_summary, tenant_month_estimate
@@ -292,19 +290,9 @@ def tenant_cost_margin(*, tenant: Tenant, month: date, estimate: EstimateSummary
     revenue_minor, invoice_count = 0, 0
     if tenant.stripe_customer_id:
         invoiced = (
-            Invoice.objects.filter(customer_id=tenant.stripe_customer_id)
-            .annotate(period_start_epoch=Cast(KT("stripe_data__period_start"), BigIntegerField()))
-            .filter(
-                # A key transform's __in (not KT's): SQLite compares JSON values, not raw text.
-                stripe_data__status__in=REVENUE_STATUSES,
-                stripe_data__currency=currency.lower(),
-                period_start_epoch__gte=day_epoch(month),
-                period_start_epoch__lt=day_epoch(next_month(month)),
-            )
-            .aggregate(
-                total=Sum(invoice_revenue_minor()),
-                count=Count("pk"),
-            )
+            month_invoices(month=month, currency=currency)
+            .filter(customer_id=tenant.stripe_customer_id)
+            .aggregate(total=Sum(invoice_revenue_minor()), count=Count("pk"))
         )
         revenue_minor, invoice_count = invoiced["total"] or 0, invoiced["count"]
     if invoice_count:

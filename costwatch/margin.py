@@ -82,11 +82,12 @@ class MarginTable:
     margin_total: Decimal
 
 
-def _invoices_of_month(*, month: date, currency: str):
-    """The invoices whose usage period starts in `month`. An invoice with an empty period
-    (period_end == period_start: the opening invoice Stripe writes when a metered subscription is
-    created, $0) bills no usage: it is left out, so a tenant's first month falls back to the
-    estimate instead of showing a revenue of zero."""
+def month_invoices(*, month: date, currency: str):
+    """The invoices that are `month`'s revenue in `currency`: paid or open, whose usage period starts
+    in the month. An invoice with an empty period (period_end == period_start: the opening invoice
+    Stripe writes when a metered subscription is created, $0) bills no usage and is left out, so a
+    tenant's first month falls back to the estimate instead of showing a revenue of zero. The margin
+    page and the tenant page both count these."""
     period_start = Cast(KT("stripe_data__period_start"), BigIntegerField())
     return (
         Invoice.objects.annotate(
@@ -98,13 +99,19 @@ def _invoices_of_month(*, month: date, currency: str):
             currency_text=Cast(KT("stripe_data__currency"), CharField()),
         )
         .filter(
-            customer_id=OuterRef("stripe_customer_id"),
             status_text__in=REVENUE_STATUSES,
             currency_text=currency.lower(),
             period_start_epoch__gte=day_epoch(month),
             period_start_epoch__lt=day_epoch(next_month(month)),
         )
         .filter(Q(period_end_epoch__isnull=True) | Q(period_end_epoch__gt=F("period_start_epoch")))
+    )
+
+
+def _invoices_of_month(*, month: date, currency: str):
+    return (
+        month_invoices(month=month, currency=currency)
+        .filter(customer_id=OuterRef("stripe_customer_id"))
         .order_by()
         .values("customer")
     )

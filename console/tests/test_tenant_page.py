@@ -287,6 +287,20 @@ def test_margin_falls_back_to_the_estimate_without_an_invoice(admin_client, acme
     assert page.all("invoice-row") == []
 
 
+def test_an_empty_opening_invoice_leaves_the_margin_on_the_estimate(admin_client, acme):
+    """Stripe opens a metered subscription with a $0 invoice whose period is empty; the page counts
+    the invoices the margin page counts (costwatch.margin.month_invoices), so not that one."""
+    Invoice.objects.all().delete()
+    opened = epoch(2026, 11, 3, 9)
+    invoice(
+        acme.stripe_customer, "in_opening", status="paid", period_start=opened, period_end=opened, total=0
+    )
+    page = tenant_page(admin_client, acme)
+
+    assert page.one("tenant-revenue").text.startswith("2.84 USD (pricing preview")
+    assert len(page.all("invoice-row")) == 1  # still listed among the invoices
+
+
 def test_a_tenant_without_stripe_usage_or_costs(admin_client, costwatch_settings):
     bare = TenantFactory(slug="bare", name="Bare")
     page = tenant_page(admin_client, bare)
