@@ -93,10 +93,10 @@ def usage_chart(daily: dict[date, int], days: list[date]) -> Chart:
     return daily_chart(
         daily,
         days,
-        title=f"Events per day (UTC), last {len(days)} days: {total} in all",
-        label=f"Events per day over the last {len(days)} days, {total} in all",
+        title=f"Events per day (UTC), last {len(days)} days: {total:,} in all",
+        label=f"Events per day over the last {len(days)} days, {total:,} in all",
         unit="events",
-        value_text=str,
+        value_text=lambda value: f"{value:,}",
         empty_text=f"No events in the last {len(days)} days.",
         testid="usage-chart",
         bar_testid="usage-bar",
