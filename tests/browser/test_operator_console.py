@@ -110,7 +110,7 @@ def test_login_and_the_dashboard_draws_the_seeded_figures(page, login, console_d
     assert by_value[-1]["height"] > by_value[0]["height"]
     total = sum(expected[bar["day"]] for bar in drawn)
     expect(page.locator('[data-testid="usage-chart"] > title')).to_have_text(
-        f"Events per day (UTC), last 30 days: {total} in all"
+        f"Events per day (UTC), last 30 days: {total:,} in all"
     )
 
     # --- Events per meter: the last 24 h from raw events, 30 days from the aggregates.
