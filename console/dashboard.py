@@ -599,22 +599,29 @@ def jobs_panel(*, now: datetime | None = None) -> JobsPanel:
             f"The last {_RUN_MODELS[task_name][2]} run ({run.started_at:%Y-%m-%d %H:%M} UTC) failed: "
             f"{first_line[:200]} ({since})."
         )
-    if AGGREGATION_TASK not in failed:
-        if aggregated is None:
-            warnings.append("Usage aggregation has never completed successfully.")
-        elif now - aggregated > AGGREGATION_MAX_AGE:
-            warnings.append(
-                f"Usage aggregation last succeeded {_age(aggregated, now)} ago "
-                f"({aggregated:%Y-%m-%d %H:%M} UTC); it should run every hour."
-            )
-    if COST_CHECK_TASK not in failed:
-        if checked is None:
-            warnings.append("The AWS cost check has never completed.")
-        elif now - checked > COST_CHECK_MAX_AGE:
-            warnings.append(
-                f"The AWS cost check last completed {_age(checked, now)} ago "
-                f"({checked:%Y-%m-%d %H:%M} UTC); it should run every day."
-            )
+    lateness = (
+        (
+            AGGREGATION_TASK,
+            aggregated,
+            AGGREGATION_MAX_AGE,
+            "Usage aggregation has never completed successfully.",
+            "Usage aggregation last succeeded {age} ago ({at} UTC); it should run every hour.",
+        ),
+        (
+            COST_CHECK_TASK,
+            checked,
+            COST_CHECK_MAX_AGE,
+            "The AWS cost check has never completed.",
+            "The AWS cost check last completed {age} ago ({at} UTC); it should run every day.",
+        ),
+    )
+    for task_name, succeeded, max_age, never, late in lateness:
+        if task_name in failed:
+            continue  # its failure's warning says when it last succeeded
+        if succeeded is None:
+            warnings.append(never)
+        elif now - succeeded > max_age:
+            warnings.append(late.format(age=_age(succeeded, now), at=f"{succeeded:%Y-%m-%d %H:%M}"))
 
     return JobsPanel(
         jobs=jobs,
