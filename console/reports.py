@@ -196,29 +196,25 @@ def _failures(*, day_start: datetime, day_end: datetime) -> tuple[list[FailureLi
         )
         for row in webhooks.order_by("updated_at", "id")[:FAILURES_LISTED]
     ]
-    lines += [
-        FailureLine(
-            kind="cost_check",
-            reference=f"cost check run {row.pk} ({row.checked_date})",
-            at=row.started_at,
-            status=row.status,
-            detail=_first_line(row.error),
-            url=reverse("admin:costwatch_costcheckrun_change", args=[row.pk]),
-        )
-        for row in checks.order_by("started_at", "id")[:FAILURES_LISTED]
-    ]
-    lines += [
-        FailureLine(
-            kind="aggregation",
-            reference=f"aggregation run {row.pk}",
-            at=row.started_at,
-            status=row.status,
-            detail=_first_line(row.error),
-            url=reverse("admin:metering_aggregationrun_change", args=[row.pk]),
-        )
-        for row in aggregations.order_by("started_at", "id")[:FAILURES_LISTED]
-    ]
+    lines += _run_failures("cost_check", checks, lambda row: f"cost check run {row.pk} ({row.checked_date})")
+    lines += _run_failures("aggregation", aggregations, lambda row: f"aggregation run {row.pk}")
     return lines, counts
+
+
+def _run_failures(kind: str, runs, reference) -> list[FailureLine]:
+    """Failed run records (core.models.RunRecord) as report lines, oldest first."""
+    opts = runs.model._meta
+    return [
+        FailureLine(
+            kind=kind,
+            reference=reference(row),
+            at=row.started_at,
+            status=row.status,
+            detail=_first_line(row.error),
+            url=reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[row.pk]),
+        )
+        for row in runs.order_by("started_at", "id")[:FAILURES_LISTED]
+    ]
 
 
 def daily_report_build(*, day: date) -> DailyReport:
