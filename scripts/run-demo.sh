@@ -37,6 +37,13 @@ done
 export STRIPE_API_BASE="$sandbox"
 export STRIPE_API_KEY="sk_test_DemoLocalSandboxNotStripe0001"
 export STRIPE_WEBHOOK_SECRET="whsec_demo_local_sandbox"
+# For manage.py commands run beside the demo in another terminal (`. var/demo.env`).
+cat >var/demo.env <<ENV
+# The demo's local Stripe sandbox (written by make run). Not Stripe: never use it elsewhere.
+export STRIPE_API_BASE="$STRIPE_API_BASE"
+export STRIPE_API_KEY="$STRIPE_API_KEY"
+export STRIPE_WEBHOOK_SECRET="$STRIPE_WEBHOOK_SECRET"
+ENV
 step "      Stripe sandbox at $sandbox"
 
 step "2/5 database: db.sqlite3 (a new one takes 15 to 30 s)"
@@ -66,7 +73,8 @@ cat <<MSG
   Admin:    http://$HOST:$PORT/admin/
   $(grep '^admin login' var/seed-demo.log)
   API docs: http://$HOST:$PORT/api/docs/
-  Stripe:   a local sandbox at $sandbox (nothing is sent to Stripe)
+  Stripe:   a local sandbox at $sandbox (nothing is sent to Stripe);
+            manage.py commands in another terminal reach it after \`. var/demo.env\`
 $(grep '^tenant .*: new API key' var/seed-demo.log | sed 's/^/  /')
   Logs: var/web.log (below), var/worker.log (worker and beat), var/stripe-sandbox.log. Stop with Ctrl-C.
 
