@@ -267,6 +267,7 @@ def console_data(settings, monkeypatch, tmp_path):
     """The demo's data from the project's own `seed_demo` (an admin login, three tenants with keys,
     three meters with prices, a week of usage aggregated), then a late batch of events aggregated by a
     run of its own, and rows for the billing, costs and jobs panels."""
+    from core.schedules import periodic_tasks_sync
     from metering.aggregation import usage_aggregate
     from metering.ingest import usage_events_record, usage_events_validate
     from tenants.models import Tenant
@@ -275,6 +276,9 @@ def console_data(settings, monkeypatch, tmp_path):
     settings.DEBUG = True  # seed_demo refuses to run otherwise (it creates a superuser)
     monkeypatch.setenv("DEMO_ADMIN_USER", ADMIN_USER)
     monkeypatch.setenv("DEMO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    # The schedules migrate declares (core/schedules.py): a transactional test before this one may
+    # have flushed them from the reused test database.
+    periodic_tasks_sync()
     out = StringIO()
     call_command("seed_demo", stdout=out)
     settings.DEBUG = False
