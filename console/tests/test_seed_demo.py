@@ -152,6 +152,7 @@ def test_seed_demo_without_stripe_says_so_in_one_line(monkeypatch, settings, tmp
     assert any(line.startswith("aws: cost check succeeded") for line in lines)
 
 
+@pytest.mark.postgres  # on SQLite (the demo's database) the command would simply migrate
 def test_migrate_demo_is_for_the_demos_sqlite_only(settings):
     """Its fast path (dj-stripe's tables from its models) never touches a PostgreSQL database."""
     settings.DEBUG = True
