@@ -24,9 +24,18 @@ log() { echo "services: $*" >&2; }
 # port no other checkout's Redis holds.
 redis_port_pick() {
   if [ -n "${TEST_REDIS_PORT:-}" ]; then echo "$TEST_REDIS_PORT"; return; fi
-  if [ -s "$REDIS_DIR/port" ]; then cat "$REDIS_DIR/port"; return; fi
+  if [ -s "$REDIS_DIR/port" ]; then
+    local kept; kept="$(cat "$REDIS_DIR/port")"
+    # Ours only if nothing answers there, or what answers keeps its data in our folder (a Redis
+    # restarted by the drill must find its snapshot there).
+    if ! redis-cli -p "$kept" ping >/dev/null 2>&1 \
+      || [ "$(redis-cli -p "$kept" config get dir 2>/dev/null | tail -n 1)" = "$REDIS_DIR" ]; then
+      echo "$kept"; return
+    fi
+  fi
   local port=$((56379 + 16#$CHECKOUT_ID % 600))
-  while redis-cli -p "$port" ping >/dev/null 2>&1 || [ -n "$(ls "$SERVICES_DIR"/redis-*/port 2>/dev/null | xargs -r grep -lx "$port")" ]; do
+  while redis-cli -p "$port" ping >/dev/null 2>&1 \
+    || [ -n "$(ls "$SERVICES_DIR"/redis-*/port 2>/dev/null | grep -v "^$REDIS_DIR/" | xargs -r grep -lx "$port")" ]; do
     port=$((port + 1))
   done
   echo "$port"
