@@ -19,10 +19,10 @@ from metering.models import HourlyAggregate
 from metering.tests.factories import HourlyAggregateFactory, MeterFactory, PriceFactory
 from stripe_sync.tests.factories import (
     CustomerFactory,
-    InvoiceFactory,
     SubscriptionFactory,
     TenantSubscriptionFactory,
     WebhookEventFactory,
+    mirrored_invoice,
 )
 from tenants.models import Tenant
 from tenants.services import api_key_issue, api_key_revoke, tenant_change_plan, tenant_suspend
@@ -50,20 +50,16 @@ def customer_for(tenant, customer_id: str = "cus_page") -> Customer:
 
 
 def invoice(customer, invoice_id: str, *, status: str, period_start: int, total: int, **extra) -> Invoice:
-    return InvoiceFactory(
-        id=invoice_id,
-        customer=customer,
-        livemode=False,
-        stripe_data={
-            "id": invoice_id,
-            "status": status,
-            "currency": "usd",
-            "period_start": period_start,
-            "total": total,
-            "amount_paid": total if status == "paid" else 0,
-            "paid": status == "paid",  # dj-stripe's invoice list shows it
-            **extra,
-        },
+    paid = status == "paid"
+    return mirrored_invoice(
+        customer,
+        invoice_id,
+        status=status,
+        period_start=period_start,
+        total=total,
+        amount_paid=total if paid else 0,
+        paid=paid,  # dj-stripe's invoice list shows it
+        **extra,
     )
 
 

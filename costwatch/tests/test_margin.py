@@ -12,7 +12,7 @@ from costwatch.tests.conftest import stripe_customer_for
 from costwatch.tests.factories import BudgetFactory, DailyCostFactory
 from metering.estimates import tenant_month_estimate, tenant_month_total_minor
 from metering.tests.factories import HourlyAggregateFactory, MeterFactory, PriceFactory
-from stripe_sync.tests.factories import InvoiceFactory
+from stripe_sync.tests.factories import mirrored_invoice as invoice
 from tenants.tests.factories import TenantFactory
 
 pytestmark = pytest.mark.django_db
@@ -32,21 +32,6 @@ def cost(day: date, tag: str, amount: str, service: str = "Amazon EC2", currency
         tag_value=tag,
         amount=Decimal(amount),
         currency=currency,
-    )
-
-
-def invoice(customer, invoice_id: str, *, status: str, period_start: int, currency: str = "usd", **amounts):
-    return InvoiceFactory(
-        id=invoice_id,
-        customer=customer,
-        livemode=False,
-        stripe_data={
-            "id": invoice_id,
-            "status": status,
-            "currency": currency,
-            "period_start": period_start,
-            **amounts,
-        },
     )
 
 

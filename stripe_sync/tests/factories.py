@@ -104,3 +104,21 @@ class ReconciliationRunFactory(factory.django.DjangoModelFactory):
     trigger = "test"
     window_start = factory.LazyAttribute(lambda run: run.started_at)
     window_end = factory.LazyAttribute(lambda run: run.started_at)
+
+
+def mirrored_invoice(
+    customer, invoice_id: str, *, status: str, period_start: int, currency: str = "usd", **fields
+):
+    """A dj-stripe Invoice row as the mirror stores it: Stripe's fields in stripe_data."""
+    return InvoiceFactory(
+        id=invoice_id,
+        customer=customer,
+        livemode=False,
+        stripe_data={
+            "id": invoice_id,
+            "status": status,
+            "currency": currency,
+            "period_start": period_start,
+            **fields,
+        },
+    )
