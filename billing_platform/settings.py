@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "djstripe",
+    "outbound",
     "tenants",
     "metering",
     "stripe_sync",
@@ -259,6 +260,14 @@ PERIODIC_TASKS = [
         "description": "E-mails yesterday's usage, estimated revenue, failures and AWS cost to "
         "OPERATOR_EMAILS, once per day.",
     },
+    {
+        "name": "Send due outgoing webhooks (every minute)",
+        "task": "outbound.deliver_due_webhooks",
+        "interval": {"every": 60, "period": "seconds"},
+        "expire_seconds": 60,
+        "description": "Sends webhook deliveries that are due: retries on their schedule and any whose "
+        "task was lost (the rows, not the broker, are the truth).",
+    },
 ]
 
 # --- Cache (rate limits): shared through Redis when there is one -----------------------------
@@ -318,9 +327,16 @@ COSTWATCH_RESTATEMENT_DAYS = env.int("COSTWATCH_RESTATEMENT_DAYS", default=3)
 COSTWATCH_AWS_TIMEOUT = env.float("COSTWATCH_AWS_TIMEOUT", default=20.0)  # seconds, read; connect 5
 BILLING_EVENTS_SNS_TOPIC_ARN = env.str("BILLING_EVENTS_SNS_TOPIC_ARN", default="")
 
+# --- Outgoing webhooks (outbound) -----------------------------------------------------------
+# Plain http:// endpoint URLs are refused unless this is true (default: only in DEBUG, for the demo).
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", default=DEBUG)
+# An endpoint whose every delivery failed for this many days, with no success, is disabled.
+WEBHOOKS_DISABLE_AFTER_DAYS = env.int("WEBHOOKS_DISABLE_AFTER_DAYS", default=5)
+WEBHOOKS_TIMEOUT = env.float("WEBHOOKS_TIMEOUT", default=15.0)  # seconds to read an answer; connect 5
+
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.TenantApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.authentication.IsActiveTenant"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
@@ -330,8 +346,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Billing platform API",
-    "DESCRIPTION": "Usage ingestion and read-back for tenants. Authenticate with "
-    "`Authorization: Api-Key <key>`.",
+    "DESCRIPTION": "Usage ingestion, read-back and provisioning. Authenticate with "
+    "`Authorization: Api-Key <key>` or `Authorization: Bearer <key>` (a tenant key or a platform key).",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
