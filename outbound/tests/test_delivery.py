@@ -1,0 +1,189 @@
+"""Sending: signatures any Standard Webhooks library verifies, the retry schedule, auto-disable, replay,
+and one attempt per claim however many senders run."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+from standardwebhooks import Webhook
+
+from conftest import run_at_once
+from outbound.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from outbound.services import (
+    MAX_ATTEMPTS,
+    RETRY_DELAYS,
+    webhook_deliveries_send_due,
+    webhook_delivery_replay,
+    webhook_delivery_send,
+    webhook_event_publish,
+)
+from outbound.tests.factories import WebhookDeliveryFactory, WebhookEndpointFactory
+
+pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def test_a_delivery_is_signed_so_standardwebhooks_verifies_it(receiver):
+    endpoint = WebhookEndpointFactory(url=receiver.url, event_types=["tenant.created"])
+    message = webhook_event_publish(
+        type="tenant.created", data={"slug": "acme", "name": "Acme"}, key="tenant:1:created"
+    )
+
+    assert webhook_deliveries_send_due().succeeded == 1
+
+    [request] = receiver.requests
+    payload = Webhook(endpoint.secret).verify(request.body, request.headers)
+    assert payload["type"] == "tenant.created"
+    assert payload["data"] == {"slug": "acme", "name": "Acme"}
+    assert request.headers["webhook-id"] == message.public_id
+    assert request.headers["content-type"] == "application/json"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("succeeded", 1, 200)
+    assert delivery.last_latency_ms is not None
+    attempt = WebhookAttempt.objects.get()
+    assert (attempt.succeeded, attempt.status_code, attempt.response_excerpt) == (True, 200, '{"ok": true}')
+
+
+def test_another_secret_does_not_verify(receiver):
+    WebhookEndpointFactory(url=receiver.url)
+    webhook_event_publish(type="tenant.created", data={}, key="k")
+    webhook_deliveries_send_due()
+    [request] = receiver.requests
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(WebhookEndpoint().secret).verify(request.body, request.headers)
+
+
+def test_a_failing_endpoint_is_retried_on_the_schedule_then_given_up(receiver):
+    receiver.statuses = [500]
+    WebhookEndpointFactory(url=receiver.url)
+    with freeze_time(T0) as clock:
+        webhook_event_publish(type="payment.failed", data={"invoice": "in_1"}, key="in_1:failed")
+        attempt_times = []
+        for delay in (timedelta(0), *RETRY_DELAYS):
+            clock.tick(delay - timedelta(seconds=1))
+            assert webhook_deliveries_send_due().sent == 0, "sent before it was due"
+            clock.tick(timedelta(seconds=1))
+            assert webhook_deliveries_send_due().sent == 1
+            attempt_times.append(datetime.now(UTC))
+        clock.tick(timedelta(days=2))
+        assert webhook_deliveries_send_due().sent == 0
+
+    expected, at = [], T0
+    for delay in (timedelta(0), *RETRY_DELAYS):
+        at += delay
+        expected.append(at)
+    assert attempt_times == expected
+    assert expected[-1] - T0 >= timedelta(hours=24)
+    assert len(receiver.requests) == MAX_ATTEMPTS == 8
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == 1, "one message id on every retry"
+    assert len({r.headers["webhook-timestamp"] for r in receiver.requests}) == 8, "each attempt signed anew"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("gave_up", 8, 500)
+    assert delivery.next_attempt_at is None
+    assert list(WebhookAttempt.objects.values_list("number", "status_code")) == [
+        (n, 500) for n in range(1, 9)
+    ]
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(receiver):
+    receiver.statuses = [302]
+    WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url=receiver.url))
+    webhook_deliveries_send_due()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.last_status_code) == ("failed", 302)
+    assert "redirect, not followed" in delivery.last_error
+    assert len(receiver.requests) == 1
+
+
+def test_an_unreachable_endpoint_is_a_failure_with_its_error(settings):
+    settings.WEBHOOKS_ALLOW_HTTP = True
+    WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url="http://127.0.0.1:9/nothing-listens"))
+    webhook_deliveries_send_due()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed"
+    assert delivery.last_status_code is None
+    assert "ConnectionError" in delivery.last_error
+    assert delivery.endpoint.__class__.objects.get().failing_since is not None
+
+
+def test_a_success_resets_the_endpoints_failure_clock(receiver):
+    endpoint = WebhookEndpointFactory(url=receiver.url, failing_since=T0)
+    WebhookDeliveryFactory(endpoint=endpoint)
+    webhook_deliveries_send_due()
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None
+    assert endpoint.last_success_at is not None
+
+
+def test_an_endpoint_failing_for_days_is_disabled_with_its_reason(receiver, settings):
+    settings.WEBHOOKS_DISABLE_AFTER_DAYS = 5
+    receiver.statuses = [503]
+    endpoint = WebhookEndpointFactory(url=receiver.url)
+    with freeze_time(T0) as clock:
+        WebhookDeliveryFactory(endpoint=endpoint)
+        webhook_deliveries_send_due()
+        endpoint.refresh_from_db()
+        assert (endpoint.enabled, endpoint.failing_since) == (True, T0)
+
+        clock.tick(timedelta(days=4, hours=23))
+        WebhookDeliveryFactory(endpoint=endpoint)
+        webhook_deliveries_send_due()
+        endpoint.refresh_from_db()
+        assert endpoint.enabled
+
+        clock.tick(timedelta(hours=1))
+        WebhookDeliveryFactory(endpoint=endpoint)
+        webhook_deliveries_send_due()
+        endpoint.refresh_from_db()
+        assert not endpoint.enabled
+        assert endpoint.disabled_at == T0 + timedelta(days=5)
+        assert "HTTP 503" in endpoint.disabled_reason
+        assert "5 days" in endpoint.disabled_reason
+
+        # A disabled endpoint gets nothing: neither retries nor new messages.
+        sent = len(receiver.requests)
+        clock.tick(timedelta(days=1))
+        webhook_event_publish(type="tenant.created", data={}, key="after-disable")
+        assert webhook_deliveries_send_due().sent == 0
+        assert len(receiver.requests) == sent
+
+
+def test_replay_sends_the_message_again_with_the_same_id(receiver):
+    delivery = WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url=receiver.url))
+    webhook_deliveries_send_due()
+
+    replay = webhook_delivery_replay(delivery=delivery)
+    webhook_deliveries_send_due()
+
+    replay.refresh_from_db()
+    assert (replay.trigger, replay.status) == ("replay", "succeeded")
+    first, second = receiver.requests
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery.message.public_id
+    assert first.body == second.body
+
+
+def test_a_delivery_that_is_not_due_or_done_is_not_sent(receiver):
+    endpoint = WebhookEndpointFactory(url=receiver.url)
+    later = WebhookDeliveryFactory(endpoint=endpoint, next_attempt_at=T0 + timedelta(days=365))
+    done = WebhookDeliveryFactory(endpoint=endpoint, status="succeeded")
+    with freeze_time(T0):
+        assert webhook_delivery_send(delivery_id=later.pk) is None
+        assert webhook_delivery_send(delivery_id=done.pk) is None
+        assert webhook_deliveries_send_due(include_not_due=True).sent == 1
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_concurrent_sweeps_send_each_delivery_once(receiver):
+    endpoint = WebhookEndpointFactory(url=receiver.url)
+    for n in range(30):
+        webhook_event_publish(type="tenant.created", data={"n": n}, key=f"concurrent-{n}")
+
+    results = run_at_once(webhook_deliveries_send_due, 4)
+
+    assert sum(result.sent for result in results) == 30
+    assert sorted(r.json()["data"]["n"] for r in receiver.requests) == list(range(30))
+    assert set(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("status", "attempts")) == {
+        ("succeeded", 1)
+    }
