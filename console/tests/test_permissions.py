@@ -450,6 +450,11 @@ SUPERUSER_ONLY = {
     # keys, webhook signing secrets and raw webhook bodies and headers.
     "auth.User",
     "auth.Group",
+    # Outgoing webhooks (endpoints, their delivery log): superuser-only until a console role
+    # migration grants their view (and replay/change) permissions to the operator roles.
+    "outbound.WebhookEndpoint",
+    "outbound.WebhookDelivery",
+    "outbound.WebhookMessage",
     # dj-stripe's other models (keys, webhook secrets, Connect, payouts, raw events...) and the API-key
     # library's own admin are not in the console at all (console/admin_guards.py, DJSTRIPE_SHOWN).
 }
