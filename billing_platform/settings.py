@@ -226,6 +226,16 @@ PERIODIC_TASKS = [
         "description": "Deletes raw usage events older than 45 days once aggregated; aggregates stay.",
     },
     {
+        "name": "Consume usage queues (every minute)",
+        "task": "metering.consume_usage_queues",
+        "interval": {"every": 60, "period": "seconds"},
+        # A run that waited this long behind others is dropped: the next one a minute later does its work.
+        "expire_seconds": 60,
+        "kwargs": {"max_messages": 1000, "wait_seconds": 5},
+        "description": "Receives seed 000's BILLING and ONBOARD events from every enabled usage queue "
+        "(SQS; metering/eventbus.py) until it is empty; failed messages stay for the queue's redrive.",
+    },
+    {
         "name": "Report usage to Stripe (hourly)",
         "task": "stripe_sync.report_usage",
         # Minute 10: after the hourly aggregation (minute 2) has finished.

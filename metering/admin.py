@@ -1,8 +1,9 @@
 import json
 from datetime import UTC, datetime, time, timedelta
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -15,10 +16,12 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from core.admin_mixins import PlainDecimalsMixin, ReadOnlyAdmin
+from core.aws import AwsError
 from core.money import format_quantity
 from core.parsing import ParseError, parse_date
 from core.permissions import can_see_revenue
 from metering.charts import meter_usage_chart
+from metering.eventbus import UsageQueueError, usage_queue_consume_configured
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -28,6 +31,7 @@ from metering.models import (
     PendingHour,
     Price,
     UsageEvent,
+    UsageQueue,
 )
 from metering.selectors import daily_usage, last_days
 from metering.services import (
@@ -479,3 +483,82 @@ class AggregationRunAdmin(ReadOnlyAdmin):
     def short_error(self, obj):
         first_line = obj.error.strip().splitlines()[0] if obj.error.strip() else ""
         return first_line[:120]
+
+
+# A poll from an admin page does not long-poll and stops early; the periodic task does the rest.
+ADMIN_POLL_MAX_MESSAGES = 100
+
+
+@admin.register(UsageQueue)
+class UsageQueueAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "meter",
+        "enabled",
+        "received",
+        "processed",
+        "duplicates",
+        "failed",
+        "short_error",
+        "last_error_at",
+        "last_polled_at",
+    ]
+    list_filter = ["enabled", "meter"]
+    list_select_related = ["meter"]
+    search_fields = ["url"]
+    fields = [
+        "url",
+        "meter",
+        "enabled",
+        "visibility_timeout",
+        "received",
+        "processed",
+        "duplicates",
+        "failed",
+        "last_error",
+        "last_error_at",
+        "last_polled_at",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = [
+        "received",
+        "processed",
+        "duplicates",
+        "failed",
+        "last_error",
+        "last_error_at",
+        "last_polled_at",
+        "created_at",
+        "updated_at",
+    ]
+    actions = ["enable", "disable", "consume_now"]
+
+    @admin.display(description="last error")
+    def short_error(self, obj):
+        return obj.last_error[:120]
+
+    @admin.action(description="Enable (the periodic task polls them)", permissions=["change"])
+    def enable(self, request, queryset):
+        changed = queryset.filter(enabled=False).update(enabled=True, updated_at=timezone.now())
+        self.message_user(request, f"{changed} queue(s) enabled.")
+
+    @admin.action(description="Disable (messages wait in SQS)", permissions=["change"])
+    def disable(self, request, queryset):
+        changed = queryset.filter(enabled=True).update(enabled=False, updated_at=timezone.now())
+        self.message_user(request, f"{changed} queue(s) disabled.")
+
+    @admin.action(
+        description=f"Consume now (up to {ADMIN_POLL_MAX_MESSAGES} messages each)", permissions=["change"]
+    )
+    def consume_now(self, request, queryset):
+        for queue in queryset.select_related("meter"):
+            try:
+                result = usage_queue_consume_configured(
+                    queue=queue, max_messages=ADMIN_POLL_MAX_MESSAGES, wait_seconds=0
+                )
+            except (UsageQueueError, AwsError, ClientError, BotoCoreError) as exc:  # kept on the row too
+                self.message_user(request, f"{queue}: poll failed: {exc}", level=messages.ERROR)
+                continue
+            level = messages.WARNING if result.failed else messages.SUCCESS
+            self.message_user(request, f"{queue}: {result.summary()}", level=level)

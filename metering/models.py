@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from core.models import TriggeredRun
@@ -262,3 +262,57 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         return f"{self.meter.code} on {self.plan}: {self.get_model_display()}"
+
+
+class UsageQueue(models.Model):
+    """An SQS queue of usage events (seed 000's EventBridge BILLING/ONBOARD events, directly or
+    through SNS) that the periodic task consumes into `meter` (metering/eventbus.py).
+
+    The counters are per received message: a message that fails is received again after its
+    visibility timeout, so `failed` counts attempts; SQS's redrive policy moves it to the
+    dead-letter queue after its maxReceiveCount.
+    """
+
+    url = models.URLField(
+        max_length=1024,
+        unique=True,
+        verbose_name="queue URL",
+        help_text="The SQS queue URL, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/usage.",
+    )
+    meter = models.ForeignKey(
+        Meter,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The meter every BILLING event of this queue is recorded in.",
+    )
+    enabled = models.BooleanField(default=True, help_text="Polled by the periodic task when enabled.")
+    visibility_timeout = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(43200)],
+        help_text="Seconds a received message stays hidden while it is processed (at most 43200); "
+        "empty: the queue's own setting.",
+    )
+    received = models.PositiveBigIntegerField(default=0, help_text="Messages received (every delivery).")
+    processed = models.PositiveBigIntegerField(
+        default=0, help_text="Messages whose effect was committed and that were deleted from the queue."
+    )
+    duplicates = models.PositiveBigIntegerField(
+        default=0, help_text="Billing events already recorded (a redelivery); deleted, nothing changed."
+    )
+    failed = models.PositiveBigIntegerField(
+        default=0, help_text="Deliveries that could not be processed; left in the queue for its redrive."
+    )
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["url"]
+        verbose_name = "usage queue (SQS)"
+        verbose_name_plural = "usage queues (SQS)"
+
+    def __str__(self) -> str:
+        return self.url.rsplit("/", 1)[-1] or self.url

@@ -3,6 +3,7 @@ from datetime import timedelta
 from celery import shared_task
 
 from metering.aggregation import usage_aggregate, usage_events_prune
+from metering.eventbus import usage_queues_consume
 
 
 @shared_task(name="metering.aggregate_usage")
@@ -17,3 +18,9 @@ def prune_usage_events(older_than_days: int = 45) -> dict:
     """Daily (Celery Beat): drop raw events past the retention window; aggregates stay."""
     result = usage_events_prune(older_than=timedelta(days=older_than_days))
     return {"deleted": result.deleted, "cutoff": result.cutoff.isoformat()}
+
+
+@shared_task(name="metering.consume_usage_queues")
+def consume_usage_queues(max_messages: int = 1000, wait_seconds: int = 5) -> dict:
+    """Every minute (Celery Beat): consume every enabled usage queue (SQS) into its meter."""
+    return usage_queues_consume(max_messages=max_messages, wait_seconds=wait_seconds)

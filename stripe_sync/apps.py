@@ -31,6 +31,13 @@ class StripeSyncConfig(AppConfig):
             lambda exc: f"Stripe refused STRIPE_API_KEY: {stripe_error_message(exc)}",
         )
 
+        # Seed 000's ONBOARD events name a Stripe subscription (item): metering's event-bus consumer
+        # links it through this function (metering/eventbus.py; metering never imports stripe_sync).
+        from metering.eventbus import subscription_links
+        from stripe_sync.eventbus import tenant_subscription_link_from_bus
+
+        subscription_links.register(tenant_subscription_link_from_bus)
+
         # The reporting outbox, the webhook inbox and the circuit breaker on /metrics (core/metrics.py).
         for group in (metrics.usage_reports, metrics.webhook_events, metrics.circuit_breakers):
             business_gauges.register(group)
