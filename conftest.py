@@ -28,7 +28,7 @@ from rest_framework.test import APIClient
 
 from metering.tests.factories import MeterFactory
 from tenants.tests.factories import TenantFactory
-from tenants.tests.support import issue_key
+from tenants.tests.support import issue_key, issue_platform_key, key_client
 
 ROOT = Path(__file__).resolve().parent
 STRIPE_TEST_KEY = "sk_test_PlatformSuiteLocalStripeServer0001"  # dj-stripe wants 24+ characters
@@ -112,6 +112,23 @@ def tenant_client(tenant_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {tenant_key}")
     return client
+
+
+@pytest.fixture
+def platform_key(db):
+    """A platform key (the SaaS's backend) with every scope."""
+    return issue_platform_key()
+
+
+@pytest.fixture
+def platform_client(platform_key):
+    return key_client(platform_key)
+
+
+@pytest.fixture
+def client_with_scopes(db):
+    """Gives a function: an API client holding a new platform key with only the given scopes."""
+    return lambda *scopes: key_client(issue_platform_key(*scopes, name="scoped"))
 
 
 def beat_task(task: str):

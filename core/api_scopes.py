@@ -17,7 +17,8 @@ WEBHOOKS_WRITE = "webhooks:write"
 
 SCOPES = {
     EVENTS_WRITE: "Send usage events naming any tenant (native and Lago/OpenMeter-compatible endpoints).",
-    TENANTS_WRITE: "Create, read, change, suspend, reactivate and onboard tenants; issue and revoke their keys.",
+    TENANTS_WRITE: "Create, read, change, suspend, reactivate and onboard tenants; issue and revoke "
+    "their keys.",
     USAGE_READ: "Read any tenant's usage.",
     WEBHOOKS_WRITE: "Manage outgoing webhook endpoints.",
 }

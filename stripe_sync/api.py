@@ -17,7 +17,7 @@ from stripe_sync.checkout import (
     return_url_problem,
 )
 from stripe_sync.client import StripeNotConfigured
-from tenants.authentication import IsActiveTenant, TenantApiKeyAuthentication, request_tenant
+from tenants.authentication import ApiKeyAuthentication, IsActiveTenant, request_tenant
 
 
 @extend_schema_field(
@@ -74,7 +74,7 @@ class CheckoutRequest(serializers.Serializer):
     ],
 )
 @api_view(["POST"])
-@authentication_classes([TenantApiKeyAuthentication])
+@authentication_classes([ApiKeyAuthentication])
 @permission_classes([IsActiveTenant])
 def checkout_create(request):
     form = CheckoutRequest(data=request.data)

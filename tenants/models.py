@@ -3,7 +3,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
+from rest_framework_api_key.crypto import KeyGenerator
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+from core.api_scopes import SCOPES
 
 
 class Tenant(models.Model):
@@ -17,6 +20,14 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
+    external_id = models.CharField(
+        max_length=255,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="The SaaS's own id for this customer (optional, unique). A platform key names the "
+        "tenant by it or by its slug.",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     plan = models.CharField(max_length=16, choices=Plan.choices, default=Plan.FREE)
     monthly_free_allowance = models.DecimalField(
@@ -71,6 +82,14 @@ class TenantChange(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    platform_key = models.ForeignKey(
+        "tenants.PlatformAPIKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The platform key that made the change through the API, if one did.",
+    )
     source = models.CharField(
         max_length=64, help_text="What caused the change: admin, command, a Stripe event id, ..."
     )
@@ -111,6 +130,44 @@ class TenantAPIKey(AbstractAPIKey):
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
         verbose_name_plural = "API keys"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+PLATFORM_KEY_PREFIX = "plat_"
+
+
+class PlatformKeyGenerator(KeyGenerator):
+    """Platform keys read `plat_<8 characters>.<secret>`: the kind shows in the key itself, and
+    authentication finds the right table from the prefix (tenant prefixes never hold "_")."""
+
+    def get_prefix(self) -> str:
+        return PLATFORM_KEY_PREFIX + super().get_prefix()
+
+
+class PlatformAPIKeyManager(TenantAPIKeyManager):
+    key_generator = PlatformKeyGenerator()
+
+
+class PlatformAPIKey(AbstractAPIKey):
+    """A key of the SaaS's own backend, not of a tenant: it names tenants itself and may do only
+    what its scopes allow (core.api_scopes). Stored hashed like tenant keys."""
+
+    id = models.BigAutoField(primary_key=True)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    scopes = models.JSONField(default=list, help_text="What the key may do: " + ", ".join(SCOPES) + ".")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    objects = PlatformAPIKeyManager()
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "platform API key"
+        verbose_name_plural = "platform API keys"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

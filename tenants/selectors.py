@@ -2,13 +2,16 @@
 
 from bisect import bisect_left, bisect_right
 
+from django.db.models import Q
+
+from core.json_input import text_problem
 from core.parsing import ParseError, parse_int
 from tenants.models import Tenant, TenantChange
 
 
 def tenant_get_by_ref(*, ref: str) -> Tenant:
-    """Find a tenant by slug or numeric id, as operators type them on the command line."""
-    tenant = Tenant.objects.filter(slug=ref).first()
+    """Find a tenant by slug, external id or numeric id, as operators type them on the command line."""
+    tenant = Tenant.objects.filter(slug=ref).first() or Tenant.objects.filter(external_id=ref).first()
     if tenant is None and ref.isascii() and ref.isdigit():  # "²" is a digit int() refuses
         try:
             tenant = Tenant.objects.filter(pk=parse_int(ref, minimum=1, maximum=2**63 - 1)).first()
@@ -16,8 +19,33 @@ def tenant_get_by_ref(*, ref: str) -> Tenant:
             tenant = None
     if tenant is None:
         shown = ref if len(ref) <= 64 else f"{ref[:61]}..."
-        raise Tenant.DoesNotExist(f"no tenant with slug or id {shown!r}")
+        raise Tenant.DoesNotExist(f"no tenant with slug, external id or id {shown!r}")
     return tenant
+
+
+def tenant_by_api_ref(*, ref: str) -> Tenant:
+    """The tenant a platform key names: by external id first, then by slug (never by numeric id:
+    an API client knows its own ids, not ours). Tenant.DoesNotExist names the ref."""
+    tenant = tenants_by_api_refs(refs=[ref]).get(ref)
+    if tenant is None:
+        shown = ref if len(ref) <= 64 else f"{ref[:61]}..."
+        raise Tenant.DoesNotExist(f"no tenant with external id or slug {shown!r}")
+    return tenant
+
+
+def tenants_by_api_refs(*, refs) -> dict[str, Tenant]:
+    """{ref: tenant} for the refs that name one (one query), by external id first, then slug.
+    tenants.services keeps an external id from equalling another tenant's slug."""
+    refs = {ref for ref in refs if isinstance(ref, str) and 0 < len(ref) <= 255 and text_problem(ref) is None}
+    if not refs:
+        return {}
+    found: dict[str, Tenant] = {}
+    for tenant in Tenant.objects.filter(Q(external_id__in=refs) | Q(slug__in=refs)):
+        if tenant.slug in refs:
+            found.setdefault(tenant.slug, tenant)
+        if tenant.external_id in refs:
+            found[tenant.external_id] = tenant  # the external id wins
+    return found
 
 
 class PlanHistory:

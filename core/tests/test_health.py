@@ -144,7 +144,7 @@ def test_api_schema_and_docs_are_served(client):
     assert schema.status_code == 200
     spec = schema.json()
     assert "/api/v1/tenant" in spec["paths"]
-    assert spec["components"]["securitySchemes"]["TenantApiKey"]["name"] == "Authorization"
+    assert spec["components"]["securitySchemes"]["ApiKey"]["name"] == "Authorization"
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     html = docs.content.decode()

@@ -65,7 +65,7 @@ def test_create_budget_for_a_tenant_with_pass_through(acme):
         (["--amount", "10", "--thresholds", "50,x"], "thresholds: 'x' is not a percentage"),
         (["--amount", "10", "--pass-through"], "pass_through: Pass-through needs a tenant"),
         (["--amount", "10", "--markup", "5"], "--markup applies only to a pass-through budget"),
-        (["--amount", "10", "--tenant", "nobody"], "no tenant with slug or id 'nobody'"),
+        (["--amount", "10", "--tenant", "nobody"], "no tenant with slug, external id or id 'nobody'"),
         (["--amount", "10", "--emails", "not-an-address"], "Enter a valid email address."),
     ],
 )

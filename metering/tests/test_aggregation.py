@@ -220,7 +220,7 @@ def test_full_recompute_command_changes_nothing_when_nothing_changed(tenant, api
     [
         (["--since", "2026-11-01"], "--since and --tenant only apply with --full"),
         (["--full", "--since", "soon"], "argument --since: must be an ISO-8601 string"),
-        (["--full", "--tenant", "ghost"], "no tenant with slug or id 'ghost'"),
+        (["--full", "--tenant", "ghost"], "no tenant with slug, external id or id 'ghost'"),
         (["--batch-size", "0"], "argument --batch-size: must be between 1 and 100000"),
     ],
 )

@@ -363,7 +363,7 @@ def test_command_links_by_id(local_stripe, free_tenant, catalogue):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nobody"], "no tenant with slug or id 'nobody'"),
+        (["nobody"], "no tenant with slug, external id or id 'nobody'"),
         (["free-one", "--subscription", "sub_1"], "--subscription needs --customer"),
         (["free-one", "--customer", "cus_nothere"], "no customer cus_nothere at Stripe"),
     ],

@@ -80,7 +80,7 @@ def test_command_resyncs_one_tenant(account, local_stripe, tenant):
 def test_command_errors(local_stripe, settings, tenant):
     with pytest.raises(CommandError, match="has no Stripe customer"):
         call_command("sync_stripe", "--tenant", tenant.slug)
-    with pytest.raises(CommandError, match="no tenant with slug or id 'nobody'"):
+    with pytest.raises(CommandError, match="no tenant with slug, external id or id 'nobody'"):
         call_command("sync_stripe", "--tenant", "nobody")
     settings.STRIPE_API_KEY = ""
     with pytest.raises(CommandError, match="STRIPE_API_KEY is not set"):

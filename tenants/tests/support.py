@@ -1,16 +1,29 @@
-"""Helpers for tests of any app: an API key for a tenant, a command's output, whom a key authenticates."""
+"""Helpers for tests of any app: API keys (tenant and platform) and clients, a command's output,
+whom a key authenticates."""
 
 from io import StringIO
 
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from core.api_scopes import SCOPES
 from tenants.models import Tenant
-from tenants.services import api_key_issue
+from tenants.services import api_key_issue, platform_key_issue
 
 
 def issue_key(tenant: Tenant, name: str = "test") -> str:
     return api_key_issue(tenant=tenant, name=name).secret
+
+
+def issue_platform_key(*scopes: str, name: str = "backend") -> str:
+    """A platform key with these scopes (all of them when none are named)."""
+    return platform_key_issue(name=name, scopes=scopes or list(SCOPES)).secret
+
+
+def key_client(key: str, scheme: str = "Bearer") -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {key}")
+    return client
 
 
 def run_command(*args) -> list[str]:

@@ -93,8 +93,15 @@ def test_malformed_key_gets_401(db, header):
     assert response.json()["error"]["code"] in {"authentication_failed", "not_authenticated"}
 
 
+def test_bearer_is_accepted_as_well_as_api_key(tenant_key):
+    for scheme in ("Bearer", "bearer", "Api-Key"):
+        response = _client(header=f"{scheme} {tenant_key}").get("/api/v1/tenant")
+        assert response.status_code == 200, scheme
+        assert response.json()["slug"] == "tenant-a"
+
+
 def test_other_scheme_gets_401(tenant_key):
-    response = _client(header=f"Bearer {tenant_key}").get("/api/v1/tenant")
+    response = _client(header=f"Token {tenant_key}").get("/api/v1/tenant")
     _assert_json_error(response, 401, "not_authenticated", "credentials were not provided")
 
 

@@ -44,7 +44,7 @@ def test_create_api_key_adds_a_second_working_key(tenant):
         (["create_tenant", "!!!"], "cannot make a slug"),
         (["create_tenant", "X", "--free-allowance", "-1"], "--free-allowance: must be at least 0"),
         (["create_tenant", "X", "--free-allowance", "lots"], "--free-allowance: must be a decimal number"),
-        (["create_api_key", "nobody"], "no tenant with slug or id 'nobody'"),
+        (["create_api_key", "nobody"], "no tenant with slug, external id or id 'nobody'"),
         (["create_api_key", "dup", "--name", "n" * 51], "at most 50"),
     ],
 )
