@@ -204,6 +204,11 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
     return endpoint
 
 
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    """Remove an endpoint with its pending deliveries and its delivery log."""
+    endpoint.delete()
+
+
 def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> str:
     """A new signing secret, used from the next attempt on; returns it (show it once)."""
     endpoint.secret = signing_secret_new()

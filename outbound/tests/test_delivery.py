@@ -5,9 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
+from kombu.exceptions import OperationalError
 from standardwebhooks import Webhook
 
-from conftest import run_at_once
+from conftest import beat_task, run_at_once
+from outbound import tasks
 from outbound.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from outbound.services import (
     MAX_ATTEMPTS,
@@ -187,3 +189,38 @@ def test_concurrent_sweeps_send_each_delivery_once(receiver):
     assert set(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("status", "attempts")) == {
         ("succeeded", 1)
     }
+
+
+def test_a_broker_that_is_down_loses_nothing(receiver, monkeypatch, django_capture_on_commit_callbacks):
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis")
+
+    monkeypatch.setattr(tasks.deliver_webhook, "apply_async", broker_down)
+    WebhookEndpointFactory(url=receiver.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        message = webhook_event_publish(type="tenant.suspended", data={"slug": "acme"}, key="k-broker")
+    assert message is not None
+    assert WebhookDelivery.objects.get().status == "pending"
+
+    assert tasks.deliver_due_webhooks.apply().get() == 1  # the Beat sweep
+    assert [r.json()["type"] for r in receiver.requests] == ["tenant.suspended"]
+
+
+def test_the_task_queued_after_commit_sends_the_delivery(
+    receiver, monkeypatch, django_capture_on_commit_callbacks
+):
+    queued = []
+    monkeypatch.setattr(tasks.deliver_webhook, "apply_async", lambda args, **kw: queued.append(args[0]))
+    WebhookEndpointFactory(url=receiver.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        webhook_event_publish(type="tenant.created", data={}, key="k-task")
+    assert queued == [WebhookDelivery.objects.get().pk]
+
+    assert tasks.deliver_webhook.apply(args=(queued[0],)).get() == "succeeded"
+    assert tasks.deliver_webhook.apply(args=(queued[0],)).get() is None  # done: a second run sends nothing
+    assert len(receiver.requests) == 1
+
+
+def test_the_sweep_runs_every_minute():
+    task = beat_task("outbound.deliver_due_webhooks")
+    assert (task.enabled, task.interval.every, task.interval.period) == (True, 60, "seconds")
