@@ -17,7 +17,7 @@ from celery import signals
 
 _CONTEXT = {
     name: contextvars.ContextVar(name, default=None)
-    for name in ("request_id", "tenant", "tenant_id", "task_id", "task_name")
+    for name in ("request_id", "tenant", "tenant_id", "platform_key", "task_id", "task_name")
 }
 CONTEXT_FIELDS = tuple(_CONTEXT)
 
@@ -36,7 +36,7 @@ def redact(text: str) -> str:
 
 
 def log_context_bind(**values) -> None:
-    """Set context fields (request_id, tenant, tenant_id, task_id, task_name) for what follows."""
+    """Set context fields (request_id, tenant, tenant_id, platform_key, task_id, task_name) for what follows."""
     for name, value in values.items():
         _CONTEXT[name].set(value)
 
