@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -74,7 +75,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     ]
     list_filter = ["enabled"]
     search_fields = ["url", "description"]
-    actions = ["re_enable", "rotate_secret", "send_test"]
+    actions = ["re_enable", "disable", "rotate_secret", "send_test"]
     readonly_fields = [
         "enabled",
         "disabled_at",
@@ -107,7 +108,8 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     @admin.display(description="open deliveries", ordering="_open")
     def open(self, obj):
-        return obj._open
+        url = reverse("admin:outbound_webhookdelivery_changelist")
+        return format_html('<a href="{}?endpoint__id__exact={}">{}</a>', url, obj.pk, obj._open)
 
     @admin.display(description="disabled because")
     def short_reason(self, obj):
@@ -138,6 +140,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             self.log_change(request, endpoint, "Re-enabled")
             count += 1
         self.message_user(request, f"Re-enabled {count} endpoint(s).")
+
+    @admin.action(description="Disable (deliveries wait until re-enabled)", permissions=["change"])
+    def disable(self, request, queryset):
+        count = 0
+        for endpoint in queryset.filter(enabled=True):
+            webhook_endpoint_update(endpoint=endpoint, enabled=False)
+            self.log_change(request, endpoint, "Disabled")
+            count += 1
+        self.message_user(request, f"Disabled {count} endpoint(s).")
 
     @admin.action(description="Rotate the signing secret (shown once)", permissions=["change"])
     def rotate_secret(self, request, queryset):

@@ -88,6 +88,11 @@ def test_re_enable_rotate_and_send_test(admin_client, django_capture_on_commit_c
     endpoint.refresh_from_db()
     assert (endpoint.enabled, endpoint.disabled_reason) == (True, "")
 
+    action(admin_client, "webhookendpoint", "disable", endpoint)
+    endpoint.refresh_from_db()
+    assert (endpoint.enabled, endpoint.disabled_reason) == (False, "Disabled by hand.")
+    action(admin_client, "webhookendpoint", "re_enable", endpoint)
+
     response = action(admin_client, "webhookendpoint", "rotate_secret", endpoint)
     endpoint.refresh_from_db()
     assert endpoint.secret != old_secret
@@ -130,10 +135,12 @@ def test_a_view_only_user_sees_the_log_but_gets_no_action_and_no_secret(viewer_c
         ("webhookdelivery", "replay", delivery),
         ("webhookendpoint", "rotate_secret", endpoint),
         ("webhookendpoint", "send_test", endpoint),
+        ("webhookendpoint", "disable", endpoint),
     ):
         action(viewer_client, model, name, obj)
     assert WebhookDelivery.objects.count() == 1
     assert WebhookEndpoint.objects.get().secret == secret
+    assert WebhookEndpoint.objects.get().enabled
     assert (
         viewer_client.post(
             reverse("admin:outbound_webhookendpoint_add"),
