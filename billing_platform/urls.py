@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("metering.urls")),
     path("api/v1/", include("stripe_sync.urls")),
+    path("api/v1/", include("outbound.urls")),
     path(
         "api/schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
