@@ -57,6 +57,20 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["/nonexistent/logs"],
         ["s3://", "--meter", "{meter}"],
     ],
+    "consume_usage_queue": [
+        ["https://sqs.eu-west-1.amazonaws.com/123456789012/usage"],
+        ["https://sqs.eu-west-1.amazonaws.com/123456789012/usage", "--meter", "nope"],
+        ["not a queue url", "--meter", "{meter}"],
+        ["https://sqs.eu-west-1.amazonaws.com/123456789012/usage", "--meter", "{meter}", "--wait", "21"],
+        [
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/usage",
+            "--meter",
+            "{meter}",
+            "--max-messages",
+            "0",
+        ],
+        ["https://sqs.eu-west-1.amazonaws.com/1/usage", "--meter", "{meter}", "--visibility-timeout", "x"],
+    ],
     "create_meter": [
         ["m2", "--aggregation", "bogus"],
         ["m" * 200, "--aggregation", "count"],
