@@ -12,13 +12,20 @@ from django.utils.text import slugify
 
 from core.api_scopes import SCOPES
 from core.json_input import text_problem
+from core.money import plain_decimal
 from core.validation import row_validate, validation_error_message
+from tenants.events import tenant_change_publish
 from tenants.key_cache import api_key_cache_clear
 from tenants.models import PlatformAPIKey, Tenant, TenantAPIKey, TenantChange
 
 
 class TenantError(Exception):
-    """A request about a tenant that cannot be carried out; the message is for the operator."""
+    """A request about a tenant that cannot be carried out; the message is for the operator.
+    `field`: the input it is about (name, slug, external_id, plan, ...), so the API can name it."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ def tenant_history_record(
     """`actor`: the operator (a user), the platform key that called the API, or None (a command,
     a Stripe event: `source` says which)."""
     by_key = isinstance(actor, PlatformAPIKey)
-    TenantChange.objects.create(
+    change = TenantChange.objects.create(
         tenant=tenant,
         field=field,
         old_value=old,
@@ -43,6 +50,10 @@ def tenant_history_record(
         source=source,
         reason=reason,
     )
+    # Every recorded change is an outgoing webhook event (tenant.created, .suspended, ...), in the
+    # same transaction: a rolled-back change sends nothing.
+    tenant_change_publish(change)
+    return change
 
 
 def external_id_clean(value: str | None) -> str | None:
@@ -50,15 +61,17 @@ def external_id_clean(value: str | None) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise TenantError("the external id must be a string")
+        raise TenantError("the external id must be a string", field="external_id")
     if problem := text_problem(value):
-        raise TenantError(f"the external id {problem}")
+        raise TenantError(f"the external id {problem}", field="external_id")
     if not value.isprintable():
-        raise TenantError("the external id must hold printable characters only")
+        raise TenantError("the external id must hold printable characters only", field="external_id")
     if len(value) > 255:
-        raise TenantError("the external id must be at most 255 characters")
+        raise TenantError("the external id must be at most 255 characters", field="external_id")
     if value != value.strip() or not value:
-        raise TenantError("the external id must not be blank or start or end with a space")
+        raise TenantError(
+            "the external id must not be blank or start or end with a space", field="external_id"
+        )
     return value
 
 
@@ -67,14 +80,16 @@ def _refs_free(*, slug: str | None = None, external_id: str | None = None, other
     others = Tenant.objects.exclude(pk=other_than.pk) if other_than is not None else Tenant.objects
     if slug is not None:
         if others.filter(slug=slug).exists():
-            raise TenantError(f"a tenant with slug {slug!r} already exists")
+            raise TenantError(f"a tenant with slug {slug!r} already exists", field="slug")
         if others.filter(external_id=slug).exists():
-            raise TenantError(f"slug {slug!r} is another tenant's external id")
+            raise TenantError(f"slug {slug!r} is another tenant's external id", field="slug")
     if external_id is not None:
         if others.filter(external_id=external_id).exists():
-            raise TenantError(f"a tenant with external id {external_id!r} already exists")
+            raise TenantError(
+                f"a tenant with external id {external_id!r} already exists", field="external_id"
+            )
         if others.filter(slug=external_id).exists():
-            raise TenantError(f"external id {external_id!r} is another tenant's slug")
+            raise TenantError(f"external id {external_id!r} is another tenant's slug", field="external_id")
 
 
 @transaction.atomic
@@ -90,14 +105,13 @@ def tenant_create(
 ) -> Tenant:
     name = name.strip()
     if not name:
-        raise TenantError("the tenant name must not be empty")
-    if plan not in Tenant.Plan.values:
-        raise TenantError(f"unknown plan {plan!r}; choose one of {', '.join(Tenant.Plan.values)}")
+        raise TenantError("the tenant name must not be empty", field="name")
+    _plan_check(plan)
     if monthly_free_allowance < 0:
-        raise TenantError("the monthly free allowance must not be negative")
+        raise TenantError("the monthly free allowance must not be negative", field="monthly_free_allowance")
     slug = slugify(slug or name)[:64]
     if not slug:
-        raise TenantError(f"cannot make a slug from {name!r}; pass one explicitly")
+        raise TenantError(f"cannot make a slug from {name!r}; pass one explicitly", field="slug")
     external_id = external_id_clean(external_id)
     _refs_free(slug=slug, external_id=external_id)
     tenant = Tenant(
@@ -126,46 +140,72 @@ def _validate(row, *, exclude: list[str]) -> None:
     try:
         row_validate(row, exclude=exclude)
     except ValidationError as exc:
-        raise TenantError(validation_error_message(exc)) from None
+        fields = list(exc.message_dict) if hasattr(exc, "error_dict") else []
+        raise TenantError(validation_error_message(exc), field=fields[0] if fields else None) from None
 
 
-def api_key_issue(*, tenant: Tenant, name: str) -> IssuedKey:
+def _key_name_clean(name: str) -> str:
     name = name.strip()
     if not name:
-        raise TenantError("the key name must not be empty")
+        raise TenantError("the key name must not be empty", field="name")
     if len(name) > 50:
-        raise TenantError("the key name must be at most 50 characters")
+        raise TenantError("the key name must be at most 50 characters", field="name")
+    return name
+
+
+def api_key_issue(*, tenant: Tenant, name: str, actor=None, source: str = "") -> IssuedKey:
+    """A new key for `tenant`. With a `source` (admin, api, command), the tenant's history records
+    it (the prefix, never the secret) with its actor."""
+    name = _key_name_clean(name)
     _validate(TenantAPIKey(tenant=tenant, name=name), exclude=["id", "prefix", "hashed_key"])
     api_key, secret = TenantAPIKey.objects.create_key(tenant=tenant, name=name)
+    if source:
+        tenant_history_record(
+            tenant=tenant,
+            field=TenantChange.Field.API_KEY,
+            old="",
+            new=api_key.prefix,
+            actor=actor,
+            source=source,
+            reason=f"key issued: {name}",
+        )
     return IssuedKey(api_key=api_key, secret=secret)
 
 
 def platform_key_issue(*, name: str, scopes, created_by=None) -> IssuedKey:
     """A key for the SaaS's own backend with these scopes (core.api_scopes.SCOPES)."""
-    name = name.strip()
-    if not name:
-        raise TenantError("the key name must not be empty")
-    if len(name) > 50:
-        raise TenantError("the key name must be at most 50 characters")
+    name = _key_name_clean(name)
     scopes = list(dict.fromkeys(scopes))
     if not scopes:
-        raise TenantError(f"give the key at least one scope: {', '.join(SCOPES)}")
+        raise TenantError(f"give the key at least one scope: {', '.join(SCOPES)}", field="scopes")
     unknown = [scope for scope in scopes if scope not in SCOPES]
     if unknown:
-        raise TenantError(f"unknown scope {unknown[0]!r}; choose from {', '.join(SCOPES)}")
+        raise TenantError(f"unknown scope {unknown[0]!r}; choose from {', '.join(SCOPES)}", field="scopes")
     api_key, secret = PlatformAPIKey.objects.create_key(
         name=name, scopes=scopes, created_by=created_by if getattr(created_by, "pk", None) else None
     )
     return IssuedKey(api_key=api_key, secret=secret)
 
 
-def api_key_revoke(*, api_key: TenantAPIKey | PlatformAPIKey) -> bool:
-    """Revoke a key (of either kind) for good. Returns False if it was already revoked."""
-    changed = (
-        type(api_key)
-        .objects.filter(pk=api_key.pk, revoked=False)
-        .update(revoked=True, revoked_at=timezone.now())
-    )
+def api_key_revoke(*, api_key: TenantAPIKey | PlatformAPIKey, actor=None, source: str = "") -> bool:
+    """Revoke a key (of either kind) for good. Returns False if it was already revoked. With a
+    `source`, a tenant key's revocation is recorded in its tenant's history."""
+    with transaction.atomic():
+        changed = (
+            type(api_key)
+            .objects.filter(pk=api_key.pk, revoked=False)
+            .update(revoked=True, revoked_at=timezone.now())
+        )
+        if changed and source and isinstance(api_key, TenantAPIKey):
+            tenant_history_record(
+                tenant=api_key.tenant,
+                field=TenantChange.Field.API_KEY,
+                old=api_key.prefix,
+                new="revoked",
+                actor=actor,
+                source=source,
+                reason=f"key revoked: {api_key.name}",
+            )
     api_key_cache_clear()
     return changed == 1
 
@@ -214,7 +254,100 @@ def tenant_reactivate(*, tenant: Tenant, actor=None, source: str = "admin", reas
     )
 
 
-def tenant_change_plan(*, tenant: Tenant, plan: str, actor=None, source: str, reason: str = "") -> bool:
+def _plan_check(plan: str) -> None:
     if plan not in Tenant.Plan.values:
-        raise TenantError(f"unknown plan {plan!r}; choose one of {', '.join(Tenant.Plan.values)}")
+        raise TenantError(
+            f"unknown plan {plan!r}; choose one of {', '.join(Tenant.Plan.values)}", field="plan"
+        )
+
+
+def tenant_change_plan(*, tenant: Tenant, plan: str, actor=None, source: str, reason: str = "") -> bool:
+    _plan_check(plan)
     return _change(tenant=tenant, field="plan", value=plan, actor=actor, source=source, reason=reason)
+
+
+_UNCHANGED = object()
+
+
+def tenant_refs_check(*, slug: str | None = None, external_id: str | None = None, tenant=None) -> None:
+    """Refuse (TenantError naming the field) a slug or external id that would name another tenant
+    than `tenant`; for forms that save a tenant themselves (the admin's)."""
+    _refs_free(slug=slug, external_id=external_id_clean(external_id), other_than=tenant)
+
+
+def tenant_update(
+    *,
+    tenant: Tenant,
+    name=_UNCHANGED,
+    monthly_free_allowance=_UNCHANGED,
+    external_id=_UNCHANGED,
+    actor=None,
+    source: str,
+    reason: str = "",
+) -> list[str]:
+    """Change a tenant's name, monthly free allowance and/or external id (None clears it), each
+    change recorded in its history with its actor. All are checked before any is written; returns
+    the fields that changed. Plan and status have their own services."""
+    updates: dict = {}
+    if name is not _UNCHANGED:
+        if not isinstance(name, str) or not name.strip():
+            raise TenantError("the tenant name must not be empty", field="name")
+        updates["name"] = name.strip()
+    if monthly_free_allowance is not _UNCHANGED:
+        if not isinstance(monthly_free_allowance, Decimal) or not monthly_free_allowance.is_finite():
+            raise TenantError(
+                "the monthly free allowance must be a decimal number", field="monthly_free_allowance"
+            )
+        if monthly_free_allowance < 0:
+            raise TenantError(
+                "the monthly free allowance must not be negative", field="monthly_free_allowance"
+            )
+        updates["monthly_free_allowance"] = monthly_free_allowance
+    if external_id is not _UNCHANGED:
+        updates["external_id"] = external_id_clean(external_id)
+    changed: list[str] = []
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        olds = {field: getattr(locked, field) for field in updates}
+        for field, value in updates.items():
+            setattr(locked, field, value)
+        if "external_id" in updates and updates["external_id"] is not None:
+            _refs_free(external_id=updates["external_id"], other_than=locked)
+        _validate(locked, exclude=["stripe_customer", "slug", "external_id"])
+        for field, value in updates.items():
+            if olds[field] != value:
+                changed.append(field)
+        if changed:
+            locked.save(update_fields=[*changed, "updated_at"])
+            for field in changed:
+                tenant_history_record(
+                    tenant=locked,
+                    field=_HISTORY_FIELDS[field],
+                    old=_history_value(olds[field]),
+                    new=_history_value(getattr(locked, field)),
+                    actor=actor,
+                    source=source,
+                    reason=reason,
+                )
+    for field in changed:
+        setattr(tenant, field, getattr(locked, field))
+    if changed:
+        tenant.updated_at = locked.updated_at
+    if "external_id" in changed:
+        api_key_cache_clear()  # cached keys carry their tenant (and so its refs)
+    return changed
+
+
+_HISTORY_FIELDS = {
+    "name": TenantChange.Field.NAME,
+    "monthly_free_allowance": TenantChange.Field.FREE_ALLOWANCE,
+    "external_id": TenantChange.Field.EXTERNAL_ID,
+}
+
+
+def _history_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return plain_decimal(value)
+    return str(value)
