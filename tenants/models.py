@@ -68,17 +68,22 @@ class Tenant(models.Model):
 
 
 class TenantChange(models.Model):
-    """Append-only history of a tenant's plan and status, with who or what changed it."""
+    """Append-only history of a tenant: plan, status, name, free allowance, external id and its keys
+    (issued and revoked: the prefix, never the secret), with who or what changed it."""
 
     class Field(models.TextChoices):
         STATUS = "status", "Status"
         PLAN = "plan", "Plan"
         CREATED = "created", "Created"
+        NAME = "name", "Name"
+        FREE_ALLOWANCE = "free_allowance", "Free allowance"
+        EXTERNAL_ID = "external_id", "External id"
+        API_KEY = "api_key", "API key"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="changes")
     field = models.CharField(max_length=16, choices=Field.choices)
-    old_value = models.CharField(max_length=32, blank=True)
-    new_value = models.CharField(max_length=32, blank=True)
+    old_value = models.CharField(max_length=255, blank=True)
+    new_value = models.CharField(max_length=255, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
