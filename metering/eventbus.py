@@ -356,15 +356,20 @@ def _aws(call, *, what: str, url: str):
         raise
 
 
-def _failure(result: ConsumeResult, url: str, message: dict, reason: str) -> None:
+def _failure(
+    result: ConsumeResult, url: str, message: dict, reason: str, *, unexpected: bool = False
+) -> None:
+    """Count the failure, keep it as the last error, and log one record naming the message (never
+    its body); an unexpected error's record carries its traceback (one JSON line in production)."""
     result.failed += 1
     result.last_error = f"message {message.get('MessageId', '?')}: {reason}"[:500]
-    logger.warning(
+    (logger.error if unexpected else logger.warning)(
         "usage queue %s: message %s not processed (receive %s), left for redrive: %s",
         url.rsplit("/", 1)[-1],
         message.get("MessageId", "?"),
         message.get("Attributes", {}).get("ApproximateReceiveCount", "?"),
         reason,
+        exc_info=unexpected,
     )
 
 
@@ -376,9 +381,10 @@ def _handle(result: ConsumeResult, url: str, meter: Meter, message: dict) -> boo
     except BusEventRefused as exc:
         _failure(result, url, message, one_line(exc))
         return False
-    except Exception as exc:  # a bug or an outage: the message stays for another try
-        logger.exception("usage queue %s: message %s failed", url, message.get("MessageId", "?"))
-        _failure(result, url, message, f"unexpected error {type(exc).__name__}: {one_line(exc)[:300]}")
+    except Exception as exc:  # noqa: BLE001 - logged with its traceback; the message stays for another try
+        _failure(
+            result, url, message, f"unexpected {type(exc).__name__}: {one_line(exc)[:300]}", unexpected=True
+        )
         return False
     if new:
         result.processed += 1

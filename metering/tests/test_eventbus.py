@@ -296,6 +296,27 @@ def test_a_poison_message_goes_to_the_dead_letter_queue_after_its_receives(queue
     assert len(events_of(seed_tenant)) == 1
 
 
+def test_an_unexpected_error_leaves_the_message_and_logs_one_record_with_its_traceback(
+    queue, seed_tenant, api_calls, monkeypatch, caplog
+):
+    def outage(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("metering.eventbus.usage_events_record", outage)
+    message_id = queue.send({"TenantID": "Tenant0", "Quantity": 1})
+
+    with caplog.at_level(logging.WARNING, logger="metering.eventbus"):
+        out, err = consume(queue.url)
+
+    assert out == summary(received=1, failed=1)
+    assert err == f"last failure: message {message_id}: unexpected RuntimeError: the database went away"
+    assert queue.count() == 1
+    [record] = [r for r in caplog.records if r.name == "metering.eventbus"]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert message_id in record.getMessage()
+
+
 def test_a_failure_within_a_run_is_not_received_again_in_that_run(queue, seed_tenant, api_calls):
     queue.send("{not json")
     out, _ = consume(queue.url, "api_calls", "--visibility-timeout", "0", "--max-messages", "50")
