@@ -1266,3 +1266,96 @@ def customers_sources(ctx: Ctx):
 def customers_tax_ids(ctx: Ctx):
     cus = live_customer(ctx, ctx.path_args["id"])
     return _empty_list(ctx, f"/v1/customers/{cus['id']}/tax_ids")
+
+
+# --- payment intents (stored by the test control `create_payment_intent`; retrieved as Stripe does) ---
+
+PAYMENT_INTENT_EVENTS = {
+    "succeeded": "payment_intent.succeeded",
+    "requires_payment_method": "payment_intent.payment_failed",
+    "requires_action": "payment_intent.requires_action",
+}
+
+
+def new_payment_intent(
+    ctx: Ctx,
+    *,
+    customer: str | None,
+    amount: int,
+    currency: str = "usd",
+    status: str = "succeeded",
+    payment_method: str | None = None,
+    metadata=None,
+    description=None,
+) -> dict:
+    """A PaymentIntent in `status` (succeeded, requires_payment_method after a failed attempt,
+    requires_action for 3-D Secure), stored and announced with the event Stripe sends for it."""
+    pid = new_id("pi", 24)
+    failed = status == "requires_payment_method"
+    pi = {
+        "id": pid,
+        "object": "payment_intent",
+        "amount": amount,
+        "amount_capturable": 0,
+        "amount_details": {"tip": {}},
+        "amount_received": amount if status == "succeeded" else 0,
+        "application": None,
+        "application_fee_amount": None,
+        "automatic_payment_methods": None,
+        "canceled_at": None,
+        "cancellation_reason": None,
+        "capture_method": "automatic",
+        "client_secret": f"{pid}_secret_{secrets.token_urlsafe(18)}",
+        "confirmation_method": "automatic",
+        "created": ctx.now(),
+        "currency": check_currency(currency),
+        "customer": customer,
+        "description": description,
+        "last_payment_error": {
+            "code": "card_declined",
+            "decline_code": "generic_decline",
+            "message": "Your card was declined.",
+            "type": "card_error",
+        }
+        if failed
+        else None,
+        "latest_charge": new_id("ch", 24) if status == "succeeded" else None,
+        "livemode": False,
+        "metadata": apply_metadata({}, metadata),
+        "next_action": {"type": "use_stripe_sdk", "use_stripe_sdk": {}}
+        if status == "requires_action"
+        else None,
+        "on_behalf_of": None,
+        "payment_method": None if failed else payment_method,
+        "payment_method_configuration_details": None,
+        "payment_method_options": {
+            "card": {
+                "installments": None,
+                "mandate_options": None,
+                "network": None,
+                "request_three_d_secure": "automatic",
+            }
+        },
+        "payment_method_types": ["card"],
+        "processing": None,
+        "receipt_email": None,
+        "review": None,
+        "setup_future_usage": None,
+        "shipping": None,
+        "source": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": status,
+        "transfer_data": None,
+        "transfer_group": None,
+    }
+    ctx.state.put(pi)
+    ctx.emit("payment_intent.created", pi)
+    if status in PAYMENT_INTENT_EVENTS:
+        ctx.emit(PAYMENT_INTENT_EVENTS[status], pi)
+    return pi
+
+
+payment_intents_retrieve = retrieve_route(
+    "/v1/payment_intents/{id}", "payment_intent", "payment_intent", "_payment_intent_retrieve_params"
+)

@@ -575,6 +575,34 @@ class StripeServer:
                     ctx.emit("customer.updated", cus, before)
             return self.state.render(pm)
 
+    def create_payment_intent(
+        self,
+        customer: str | None,
+        *,
+        amount: int,
+        currency: str = "usd",
+        status: str = "succeeded",
+        metadata: dict | None = None,
+    ) -> dict:
+        """A PaymentIntent of `customer` in `status` ("succeeded", "requires_payment_method" after a
+        declined attempt, "requires_action"), with the event Stripe sends for it
+        (payment_intent.succeeded / payment_failed / requires_action)."""
+        with self.state.lock:
+            ctx = self._control_ctx()
+            if customer:
+                self.state.require(customer, "customer", "customer")
+            pm = res_core.new_payment_method(ctx, res_billing.card_number("visa"))
+            pi = res_core.new_payment_intent(
+                ctx,
+                customer=customer,
+                amount=amount,
+                currency=currency,
+                status=status,
+                payment_method=pm["id"],
+                metadata=metadata,
+            )
+            return self.state.render(pi)
+
     # webhooks ------------------------------------------------------------------------------------
     sign = staticmethod(sign)
 

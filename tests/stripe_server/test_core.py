@@ -367,3 +367,32 @@ def test_events_record_every_change_and_can_be_fetched(client, module_stripe, st
     assert fetched.api_version
     assert module_stripe.Event.retrieve(event["id"]).id == event["id"]
     assert [e.id for e in client.v1.events.list(params={"type": "customer.created"}).data] == [event["id"]]
+
+
+@pytest.mark.parametrize(
+    ("status", "event_type"),
+    [
+        ("succeeded", "payment_intent.succeeded"),
+        ("requires_payment_method", "payment_intent.payment_failed"),
+        ("requires_action", "payment_intent.requires_action"),
+    ],
+)
+def test_a_payment_intent_is_announced_and_retrieved_as_stripe_has_it(
+    stripe_server, client, status, event_type
+):
+    customer = client.v1.customers.create(params={"email": "a@example.com"})
+    created = stripe_server.create_payment_intent(customer.id, amount=1500, status=status)
+    [event] = stripe_server.events(event_type)
+    assert event["data"]["object"]["id"] == created["id"]
+
+    pi = client.v1.payment_intents.retrieve(created["id"])
+    assert (pi.object, pi.status, pi.amount, pi.currency, pi.customer) == (
+        "payment_intent",
+        status,
+        1500,
+        "usd",
+        customer.id,
+    )
+    assert (pi.last_payment_error is not None) == (status == "requires_payment_method")
+    with pytest.raises(stripe.InvalidRequestError, match="No such payment_intent"):
+        client.v1.payment_intents.retrieve("pi_missing")
