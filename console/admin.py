@@ -388,8 +388,10 @@ class TenantPageAdmin(StripeTenantAdminMixin, TenantAdmin):
             )
         try:
             with transaction.atomic():
-                issued = api_key_issue(tenant=tenant, name=form.cleaned_data["name"])
-                if not api_key_revoke(api_key=old):
+                issued = api_key_issue(
+                    tenant=tenant, name=form.cleaned_data["name"], actor=request.user, source="admin"
+                )
+                if not api_key_revoke(api_key=old, actor=request.user, source="admin"):
                     # Rotated by someone else meanwhile: keep one replacement, not two.
                     raise TenantError(f"key {old.prefix} was revoked meanwhile; no new key was made")
         except TenantError as exc:

@@ -27,7 +27,8 @@ ERROR_SCHEMA = {
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid (see `fields`), or its body is not JSON or nested too deeply.",
     401: "No API key, or one that is malformed, wrong, expired or revoked.",
-    403: "The key's tenant is suspended.",
+    403: "The key's tenant is suspended, or the key may not call this endpoint (a tenant key where a "
+    "platform key is needed, a platform key without the scope).",
     404: "No such endpoint.",
     409: "The request conflicts with the current state.",
     413: "The body is too large.",

@@ -1,14 +1,24 @@
-"""Tenant-facing Stripe endpoints: `POST /api/v1/billing/checkout`."""
+"""Stripe endpoints: `POST /api/v1/billing/checkout` (a tenant key) and
+`POST /api/v1/tenants/{ref}/onboard` (provisioning, a platform key; here because tenants must not
+import stripe_sync)."""
 
 import stripe
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from rest_framework import exceptions, serializers, status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.response import Response
 
 from core.api_errors import error_body
 from core.api_schema import error_responses
+from core.api_scopes import TENANTS_WRITE, platform_scope
 from stripe_sync.catalog import OnboardingError, stripe_error_message
 from stripe_sync.checkout import (
     MAX_RETURN_URL_LENGTH,
@@ -17,7 +27,10 @@ from stripe_sync.checkout import (
     return_url_problem,
 )
 from stripe_sync.client import StripeNotConfigured
+from stripe_sync.onboarding import tenant_onboard
 from tenants.authentication import ApiKeyAuthentication, IsActiveTenant, request_tenant
+from tenants.models import Tenant
+from tenants.selectors import tenant_by_api_ref
 
 
 @extend_schema_field(
@@ -97,3 +110,73 @@ def checkout_create(request):
             error_body("stripe_error", stripe_error_message(exc)), status=status.HTTP_502_BAD_GATEWAY
         )
     return Response({"id": session.id, "url": session.url}, status=status.HTTP_201_CREATED)
+
+
+class OnboardedSubscription(serializers.Serializer):
+    id = serializers.CharField()
+    status = serializers.CharField()
+
+
+class OnboardAnswer(serializers.Serializer):
+    tenant = serializers.CharField(help_text="The tenant's slug.")
+    customer = serializers.CharField(help_text="Its Stripe customer id (cus_...).")
+    customer_created = serializers.BooleanField(help_text="false: an existing customer was found.")
+    meters = serializers.ListField(
+        child=serializers.CharField(), help_text="Each meter's billing meter and price at Stripe."
+    )
+    subscription = OnboardedSubscription(
+        allow_null=True, help_text="Its metered subscription (metered plan with prices), else null."
+    )
+
+
+@extend_schema(
+    operation_id="tenants_onboard",
+    summary="Onboard a tenant to Stripe",
+    description="For a platform key with `tenants:write`; `ref` is the tenant's external id or slug. "
+    "Finds or creates its Stripe customer (never two), every meter's billing meter and price, and "
+    "for a tenant on the metered plan its subscription, as the admin's 'Onboard to Stripe' action "
+    "does. Safe to call again. 409 when Stripe's objects conflict with the tenant's (another "
+    "tenant's customer, a deleted customer); 502 when Stripe refuses or does not answer; 503 when "
+    "Stripe is not configured.",
+    tags=["provisioning"],
+    parameters=[
+        OpenApiParameter(
+            "ref",
+            OpenApiTypes.STR,
+            OpenApiParameter.PATH,
+            description="The tenant's external id (the SaaS's own customer id) or, failing that, its slug.",
+        )
+    ],
+    request=None,
+    responses={200: OnboardAnswer, **error_responses(401, 403, 404, 409, 502, 503)},
+)
+@api_view(["POST"])
+@permission_classes([platform_scope(TENANTS_WRITE)])
+def tenant_onboard_view(request, ref: str):
+    try:
+        tenant = tenant_by_api_ref(ref=ref)
+    except Tenant.DoesNotExist as exc:
+        raise exceptions.NotFound(str(exc)) from None
+    try:
+        result = tenant_onboard(tenant=tenant, actor=request.auth)
+    except StripeNotConfigured:
+        return Response(
+            error_body("stripe_not_configured", "Billing is not available: Stripe is not configured."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    except OnboardingError as exc:
+        return Response(error_body("onboarding_refused", str(exc)), status=status.HTTP_409_CONFLICT)
+    except stripe.StripeError as exc:
+        return Response(
+            error_body("stripe_error", stripe_error_message(exc)), status=status.HTTP_502_BAD_GATEWAY
+        )
+    subscription = result.subscription
+    return Response(
+        {
+            "tenant": tenant.slug,
+            "customer": result.customer.id,
+            "customer_created": result.customer_created,
+            "meters": [meter.describe() for meter in result.meters],
+            "subscription": {"id": subscription.id, "status": subscription.status} if subscription else None,
+        }
+    )

@@ -113,7 +113,7 @@ class TenantAdmin(PlainDecimalsMixin, admin.ModelAdmin):
         name = request.POST.get("key_name", "")
         for tenant in queryset:
             try:
-                issued = api_key_issue(tenant=tenant, name=name)
+                issued = api_key_issue(tenant=tenant, name=name, actor=request.user, source="admin")
             except TenantError as exc:
                 self.message_user(request, f"{tenant}: {exc}", messages.ERROR)
                 return None
@@ -202,7 +202,7 @@ class TenantAPIKeyAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         revoked = 0
         for api_key in queryset.select_related("tenant"):
-            if api_key_revoke(api_key=api_key):
+            if api_key_revoke(api_key=api_key, actor=request.user, source="admin"):
                 self.log_change(request, api_key, "Revoked")
                 revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).")

@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, tenant, name, **options):
         try:
             found = tenant_get_by_ref(ref=tenant)
-            issued = api_key_issue(tenant=found, name=name)
+            issued = api_key_issue(tenant=found, name=name, source="command")
         except (Tenant.DoesNotExist, TenantError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"tenant id: {found.pk} (slug {found.slug}); key prefix {issued.api_key.prefix}")

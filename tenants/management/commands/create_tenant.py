@@ -18,6 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--plan", choices=Tenant.Plan.values, default=Tenant.Plan.FREE)
         parser.add_argument("--slug", help="unique slug (default: made from the name)")
         parser.add_argument(
+            "--external-id",
+            help="the SaaS's own id for this customer (unique; a platform key names the tenant by it)",
+        )
+        parser.add_argument(
             "--free-allowance",
             type=decimal_argument(
                 max_digits=_ALLOWANCE.max_digits, max_places=_ALLOWANCE.decimal_places, minimum=0
@@ -27,13 +31,20 @@ class Command(BaseCommand):
         )
         parser.add_argument("--key-name", default="default", help="name of the first API key")
 
-    def handle(self, *args, name, plan, slug, free_allowance, key_name, **options):
+    def handle(self, *args, name, plan, slug, external_id, free_allowance, key_name, **options):
         try:
             with transaction.atomic():  # a tenant without its first key is not made
-                tenant = tenant_create(name=name, plan=plan, slug=slug, monthly_free_allowance=free_allowance)
-                issued = api_key_issue(tenant=tenant, name=key_name)
+                tenant = tenant_create(
+                    name=name,
+                    plan=plan,
+                    slug=slug,
+                    external_id=external_id,
+                    monthly_free_allowance=free_allowance,
+                )
+                issued = api_key_issue(tenant=tenant, name=key_name, source="command")
         except TenantError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"tenant id: {tenant.pk} (slug {tenant.slug}, plan {tenant.plan})")
+        external = f", external id {tenant.external_id}" if tenant.external_id else ""
+        self.stdout.write(f"tenant id: {tenant.pk} (slug {tenant.slug}{external}, plan {tenant.plan})")
         self.stdout.write("API key (shown once, store it now):")
         self.stdout.write(issued.secret)
