@@ -23,6 +23,7 @@ from core.permissions import can_see_revenue
 from metering.charts import meter_usage_chart
 from metering.eventbus import UsageQueueError, usage_queue_consume_configured
 from metering.models import (
+    VALUE_AGGREGATIONS,
     AggregationRun,
     HourlyAggregate,
     HourlyAggregateChange,
@@ -195,10 +196,15 @@ class PriceInline(PlainDecimalsMixin, admin.StackedInline):
 class MeterForm(forms.ModelForm):
     class Meta:
         model = Meter
-        fields = ["code", "name", "unit", "aggregation", "unique_property"]
+        fields = ["code", "name", "unit", "aggregation", "unique_property", "value_property"]
 
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("value_property") and cleaned.get("aggregation") not in VALUE_AGGREGATIONS:
+            self.add_error(
+                "value_property",
+                "Only sum, max and latest meters read a quantity; leave this empty for this aggregation.",
+            )
         if cleaned.get("aggregation") == Meter.Aggregation.UNIQUE_COUNT and not cleaned.get(
             "unique_property"
         ):
@@ -223,7 +229,16 @@ class MeterAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "unit", "aggregation", "filters_summary"]
     list_filter = ["aggregation"]
     search_fields = ["code", "name"]
-    fields = ["code", "name", "unit", "aggregation", "unique_property", "created_at", "updated_at"]
+    fields = [
+        "code",
+        "name",
+        "unit",
+        "aggregation",
+        "unique_property",
+        "value_property",
+        "created_at",
+        "updated_at",
+    ]
     readonly_fields = ["created_at", "updated_at"]
     inlines = [MeterFilterInline, PriceInline]
 

@@ -6,12 +6,13 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
-from rest_framework.decorators import api_view, parser_classes, throttle_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes, throttle_classes
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from core.api_errors import error_body
 from core.api_schema import error_responses
+from core.api_scopes import EVENTS_WRITE, USAGE_READ, is_platform, tenant_or_platform_scope
 from core.json_input import printable
 from core.metrics import instrument_ingest
 from core.parsers import TOO_DEEP
@@ -21,6 +22,7 @@ from metering.ingest import (
     MAX_BATCH,
     MAX_BODY_BYTES,
     MAX_EVENT_ID_LENGTH,
+    EventsForbidden,
     EventsInvalid,
     usage_events_record,
     usage_events_validate,
@@ -28,7 +30,7 @@ from metering.ingest import (
 from metering.models import Meter
 from metering.selectors import usage_series
 from metering.throttling import ApiKeyRateThrottle
-from tenants.authentication import request_tenant
+from tenants.authentication import request_named_tenant, request_tenant
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -87,6 +89,24 @@ def _invalid_response(errors: dict) -> Response:
     return Response(error_body("invalid", message, fields), status=status.HTTP_400_BAD_REQUEST)
 
 
+def _forbidden_response(indexes: list) -> Response:
+    named = "" if indexes == [None] else f" (events {', '.join(map(str, indexes[:20]))})"
+    return Response(
+        error_body(
+            "permission_denied", f"A tenant key acts only for its own tenant{named}; nothing was stored."
+        ),
+        status=status.HTTP_403_FORBIDDEN,
+    )
+
+
+def events_validate_for(request, payload, now):
+    """Validate as the caller may send: a tenant key for its own tenant, a platform key naming each
+    event's tenant. Raises EventsInvalid / EventsForbidden."""
+    if is_platform(request.user):
+        return usage_events_validate(payload=payload, now=now, tenant_required=True)
+    return usage_events_validate(payload=payload, now=now, tenant=request_tenant(request))
+
+
 # The request body, exactly as far as a schema can say it. What it cannot say (the meter must
 # exist, the timestamp must be inside Stripe's window, a quantity has at most 15 digits, 12 of them
 # decimals, properties at most 8 KiB and 20 levels, one id per event) is checked and answered 400.
@@ -101,10 +121,18 @@ EVENT_SCHEMA = {
             "maxLength": MAX_EVENT_ID_LENGTH,
             "description": "Idempotency key, unique per tenant; not blank, no NUL.",
         },
+        "tenant": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "description": "The tenant's external id or slug. Required with a platform key (events:write); "
+            "with a tenant key optional, and it must name that tenant (another: 403).",
+        },
         "meter": {"type": "string", "minLength": 1, "maxLength": 100, "description": "A meter's code."},
         "quantity": {
-            "description": "Default 1 when omitted (null is refused); not negative; at most 15 digits, "
-            "at most 12 after the point. A JSON number is read as an exact decimal.",
+            "description": "When omitted: the meter's value property (`properties[P]`) if it has one, "
+            "else 1 (null is refused); not negative; at most 15 digits, at most 12 after the point. "
+            "A JSON number is read as an exact decimal.",
             "oneOf": [
                 {"type": "number", "minimum": 0},
                 {"type": "string", "minLength": 1, "maxLength": 100, "description": "A decimal number."},
@@ -144,7 +172,9 @@ EVENTS_REQUEST_SCHEMA = {
     summary="Record usage events",
     description='One event, or `{"events": [...]}` of up to 1,000. All-or-nothing validation; '
     "an event id already seen for this tenant counts as a duplicate and changes nothing. "
-    "Answers 202 once the events are committed.",
+    "Answers 202 once the events are committed. With a platform key (scope events:write) every "
+    "event names its tenant in `tenant` (a batch may mix tenants); an unknown or suspended tenant "
+    "is a 400 naming the event.",
     request={"application/json": EVENTS_REQUEST_SCHEMA},
     responses={
         202: inline_serializer(
@@ -176,15 +206,17 @@ EVENTS_REQUEST_SCHEMA = {
 )
 @api_view(["POST"])
 @parser_classes([EventsJSONParser])
+@permission_classes([tenant_or_platform_scope(EVENTS_WRITE)])
 @throttle_classes([ApiKeyRateThrottle])
 def events_ingest(request):
     now = timezone.now()
-    tenant = request_tenant(request)
     try:
-        events = usage_events_validate(payload=request.data, now=now, tenant=tenant)
+        events = events_validate_for(request, request.data, now)
+    except EventsForbidden as forbidden:
+        return _forbidden_response(forbidden.indexes)
     except EventsInvalid as invalid:
         return _invalid_response(invalid.errors)
-    result = usage_events_record(tenant=tenant, events=events, now=now)
+    result = usage_events_record(events=events, now=now)
     return Response(
         {"accepted": result.accepted, "duplicates": result.duplicates}, status=status.HTTP_202_ACCEPTED
     )
@@ -208,6 +240,7 @@ class UsageQuery(serializers.Serializer):
     # A CharField first (it refuses NUL and unpaired surrogates), then the look-up: a NUL sent to
     # PostgreSQL in a filter is a DataError, not "does not exist".
     meter = serializers.CharField(required=False, max_length=100)
+    tenant = serializers.CharField(required=False, max_length=255)
     start = BoundedDateTimeField(required=False)
     end = BoundedDateTimeField(required=False)
     granularity = serializers.ChoiceField(choices=["hour", "day"], default="hour")
@@ -279,10 +312,17 @@ USAGE_RESPONSE = inline_serializer(
 
 
 @extend_schema(
-    summary="The calling tenant's usage",
+    summary="A tenant's usage",
     description="Hourly aggregates, or their sums per UTC day, in [start, end). Values are decimal "
-    "strings. Default range: the last 24 hours (hour) or 30 days (day).",
+    "strings. Default range: the last 24 hours (hour) or 30 days (day). A tenant key reads its own "
+    "tenant; a platform key (scope usage:read) names the tenant in `tenant`.",
     parameters=[
+        OpenApiParameter(
+            "tenant",
+            {"type": "string", "minLength": 1, "maxLength": 255},
+            description="The tenant's external id or slug: required with a platform key; with a "
+            "tenant key optional and it must name that tenant.",
+        ),
         OpenApiParameter(
             "meter",
             {"type": "string", "minLength": 1, "maxLength": 100},
@@ -292,9 +332,10 @@ USAGE_RESPONSE = inline_serializer(
         OpenApiParameter("end", OpenApiTypes.DATETIME, description="With an offset; 2000 to 2100."),
         OpenApiParameter("granularity", str, enum=["hour", "day"], description="Default hour."),
     ],
-    responses={200: USAGE_RESPONSE, **error_responses(400, 401, 403)},
+    responses={200: USAGE_RESPONSE, **error_responses(400, 401, 403, 404)},
 )
 @api_view(["GET"])
+@permission_classes([tenant_or_platform_scope(USAGE_READ)])
 def usage_read(request):
     # A plain dict, not the QueryDict: DRF reads an empty value of an optional field in a QueryDict
     # as "omitted", so `start=` would silently mean the default range.
@@ -302,7 +343,8 @@ def usage_read(request):
     query.is_valid(raise_exception=True)
     params = query.validated_data
     points = usage_series(
-        tenant=request_tenant(request),
+        # A platform key may read a suspended tenant's usage (its last bill); its own key cannot.
+        tenant=request_named_tenant(request, params.get("tenant"), field="tenant", active=False),
         start=params["start"],
         end=params["end"],
         granularity=params["granularity"],

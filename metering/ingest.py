@@ -11,12 +11,13 @@ from datetime import datetime, timedelta
 from decimal import Context, Decimal
 
 from django.db import OperationalError, connection, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from core.json_input import json_problem, printable, text_problem
 from core.parsing import ParseError, parse_datetime, parse_decimal
 from metering.models import QUANTITY_DECIMAL_PLACES, Meter, PendingHour, UsageEvent
 from tenants.models import Tenant
+from tenants.selectors import tenants_by_api_refs
 
 MAX_BATCH = 1000
 MAX_BODY_BYTES = 1024 * 1024
@@ -47,7 +48,7 @@ HOUR_CHECK_THRESHOLD = 10**11
 # Levels of `properties` (the object itself is level 1); deeper is refused.
 MAX_PROPERTIES_DEPTH = 20
 _MISSING = object()
-EVENT_FIELDS = frozenset({"id", "meter", "quantity", "timestamp", "properties"})
+EVENT_FIELDS = frozenset({"id", "meter", "quantity", "timestamp", "properties", "tenant"})
 METER_CACHE_SECONDS = 10.0
 EXACT = Context(prec=200)
 
@@ -61,6 +62,15 @@ class EventsInvalid(Exception):
         self.errors = errors
 
 
+class EventsForbidden(Exception):
+    """A tenant key's batch names another tenant: refused whole (403). `indexes`: the events that do
+    (None: a single event)."""
+
+    def __init__(self, indexes: list):
+        super().__init__("A tenant key acts only for its own tenant.")
+        self.indexes = indexes
+
+
 @dataclass(slots=True, frozen=True)
 class ValidEvent:
     event_id: str
@@ -68,6 +78,29 @@ class ValidEvent:
     timestamp: datetime
     quantity: Decimal
     properties_json: str
+    # The tenant the event named (or the calling tenant's); None: the tenant given to
+    # usage_events_record.
+    tenant_id: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class MeterRef:
+    """What ingestion needs of a meter: its id, and where an event without a quantity finds one."""
+
+    id: int
+    value_path: tuple[str, ...] = ()
+
+    @property
+    def value_field(self) -> str:
+        """The value property as errors name it: `properties.usage.tokens`."""
+        return "properties." + ".".join(self.value_path)
+
+
+def value_path(value_property: str) -> tuple[str, ...]:
+    """`tokens`, `usage.tokens` or OpenMeter's `$.usage.tokens` -> the keys to walk; '' -> ()."""
+    if not value_property:
+        return ()
+    return tuple(value_property.removeprefix("$.").split("."))
 
 
 @dataclass(frozen=True)
@@ -81,14 +114,17 @@ class _MeterCache:
     process, and reload at once on an unknown code so a new meter works immediately."""
 
     def __init__(self):
-        self._by_code: dict[str, int] = {}
+        self._by_code: dict[str, MeterRef] = {}
         self._loaded_at = float("-inf")
 
-    def lookup(self, codes: set[str]) -> dict[str, int]:
+    def lookup(self, codes: set[str]) -> dict[str, MeterRef]:
         now = time.monotonic()
         stale = now - self._loaded_at > METER_CACHE_SECONDS
         if stale or not codes <= self._by_code.keys():
-            self._by_code = dict(Meter.objects.values_list("code", "id"))
+            self._by_code = {
+                code: MeterRef(pk, value_path(prop))
+                for code, pk, prop in Meter.objects.values_list("code", "id", "value_property")
+            }
             self._loaded_at = now
         return self._by_code
 
@@ -115,6 +151,26 @@ def _quantity(value) -> Decimal | str:
     if quantity < 0:
         return "must not be negative"
     return quantity
+
+
+def _property_value(properties, path: tuple[str, ...]):
+    """The value at `path` inside the event's properties, or _MISSING."""
+    value = properties
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _value_quantity(properties, meter: "MeterRef", code: str) -> Decimal | str:
+    """The quantity an event without one takes from its meter's value property."""
+    value = _property_value(properties, meter.value_path)
+    if value is _MISSING:
+        return f"is required: meter {code[:100]!r} takes the quantity from it when the event has none"
+    if value is None:
+        return "must be a number (or a string holding one), not null"
+    return _quantity(value)
 
 
 def _timestamp(value, now: datetime) -> datetime | str:
@@ -155,10 +211,40 @@ def _same(first: ValidEvent, second: ValidEvent) -> bool:
     ) and json.loads(first.properties_json) == json.loads(second.properties_json)
 
 
-def usage_events_validate(*, payload, now: datetime, tenant: Tenant | None = None) -> list[ValidEvent]:
+def _tenant_problem(ref, *, tenant: Tenant | None, named: dict[str, Tenant], required: bool):
+    """(tenant id or None, problem or None, foreign) for an event's `tenant` field."""
+    if ref is _MISSING or ref is None:
+        if tenant is not None:
+            return tenant.pk, None, False
+        if required:
+            return None, "is required with a platform key: the tenant's external id or slug", False
+        return None, None, False
+    if not isinstance(ref, str) or not ref:
+        return None, "must be a non-empty string: the tenant's external id or slug", False
+    if tenant is not None:
+        # A tenant key may name its own tenant, by external id or slug; another one is refused.
+        if ref in (tenant.slug, tenant.external_id):
+            return tenant.pk, None, False
+        return None, None, True
+    found = named.get(ref)
+    if found is None:
+        return None, f"no tenant with external id or slug {ref[:100]!r}", False
+    if not found.is_active:
+        return None, f"tenant {ref[:100]!r} is suspended; its usage is not accepted", False
+    return found.pk, None, False
+
+
+def usage_events_validate(
+    *, payload, now: datetime, tenant: Tenant | None = None, tenant_required: bool = False
+) -> list[ValidEvent]:
     """Check every event of the request; raise EventsInvalid listing every problem.
 
-    With `tenant`, also check that no hour of a sum meter would pass what Stripe can bill.
+    `tenant`: the calling tenant (a tenant key): an event may name it in `tenant` (external id or
+    slug); an event naming another raises EventsForbidden. Without it, an event's `tenant` names the
+    tenant it belongs to (a platform key; all refs resolved in one query), required when
+    `tenant_required`; an unknown or suspended tenant is a problem of that event's `tenant`.
+    When every event's tenant is known, also check that no hour of a sum meter would pass what
+    Stripe can bill.
     """
     if isinstance(payload, dict) and "events" in payload:
         extra = set(payload) - {"events"}
@@ -181,11 +267,17 @@ def usage_events_validate(*, payload, now: datetime, tenant: Tenant | None = Non
 
     codes = {e.get("meter") for e in raw_events if isinstance(e, dict) and isinstance(e.get("meter"), str)}
     meters = meter_cache.lookup(codes)
+    named: dict[str, Tenant] = {}
+    if tenant is None:
+        refs = {e["tenant"] for e in raw_events if isinstance(e, dict) and isinstance(e.get("tenant"), str)}
+        if refs:
+            named = tenants_by_api_refs(refs=refs)
     errors: dict = {}
+    foreign: list = []
     valid: list[ValidEvent] = []
-    # The first event of each id: a later one with the same id must say the same (then it counts as
-    # a duplicate, as a resend would); one that differs makes the batch ambiguous and is refused.
-    first_by_id: dict[str, tuple[int, ValidEvent]] = {}
+    # The first event of each (tenant, id): a later one with the same id must say the same (then it
+    # counts as a duplicate, as a resend would); one that differs makes the batch ambiguous.
+    first_by_id: dict[tuple, tuple[int, ValidEvent]] = {}
     for index, raw in enumerate(raw_events):
         problems: dict[str, list[str]] = {}
         if not isinstance(raw, dict):
@@ -193,6 +285,14 @@ def usage_events_validate(*, payload, now: datetime, tenant: Tenant | None = Non
             continue
         for name in raw.keys() - EVENT_FIELDS:
             problems[printable(name)] = ["unknown field"]
+
+        tenant_id, problem, other = _tenant_problem(
+            raw.get("tenant", _MISSING), tenant=tenant, named=named, required=tenant_required
+        )
+        if other:
+            foreign.append(index if indexed else None)
+        elif problem is not None:
+            problems["tenant"] = [problem]
 
         event_id = raw.get("id")
         if not isinstance(event_id, str) or not event_id.strip():
@@ -203,17 +303,23 @@ def usage_events_validate(*, payload, now: datetime, tenant: Tenant | None = Non
             problems["id"] = [problem]
 
         code = raw.get("meter")
-        meter_id = meters.get(code) if isinstance(code, str) else None
+        meter = meters.get(code) if isinstance(code, str) else None
         if not isinstance(code, str) or not code:
             problems["meter"] = ["is required: the code of a meter"]
         elif (problem := text_problem(code)) is not None:
             problems["meter"] = [problem]
-        elif meter_id is None:
+        elif meter is None:
             problems["meter"] = [f"unknown meter {code[:100]!r}"]
 
-        quantity = _quantity(raw.get("quantity", _MISSING))
-        if isinstance(quantity, str):
-            problems["quantity"] = [quantity]
+        raw_quantity = raw.get("quantity", _MISSING)
+        if raw_quantity is _MISSING and meter is not None and meter.value_path:
+            quantity = _value_quantity(raw.get("properties"), meter, code)
+            if isinstance(quantity, str):
+                problems[meter.value_field] = [quantity]
+        else:
+            quantity = _quantity(raw_quantity)
+            if isinstance(quantity, str):
+                problems["quantity"] = [quantity]
 
         timestamp = _timestamp(raw.get("timestamp"), now)
         if isinstance(timestamp, str):
@@ -226,8 +332,8 @@ def usage_events_validate(*, payload, now: datetime, tenant: Tenant | None = Non
             problems["properties"] = [f"must be at most {MAX_PROPERTIES_BYTES} bytes as JSON"]
 
         if not problems:
-            event = ValidEvent(event_id, meter_id, timestamp, quantity, properties_json)
-            first = first_by_id.setdefault(event_id, (index, event))
+            event = ValidEvent(event_id, meter.id, timestamp, quantity, properties_json, tenant_id)
+            first = first_by_id.setdefault((tenant_id, event_id), (index, event))
             if first[0] != index and not _same(first[1], event):
                 problems["id"] = [
                     f"events {first[0]} and {index} have the same id with different content; "
@@ -237,29 +343,32 @@ def usage_events_validate(*, payload, now: datetime, tenant: Tenant | None = Non
             errors[index if indexed else None] = problems
         elif not errors:
             valid.append(event)
+    if foreign:
+        # Before any 400: a tenant key learns nothing about another tenant's events.
+        raise EventsForbidden(foreign)
     if errors:
         raise EventsInvalid(errors)
-    if tenant is not None and (errors := _hour_total_problems(tenant.pk, valid)):
+    if all(event.tenant_id is not None for event in valid) and (errors := _hour_total_problems(valid)):
         raise EventsInvalid({(index if indexed else None): problems for index, problems in errors.items()})
     return valid
 
 
-def _hour_total_problems(tenant_id: int, events: list[ValidEvent]) -> dict[int, dict[str, list[str]]]:
-    """Events that would bring an hour of a sum meter past MAX_HOUR_TOTAL, by index."""
-    added: dict[tuple[int, datetime], Decimal] = {}
+def _hour_total_problems(events: list[ValidEvent]) -> dict[int, dict[str, list[str]]]:
+    """Events that would bring an hour of a sum meter past MAX_HOUR_TOTAL (per tenant), by index."""
+    added: dict[tuple[int, int, datetime], Decimal] = {}
     for event in events:
-        key = (event.meter_id, _hour(event.timestamp))
+        key = (event.tenant_id, event.meter_id, _hour(event.timestamp))
         added[key] = added.get(key, Decimal(0)) + event.quantity
     large = {key: total for key, total in added.items() if total >= HOUR_CHECK_THRESHOLD}
     if not large:
         return {}
     sum_meters = dict(
-        Meter.objects.filter(pk__in={m for m, _ in large}, aggregation=Meter.Aggregation.SUM).values_list(
+        Meter.objects.filter(pk__in={m for _, m, _ in large}, aggregation=Meter.Aggregation.SUM).values_list(
             "pk", "code"
         )
     )
     over = set()
-    for (meter_id, hour), total in large.items():
+    for (tenant_id, meter_id, hour), total in large.items():
         if meter_id not in sum_meters:
             continue
         stored = UsageEvent.objects.filter(
@@ -269,7 +378,7 @@ def _hour_total_problems(tenant_id: int, events: list[ValidEvent]) -> dict[int, 
             timestamp__lt=hour + timedelta(hours=1),
         ).aggregate(total=Sum("quantity"))["total"] or Decimal(0)
         if stored + total > MAX_HOUR_TOTAL:
-            over.add((meter_id, hour))
+            over.add((tenant_id, meter_id, hour))
     return {
         index: {
             "quantity": [
@@ -278,7 +387,7 @@ def _hour_total_problems(tenant_id: int, events: list[ValidEvent]) -> dict[int, 
             ]
         }
         for index, event in enumerate(events)
-        if (event.meter_id, _hour(event.timestamp)) in over
+        if (event.tenant_id, event.meter_id, _hour(event.timestamp)) in over
     }
 
 
@@ -290,18 +399,18 @@ _PG_INSERT = """
 WITH new AS (
     INSERT INTO metering_usageevent
         (tenant_id, meter_id, event_id, "timestamp", quantity, properties, received_at)
-    SELECT %(tenant)s, u.meter_id, u.event_id, u.ts, u.quantity, u.properties::jsonb, %(now)s
-    FROM unnest(%(meter_ids)s::bigint[], %(event_ids)s::varchar[], %(timestamps)s::timestamptz[],
-                %(quantities)s::numeric[], %(properties)s::text[])
-         AS u(meter_id, event_id, ts, quantity, properties)
-    ORDER BY u.event_id
+    SELECT u.tenant_id, u.meter_id, u.event_id, u.ts, u.quantity, u.properties::jsonb, %(now)s
+    FROM unnest(%(tenant_ids)s::bigint[], %(meter_ids)s::bigint[], %(event_ids)s::varchar[],
+                %(timestamps)s::timestamptz[], %(quantities)s::numeric[], %(properties)s::text[])
+         AS u(tenant_id, meter_id, event_id, ts, quantity, properties)
+    ORDER BY u.tenant_id, u.event_id
     ON CONFLICT (tenant_id, event_id) DO NOTHING
-    RETURNING meter_id, "timestamp"
+    RETURNING tenant_id, meter_id, "timestamp"
 ), pending AS (
     INSERT INTO metering_pendinghour (tenant_id, meter_id, hour, marked_at)
-    SELECT DISTINCT %(tenant)s, meter_id, date_trunc('hour', "timestamp", 'UTC'), %(now)s::timestamptz
+    SELECT DISTINCT tenant_id, meter_id, date_trunc('hour', "timestamp", 'UTC'), %(now)s::timestamptz
     FROM new
-    ORDER BY 2, 3
+    ORDER BY 1, 2, 3
     ON CONFLICT (tenant_id, meter_id, hour) DO UPDATE SET marked_at = EXCLUDED.marked_at
     RETURNING 1
 )
@@ -316,15 +425,15 @@ def _array_literal(values, *, quote: bool) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
-def _record_postgresql(tenant_id: int, events: list[ValidEvent], now: datetime) -> int:
+def _record_postgresql(tenant_ids: list[int], events: list[ValidEvent], now: datetime) -> int:
     # One statement: insert the new events (a duplicate id is skipped; a concurrent insert of the
     # same id waits for the other transaction and is then skipped) and mark their hours pending.
     # The pending upsert takes a row lock that aggregation's claim respects (see aggregation.py).
     # Rows go in sorted order so that two overlapping batches lock in the same order. The arrays
     # travel as literals: adapting each element in Python cost a third of a batch request.
     params = {
-        "tenant": tenant_id,
         "now": now,
+        "tenant_ids": _array_literal(map(str, tenant_ids), quote=False),
         "meter_ids": _array_literal((str(e.meter_id) for e in events), quote=False),
         "event_ids": _array_literal((e.event_id for e in events), quote=True),
         "timestamps": _array_literal((e.timestamp.isoformat() for e in events), quote=False),
@@ -337,18 +446,15 @@ def _record_postgresql(tenant_id: int, events: list[ValidEvent], now: datetime) 
     return accepted
 
 
-def _record_portable(tenant_id: int, events: list[ValidEvent], now: datetime) -> int:
+def _record_portable(tenant_ids: list[int], events: list[ValidEvent], now: datetime) -> int:
     # SQLite runs write transactions one at a time (BEGIN IMMEDIATE), so look-then-insert is exact.
-    ids = [e.event_id for e in events]
-    seen = set(
-        UsageEvent.objects.filter(tenant_id=tenant_id, event_id__in=ids).values_list("event_id", flat=True)
-    )
+    seen = _stored_keys(tenant_ids, events)
     new = []
-    for event in events:
-        if event.event_id in seen:
+    for tenant_id, event in zip(tenant_ids, events, strict=True):
+        if (tenant_id, event.event_id) in seen:
             continue
-        seen.add(event.event_id)
-        new.append(event)
+        seen.add((tenant_id, event.event_id))
+        new.append((tenant_id, event))
     UsageEvent.objects.bulk_create(
         UsageEvent(
             tenant_id=tenant_id,
@@ -359,11 +465,11 @@ def _record_portable(tenant_id: int, events: list[ValidEvent], now: datetime) ->
             properties=json.loads(e.properties_json),
             received_at=now,
         )
-        for e in new
+        for tenant_id, e in new
     )
-    hours = sorted({(e.meter_id, _hour(e.timestamp)) for e in new})
+    hours = sorted({(tenant_id, e.meter_id, _hour(e.timestamp)) for tenant_id, e in new})
     PendingHour.objects.bulk_create(
-        [PendingHour(tenant_id=tenant_id, meter_id=m, hour=h, marked_at=now) for m, h in hours],
+        [PendingHour(tenant_id=t, meter_id=m, hour=h, marked_at=now) for t, m, h in hours],
         update_conflicts=True,
         unique_fields=["tenant", "meter", "hour"],
         update_fields=["marked_at"],
@@ -371,17 +477,49 @@ def _record_portable(tenant_id: int, events: list[ValidEvent], now: datetime) ->
     return len(new)
 
 
-def usage_events_record(*, tenant: Tenant, events: list[ValidEvent], now: datetime) -> IngestResult:
-    """Store the events not seen before for this tenant; committed when this returns."""
+def _tenant_ids(tenant: Tenant | None, events: list[ValidEvent]) -> list[int]:
+    """Each event's tenant: the one it named, else `tenant`."""
+    if tenant is None and any(e.tenant_id is None for e in events):
+        raise ValueError("an event names no tenant and no tenant was given")
+    return [tenant.pk if e.tenant_id is None else e.tenant_id for e in events]
+
+
+def _stored_keys(tenant_ids: list[int], events: list[ValidEvent]) -> set[tuple[int, str]]:
+    """The (tenant id, event id) pairs of these events already stored (one query)."""
+    by_tenant: dict[int, set[str]] = {}
+    for tenant_id, event in zip(tenant_ids, events, strict=True):
+        by_tenant.setdefault(tenant_id, set()).add(event.event_id)
+    condition = Q()
+    for tenant_id, event_ids in by_tenant.items():
+        condition |= Q(tenant_id=tenant_id, event_id__in=event_ids)
+    return set(UsageEvent.objects.filter(condition).values_list("tenant_id", "event_id"))
+
+
+def usage_events_already_stored(*, events: list[ValidEvent], tenant: Tenant | None = None) -> list[int]:
+    """The indexes of the events whose (tenant, id) is already stored, for clients (Lago's) that
+    answer a repeated id as an error rather than as a duplicate."""
+    if not events:
+        return []
+    tenant_ids = _tenant_ids(tenant, events)
+    stored = _stored_keys(tenant_ids, events)
+    return [i for i, (t, e) in enumerate(zip(tenant_ids, events, strict=True)) if (t, e.event_id) in stored]
+
+
+def usage_events_record(
+    *, events: list[ValidEvent], now: datetime, tenant: Tenant | None = None
+) -> IngestResult:
+    """Store the events not seen before for their tenant (the one each named, else `tenant`), in
+    one statement: a mixed-tenant batch is all-or-nothing too. Committed when this returns."""
+    tenant_ids = _tenant_ids(tenant, events)
     for attempt in range(3):
         try:
             if connection.vendor == "postgresql":
                 # One statement, atomic on its own (and in autocommit, committed on return):
                 # wrapping it in atomic() only added BEGIN/COMMIT round trips.
-                accepted = _record_postgresql(tenant.pk, events, now)
+                accepted = _record_postgresql(tenant_ids, events, now)
             else:
                 with transaction.atomic():
-                    accepted = _record_portable(tenant.pk, events, now)
+                    accepted = _record_portable(tenant_ids, events, now)
             break
         except OperationalError as exc:
             # Two batches that share event ids and hours can still deadlock in rare orders;

@@ -12,6 +12,11 @@ QUANTITY_MAX_DIGITS = 32
 QUANTITY_DECIMAL_PLACES = 12
 # Aggregates add many quantities: room for 26 integer digits.
 TOTAL_MAX_DIGITS = 38
+# A meter's value property: a name, or a path into nested objects (`usage.tokens`), with or without
+# OpenMeter's JSONPath root (`$.usage.tokens`).
+VALUE_PROPERTY_PATTERN = r"^(\$\.)?[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+# Only these aggregations read an event's quantity; count and unique_count never do.
+VALUE_AGGREGATIONS = ("sum", "max", "latest")
 
 
 class Meter(models.Model):
@@ -43,6 +48,20 @@ class Meter(models.Model):
         blank=True,
         help_text="For 'Distinct values of a property': the property whose distinct values count.",
     )
+    value_property = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[
+            RegexValidator(
+                VALUE_PROPERTY_PATTERN,
+                "A property name, or a path into nested objects: 'tokens', 'usage.tokens' or "
+                "'$.usage.tokens' (letters, digits, '_' and '-' between the dots).",
+            )
+        ],
+        help_text="For sum, max and latest meters: an event without a quantity takes it from this "
+        "property ('tokens', or a path such as '$.usage.tokens'). Lago's field_name, OpenMeter's "
+        "valueProperty.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -52,6 +71,10 @@ class Meter(models.Model):
             models.CheckConstraint(
                 condition=~models.Q(aggregation="unique_count") | ~models.Q(unique_property=""),
                 name="meter_unique_count_needs_property",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(value_property="") | models.Q(aggregation__in=VALUE_AGGREGATIONS),
+                name="meter_value_property_needs_value_aggregation",
             ),
         ]
 

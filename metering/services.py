@@ -8,7 +8,7 @@ from core.json_input import json_problem
 from core.validation import row_validate, validation_error_message
 from metering.aggregation import RecomputeResult, recompute_window_start, usage_mark_for_recompute
 from metering.ingest import meter_cache
-from metering.models import HourlyAggregate, Meter, MeterFilter, PendingHour, UsageEvent
+from metering.models import VALUE_AGGREGATIONS, HourlyAggregate, Meter, MeterFilter, PendingHour, UsageEvent
 from tenants.models import Tenant
 
 
@@ -51,19 +51,31 @@ def meter_create(
     name: str = "",
     unit: str = "unit",
     unique_property: str = "",
+    value_property: str = "",
     filters: dict[str, list] | None = None,
 ) -> Meter:
-    """Create a meter; `filters` maps a property to its accepted values."""
+    """Create a meter; `filters` maps a property to its accepted values; `value_property` (sum, max
+    and latest meters) is where an event without a quantity finds it."""
     if aggregation not in Meter.Aggregation.values:
         raise MeterError(
             f"unknown aggregation {aggregation!r}; choose one of {', '.join(Meter.Aggregation.values)}"
         )
     if aggregation == Meter.Aggregation.UNIQUE_COUNT and not unique_property:
         raise MeterError("a unique_count meter needs --property, the property whose distinct values count")
+    if value_property and aggregation not in VALUE_AGGREGATIONS:
+        raise MeterError(
+            f"a {aggregation} meter does not read quantities, so a value property has no use; "
+            f"it applies to {', '.join(VALUE_AGGREGATIONS)} meters"
+        )
     if Meter.objects.filter(code=code).exists():
         raise MeterError(f"a meter with code {code!r} already exists")
     meter = Meter(
-        code=code, name=name or code, unit=unit, aggregation=aggregation, unique_property=unique_property
+        code=code,
+        name=name or code,
+        unit=unit,
+        aggregation=aggregation,
+        unique_property=unique_property,
+        value_property=value_property,
     )
     rows = []
     for prop, values in (filters or {}).items():

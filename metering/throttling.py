@@ -21,7 +21,8 @@ def parse_rate(rate: str) -> tuple[int, int] | None:
 
 
 class ApiKeyRateThrottle(BaseThrottle):
-    """Allows INGEST_RATE_LIMIT requests per key and window; 429 with Retry-After beyond.
+    """Allows INGEST_RATE_LIMIT requests per key (tenant or platform key) and window; 429 with
+    Retry-After beyond.
 
     A fixed window counted with an atomic increment costs one cache round trip per request,
     where DRF's sliding-window throttle stores and rewrites a list of timestamps.
@@ -37,7 +38,9 @@ class ApiKeyRateThrottle(BaseThrottle):
         allowed, window = limit
         now = time.time()
         window_index = int(now // window)
-        key = f"ingest-rate:{request.auth.pk}:{window}:{window_index}"
+        # Tenant keys and platform keys are two tables: their ids may coincide, their counters must not.
+        kind = "plat" if getattr(request.user, "is_platform", False) else "key"
+        key = f"ingest-rate:{kind}{request.auth.pk}:{window}:{window_index}"
         try:
             count = 1 if cache.add(key, 1, timeout=window + 1) else cache.incr(key)
         except Exception:

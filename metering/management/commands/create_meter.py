@@ -19,6 +19,13 @@ class Command(BaseCommand):
         parser.add_argument("code")
         parser.add_argument("--aggregation", required=True, choices=Meter.Aggregation.values)
         parser.add_argument("--property", default="", help="for unique_count: the property to count")
+        parser.add_argument(
+            "--value-property",
+            default="",
+            metavar="P",
+            help="for sum, max and latest: an event without a quantity takes it from properties[P] "
+            "(a name, or a path such as usage.tokens or $.usage.tokens)",
+        )
         parser.add_argument("--name", default="", help="display name (default: the code)")
         parser.add_argument("--unit", default="unit")
         parser.add_argument(
@@ -29,7 +36,7 @@ class Command(BaseCommand):
             help="only events whose property has one of these values count (repeatable)",
         )
 
-    def handle(self, *args, code, aggregation, property, name, unit, filter, **options):
+    def handle(self, *args, code, aggregation, property, value_property, name, unit, filter, **options):
         filters = dict(_filter(value) for value in filter)
         try:
             meter = meter_create(
@@ -38,6 +45,7 @@ class Command(BaseCommand):
                 name=name,
                 unit=unit,
                 unique_property=property,
+                value_property=value_property,
                 filters=filters,
             )
         except MeterError as exc:
