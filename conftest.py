@@ -46,6 +46,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_pg)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """`make test`'s SQLite pass runs on a database file scripts/test_databases.py built (as the demo
+    builds its own) and pytest reuses, instead of an in-memory one migrated from scratch."""
+    from django.conf import settings
+
+    prebuilt = os.environ.get("TEST_SQLITE_DATABASE")
+    default = settings.DATABASES["default"]
+    if prebuilt and default["ENGINE"] == "django.db.backends.sqlite3":
+        default.setdefault("TEST", {})["NAME"] = prebuilt
+
+
 @pytest.fixture(autouse=True)
 def _fresh_key_cache():
     from tenants.key_cache import api_key_cache_clear

@@ -53,7 +53,7 @@ import _common as common  # noqa: E402 (bench/_common.py: services, databases, g
 from tests.stripe_server.server import sign  # noqa: E402 (Stripe's signature scheme, stdlib only)
 
 DB_NAME = os.environ.get("DRILL_DB", "billing_drill")
-TEMPLATE_DB = f"{DB_NAME}_template"
+TEMPLATE_DB = "billing_template"  # shared with scripts/test_databases.py: migrated once per make test
 REDIS_DB = int(os.environ.get("DRILL_REDIS_DB", "9"))  # not the suite's 0: its workers must not meet ours
 FAULT_SECONDS = float(os.environ.get("DRILL_FAULT_SECONDS", "60"))
 DRAIN_SECONDS = float(os.environ.get("DRILL_DRAIN_SECONDS", "150"))

@@ -42,14 +42,20 @@ run_pytest() {
   return "$rc"
 }
 
+# The test databases are built fresh here, once (scripts/test_databases.py: the PostgreSQL history
+# migrated once into a template the pass and the drill clone; SQLite as the demo builds it), and
+# pytest reuses them rather than migrating again in each pass.
+echo "== test databases"
+$BIN/python scripts/test_databases.py postgres
+SQLITE_TEST_DB="$PWD/test-output/sqlite-test.db"
+$BIN/python scripts/test_databases.py sqlite "$SQLITE_TEST_DB"
+
 echo "== pytest on PostgreSQL ($DATABASE_URL) and Redis ($REDIS_URL)"
-reuse=()
-[ "${CI:-}" = "true" ] || reuse=(--reuse-db)
-run_pytest $BIN/pytest "${reuse[@]}" --junitxml=test-output/postgres.xml "$@"
+run_pytest $BIN/pytest --reuse-db --junitxml=test-output/postgres.xml "$@"
 
 echo "== pytest on SQLite (the demo's database), PostgreSQL-only tests deselected"
-DATABASE_URL="sqlite:///$PWD/test-output/sqlite.db" run_pytest $BIN/pytest "${reuse[@]}" \
-  -m "not postgres" --junitxml=test-output/sqlite.xml "$@"
+DATABASE_URL="sqlite:///$PWD/test-output/sqlite.db" TEST_SQLITE_DATABASE="$SQLITE_TEST_DB" \
+  run_pytest $BIN/pytest --reuse-db -m "not postgres" --junitxml=test-output/sqlite.xml "$@"
 
 echo "== reliability drill (scripts/drill.py: kills, Redis restart, Stripe faults, webhook replays)"
 $BIN/python scripts/drill.py
