@@ -28,6 +28,7 @@ from core.json_input import json_problem
 from core.parsing import MAX_DATETIME, MIN_DATETIME, ParseError, parse_datetime, parse_int
 from stripe_sync import mirror
 from stripe_sync.client import stripe_client
+from stripe_sync.events import payment_publish, subscription_publish
 from stripe_sync.models import BillingNotification, WebhookEvent
 from stripe_sync.notifications import billing_notification_record
 from tenants.models import Tenant, TenantChange
@@ -364,6 +365,7 @@ _RETRIEVE = {
     "invoice": lambda client, id: client.v1.invoices.retrieve(id),
     "payment_method": lambda client, id: client.v1.payment_methods.retrieve(id),
     "setup_intent": lambda client, id: client.v1.setup_intents.retrieve(id),
+    "payment_intent": lambda client, id: client.v1.payment_intents.retrieve(id),
     "checkout.session": lambda client, id: client.v1.checkout.sessions.retrieve(id),
 }
 # Kinds stripe_sync.mirror does not cover, mirrored straight through dj-stripe.
@@ -543,6 +545,7 @@ def _on_payment_failed(ctx: _Context) -> Outcome:
         subject=f"Payment failed: {tenant.name} ({invoice.get('id')})",
         details=_invoice_details(invoice),
     )
+    payment_publish(kind="payment.failed", tenant=tenant, event=ctx.event, obj=invoice)
     if invoice.get("status") in ("paid", "void"):
         return Outcome(
             WebhookEvent.Status.PROCESSED,
@@ -578,10 +581,89 @@ def _on_invoice_paid(ctx: _Context) -> Outcome:
         subject=f"Payment succeeded: {tenant.name} ({invoice['id']})",
         details=_invoice_details(invoice),
     )
+    payment_publish(kind="payment.succeeded", tenant=tenant, event=ctx.event, obj=invoice)
     return Outcome(
         WebhookEvent.Status.PROCESSED,
         f"{tenant.slug}: invoice {invoice['id']} paid "
         f"({invoice.get('amount_paid')} {invoice.get('currency')} in minor units)",
+        tenant,
+    )
+
+
+def _on_invoice_action_required(ctx: _Context) -> Outcome:
+    """The invoice's payment needs the customer (3-D Secure): published as payment.action_required."""
+    invoice = ctx.obj
+    tenant = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
+    if invoice.get("status") in ("paid", "void"):
+        return Outcome(
+            WebhookEvent.Status.PROCESSED,
+            f"{tenant.slug}: invoice {invoice.get('id')} is {invoice.get('status')} now; no action needed",
+            tenant,
+        )
+    payment_publish(kind="payment.action_required", tenant=tenant, event=ctx.event, obj=invoice)
+    return Outcome(
+        WebhookEvent.Status.PROCESSED,
+        f"{tenant.slug}: invoice {invoice.get('id')} needs the customer's action",
+        tenant,
+    )
+
+
+# payment_intent.* event type -> (the status the intent must still be in, the outgoing event type)
+_INTENT_EVENTS = {
+    "payment_intent.succeeded": ({"succeeded"}, "payment.succeeded"),
+    "payment_intent.payment_failed": ({"requires_payment_method", "canceled"}, "payment.failed"),
+    "payment_intent.requires_action": ({"requires_action"}, "payment.action_required"),
+}
+
+
+def _on_payment_intent(ctx: _Context) -> Outcome:
+    """A payment intent of a tenant's customer succeeded, failed or needs the customer's action:
+    published as payment.*; the SNS/e-mail billing notification goes out for success and failure.
+
+    A failure or an action that Stripe has moved past (the intent succeeded since) is not published:
+    the re-fetched intent tells. A success is one per invoice when the intent names its invoice, so
+    `invoice.paid` and `payment_intent.succeeded` for one payment are one payment.succeeded."""
+    intent = ctx.obj
+    tenant = _tenant_for_customer(ctx.client, _id(intent.get("customer")))
+    statuses, kind = _INTENT_EVENTS[ctx.event.type]
+    if intent.get("status") not in statuses:
+        return Outcome(
+            WebhookEvent.Status.PROCESSED,
+            f"{tenant.slug}: payment intent {intent.get('id')} is {intent.get('status')} at Stripe now",
+            tenant,
+        )
+    payment_publish(kind=kind, tenant=tenant, event=ctx.event, obj=intent)
+    invoice_id = _id(intent.get("invoice"))
+    details = {
+        "payment_intent": intent.get("id"),
+        "invoice": invoice_id,
+        "payment_intent_status": intent.get("status"),
+        "currency": intent.get("currency"),
+        "amount": intent.get("amount"),
+        "amount_received": intent.get("amount_received"),
+    }
+    if kind == "payment.succeeded":
+        billing_notification_record(
+            kind=BillingNotification.Kind.PAYMENT_SUCCEEDED,
+            key=f"payment_succeeded:{invoice_id or intent['id']}",
+            tenant=tenant,
+            webhook_event=ctx.event,
+            subject=f"Payment succeeded: {tenant.name} ({invoice_id or intent['id']})",
+            details=details,
+        )
+    elif kind == "payment.failed":
+        billing_notification_record(
+            kind=BillingNotification.Kind.PAYMENT_FAILED,
+            key=f"payment_failed:{ctx.event.stripe_id}",
+            tenant=tenant,
+            webhook_event=ctx.event,
+            subject=f"Payment failed: {tenant.name} ({intent.get('id')})",
+            details=details,
+        )
+    return Outcome(
+        WebhookEvent.Status.PROCESSED,
+        f"{tenant.slug}: payment intent {intent.get('id')} {intent.get('status')} "
+        f"({intent.get('amount')} {intent.get('currency')} in minor units)",
         tenant,
     )
 
@@ -621,6 +703,7 @@ def _on_subscription(ctx: _Context) -> Outcome:
             "canceled_at": sub.get("canceled_at"),
         },
     )
+    subscription_publish(tenant=tenant, event=ctx.event, sub=sub)
     why = f"subscription {sub.get('id')} is {status}"
     applied = True
     if status in METERED_STATUSES:
@@ -663,6 +746,10 @@ _HANDLERS = {
     "invoice.payment_failed": _on_payment_failed,
     "invoice.paid": _on_invoice_paid,
     "invoice.payment_succeeded": _on_invoice_paid,
+    "invoice.payment_action_required": _on_invoice_action_required,
+    "payment_intent.succeeded": _on_payment_intent,
+    "payment_intent.payment_failed": _on_payment_intent,
+    "payment_intent.requires_action": _on_payment_intent,
     "customer.subscription.created": _on_subscription,
     "customer.subscription.updated": _on_subscription,
     "customer.subscription.deleted": _on_subscription,
@@ -675,6 +762,10 @@ _OBJECT_KINDS = {
     "invoice.payment_failed": "invoice",
     "invoice.paid": "invoice",
     "invoice.payment_succeeded": "invoice",
+    "invoice.payment_action_required": "invoice",
+    "payment_intent.succeeded": "payment_intent",
+    "payment_intent.payment_failed": "payment_intent",
+    "payment_intent.requires_action": "payment_intent",
     "customer.subscription.created": "subscription",
     "customer.subscription.updated": "subscription",
     "customer.subscription.deleted": "subscription",
