@@ -66,7 +66,7 @@ def tenant_history(*, tenant: Tenant) -> History:
     """
     rows = list(
         TenantChange.objects.filter(tenant=tenant)
-        .select_related("actor")
+        .select_related("actor", "platform_key")
         .order_by("-created_at", "-id")[: HISTORY_LIMIT + 1]
     )
     more = len(rows) > HISTORY_LIMIT
@@ -92,6 +92,11 @@ def tenant_history(*, tenant: Tenant) -> History:
             cause, url = f"Stripe event {row.source} (not in the webhook inbox)", ""
         elif row.actor is not None:
             cause, url = f"operator {row.actor.get_username()} (via {row.source})", ""
+        elif row.platform_key is not None:
+            cause, url = (
+                f"platform key {row.platform_key.name} ({row.platform_key.prefix}…, via {row.source})",
+                _change_url("tenants_platformapikey", row.platform_key_id),
+            )
         else:
             cause, url = row.source or "unknown", ""
         lines.append(HistoryLine(change=row, cause=cause, cause_url=url))

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Count, Q
@@ -7,20 +8,24 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core.admin_mixins import PlainDecimalsMixin
+from core.api_scopes import SCOPES
 from core.permissions import MANAGE_API_KEYS, SUSPEND_TENANT
-from tenants.models import TenantAPIKey, TenantChange
+from tenants.models import PlatformAPIKey, TenantAPIKey, TenantChange
 from tenants.services import (
     TenantError,
     api_key_issue,
     api_key_revoke,
+    platform_key_issue,
     tenant_change_plan,
     tenant_history_record,
     tenant_reactivate,
+    tenant_refs_check,
     tenant_suspend,
+    tenant_update,
 )
 
 
-def _key_state(key: TenantAPIKey) -> str:
+def _key_state(key: TenantAPIKey | PlatformAPIKey) -> str:
     if key.revoked:
         return "revoked"
     if key.has_expired:
@@ -51,22 +56,52 @@ class TenantChangeInline(admin.TabularInline):
     model = TenantChange
     extra = 0
     can_delete = False
-    verbose_name = "plan/status change"
-    verbose_name_plural = "plan and status history"
-    fields = ["created_at", "field", "old_value", "new_value", "source", "actor", "reason"]
+    verbose_name = "change"
+    verbose_name_plural = "history (plan, status, name, allowance, external id, keys)"
+    fields = ["created_at", "field", "old_value", "new_value", "source", "actor", "platform_key", "reason"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
 
 
+_RECORDED = ["name", "monthly_free_allowance", "external_id"]
+
+
+class TenantAdminForm(forms.ModelForm):
+    """Refuses a slug or external id that would name another tenant (a platform key names tenants
+    by either), with the services' own check."""
+
+    def clean(self):
+        cleaned = super().clean()
+        for field in ("slug", "external_id"):
+            value = cleaned.get(field)
+            if value is None or field in self.errors:
+                continue
+            try:
+                tenant_refs_check(**{field: value}, tenant=self.instance if self.instance.pk else None)
+            except TenantError as exc:
+                self.add_error(field, str(exc))
+        return cleaned
+
+
 class TenantAdmin(PlainDecimalsMixin, admin.ModelAdmin):
     """The tenants app's part of the Tenant admin. Not registered here: the console registers the
     Tenant admin once, composed of this and what the other apps contribute (console/admin.py)."""
 
-    list_display = ["name", "slug", "plan", "status", "active_keys", "stripe_customer", "created_at"]
+    form = TenantAdminForm
+    list_display = [
+        "name",
+        "slug",
+        "external_id",
+        "plan",
+        "status",
+        "active_keys",
+        "stripe_customer",
+        "created_at",
+    ]
     list_filter = ["plan", "status"]
-    search_fields = ["name", "slug", "stripe_customer__id"]
+    search_fields = ["name", "slug", "external_id", "stripe_customer__id"]
     readonly_fields = ["status", "created_at", "updated_at"]
     raw_id_fields = ["stripe_customer"]
     prepopulated_fields = {"slug": ["name"]}
@@ -148,13 +183,19 @@ class TenantAdmin(PlainDecimalsMixin, admin.ModelAdmin):
         self.message_user(request, f"Reactivated {changed} tenant(s).")
 
     def save_model(self, request, obj, form, change):
-        # Status changes only through the actions, plan changes through the service: both
-        # leave a history row with the operator's name.
+        # Status changes only through the actions; plan, name, free allowance and external id
+        # through the same services as the provisioning API: each leaves a history row with the
+        # operator's name. The form saves the other fields (slug, Stripe customer).
         new_plan = obj.plan
         plan_changed = change and "plan" in form.changed_data
+        updates = {field: getattr(obj, field) for field in _RECORDED if change and field in form.changed_data}
         if plan_changed:
             obj.plan = form.initial["plan"]
+        for field in updates:
+            setattr(obj, field, form.initial[field])
         super().save_model(request, obj, form, change)
+        if updates:
+            tenant_update(tenant=obj, **updates, actor=request.user, source="admin")
         if not change:
             tenant_history_record(
                 tenant=obj,
@@ -203,6 +244,108 @@ class TenantAPIKeyAdmin(admin.ModelAdmin):
         revoked = 0
         for api_key in queryset.select_related("tenant"):
             if api_key_revoke(api_key=api_key, actor=request.user, source="admin"):
+                self.log_change(request, api_key, "Revoked")
+                revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).")
+
+
+class PlatformKeyAddForm(forms.ModelForm):
+    """A platform key is made from a name and scopes; the key itself is shown once, after saving."""
+
+    scopes = forms.MultipleChoiceField(
+        choices=[(scope, f"{scope}: {description}") for scope, description in SCOPES.items()],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="What the key may do. A backend that only sends usage needs events:write.",
+    )
+
+    class Meta:
+        model = PlatformAPIKey
+        fields = ["name", "scopes"]
+
+
+@admin.register(PlatformAPIKey)
+class PlatformAPIKeyAdmin(admin.ModelAdmin):
+    """Keys of the SaaS's own backend. Made here (shown once, on the page after saving), by
+    `create_platform_key`, never edited: revoke one and make another. Only the hash is stored."""
+
+    list_display = ["name", "prefix", "scope_list", "created", "last_used_at", "state", "created_by"]
+    list_filter = ["revoked"]
+    search_fields = ["name", "prefix"]
+    list_select_related = ["created_by"]
+    fields = ["name", "prefix", "scope_list", "state", "created", "last_used_at", "revoked_at", "created_by"]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj):
+        return ", ".join(obj.scopes or ())
+
+    @admin.display(description="state")
+    def state(self, obj):
+        return _key_state(obj)
+
+    def has_manage_api_keys_permission(self, request, obj=None):
+        return request.user.has_perm(MANAGE_API_KEYS)
+
+    def has_add_permission(self, request):
+        return self.has_manage_api_keys_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return False  # nothing to edit: revoke (the action) and make another
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # keep revoked keys: they explain past calls and the history rows naming them
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            return PlatformKeyAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return ["name", "scopes"] if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        # The service makes the row (prefix, hash); the admin goes on with it as the saved object.
+        issued = platform_key_issue(
+            name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], created_by=request.user
+        )
+        obj.pk, obj.prefix, obj.hashed_key = (
+            issued.api_key.pk,
+            issued.api_key.prefix,
+            issued.api_key.hashed_key,
+        )
+        obj.name, obj.scopes, obj.created = issued.api_key.name, issued.api_key.scopes, issued.api_key.created
+        obj._state.adding = False
+        request._platform_key_secret = issued.secret
+
+    def save_related(self, request, form, formsets, change):
+        pass  # no relations to save; the service saved the row
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = TemplateResponse(
+            request,
+            "admin/tenants/platformapikey/key_created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"New platform key {obj.name}",
+                "api_key": obj,
+                "secret": request._platform_key_secret,
+                "page_url": reverse("admin:tenants_platformapikey_change", args=[obj.pk]),
+                "changelist_url": reverse("admin:tenants_platformapikey_changelist"),
+            },
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected keys (cannot be undone)", permissions=["manage_api_keys"])
+    def revoke(self, request, queryset):
+        revoked = 0
+        for api_key in queryset:
+            if api_key_revoke(api_key=api_key):
                 self.log_change(request, api_key, "Revoked")
                 revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).")

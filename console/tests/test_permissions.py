@@ -40,7 +40,7 @@ pytestmark = pytest.mark.django_db
 
 ROLES_MIGRATION = importlib.import_module("console.migrations.0002_operator_roles")
 # Later grants to the same groups, for models added after 0002 (each runs after 0002 in `roles`).
-ROLES_GRANTS = []
+ROLES_GRANTS = [importlib.import_module("console.migrations.0004_platform_key_roles").grant]
 VIEWER, OPERATOR, FINANCE = ROLES_MIGRATION.VIEWER, ROLES_MIGRATION.OPERATOR, ROLES_MIGRATION.FINANCE
 
 # Custom admin URLs that only show what a viewer may see (usage, health, jobs): the view-only user
