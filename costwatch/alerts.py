@@ -4,7 +4,7 @@ e-mail, acknowledged or snoozed by operators."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -18,6 +18,9 @@ from core.money import plain_decimal
 from core.notify import Email, email_deliver, email_render, sns_publish, sns_subject
 from costwatch.budgets import Judgement
 from costwatch.models import Alert, Budget, BudgetEvaluation, CostCheckRun
+from metering.estimates import month_bounds
+from outbound.services import webhook_event_publish
+from tenants.events import tenant_event_block
 
 
 def _percent(part: Decimal, whole: Decimal) -> str:
@@ -71,7 +74,7 @@ def _raise(*, budget: Budget, run: CostCheckRun, now: datetime, **fields) -> Ale
     snoozed = budget.snoozed_until is not None and budget.snoozed_until > now
     try:
         with transaction.atomic():
-            return Alert.objects.create(
+            alert = Alert.objects.create(
                 budget=budget,
                 run=run,
                 status=Alert.Status.SUPPRESSED if snoozed else Alert.Status.PENDING,
@@ -80,8 +83,52 @@ def _raise(*, budget: Budget, run: CostCheckRun, now: datetime, **fields) -> Ale
                 else "",
                 **fields,
             )
+            budget_alert_publish(alert=alert, snoozed=snoozed)
+            return alert
     except IntegrityError:
         return None
+
+
+def _decimal(value: Decimal | None) -> str | None:
+    return None if value is None else plain_decimal(value)
+
+
+def budget_alert_publish(*, alert: Alert, snoozed: bool = False) -> None:
+    """The outgoing `budget.alert` webhook event of a newly raised alert, once per alert row, in the
+    transaction that raised it. Snoozing silences operators' SNS and e-mail, not the SaaS's app: a
+    snoozed alert is published with `snoozed: true`."""
+    budget = alert.budget
+    start, end = month_bounds(datetime(alert.month.year, alert.month.month, 1, tzinfo=UTC))
+    threshold_amount = budget.amount * alert.threshold / 100 if alert.threshold is not None else None
+    webhook_event_publish(
+        type="budget.alert",
+        key=f"budget.alert:{alert.pk}",
+        tenant=budget.tenant,
+        data={
+            "tenant": tenant_event_block(budget.tenant) if budget.tenant is not None else None,
+            "budget": {
+                "id": budget.pk,
+                "name": budget.name,
+                "scope": budget.scope,
+                "service": budget.service or None,
+                "tag_value": budget.tag_value or None,
+                "amount": _decimal(budget.amount),
+                "currency": budget.currency,
+            },
+            "alert": {
+                "id": alert.pk,
+                "kind": alert.kind,  # actual | forecast (a threshold) | anomaly (a cost spike)
+                "threshold_percent": _decimal(alert.threshold),
+                "threshold_amount": _decimal(threshold_amount),
+                "actual": _decimal(alert.actual),
+                "forecast": _decimal(alert.forecast),
+                "day": alert.day,
+                "subject": alert.subject,
+                "snoozed": snoozed,
+            },
+            "period": {"month": f"{alert.month:%Y-%m}", "start": start, "end": end},
+        },
+    )
 
 
 def alerts_raise(*, judgement: Judgement, run: CostCheckRun, day: date) -> list[Alert]:
