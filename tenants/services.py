@@ -150,6 +150,8 @@ def _key_name_clean(name: str) -> str:
         raise TenantError("the key name must not be empty", field="name")
     if len(name) > 50:
         raise TenantError("the key name must be at most 50 characters", field="name")
+    if problem := text_problem(name):
+        raise TenantError(f"the key name {problem}", field="name")
     return name
 
 

@@ -110,6 +110,17 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["bad\x00name"],
         ["X", "--key-name", "k" * 51],
         ["{tenant}"],
+        ["X", "--external-id", " padded"],
+        ["X", "--external-id", "a\x00b"],
+        ["X", "--external-id", "e" * 256],
+        ["X", "--external-id", "{tenant}"],
+    ],
+    "create_platform_key": [
+        ["  "],
+        ["k" * 51],
+        ["bad\x00name"],
+        ["backend", "--scopes", "admin:all"],
+        ["backend", "--scopes", ","],
     ],
     "create_api_key": [
         ["nobody"],
