@@ -1,5 +1,7 @@
+import contextlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,6 +27,7 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     statuses: list[int] = field(default_factory=lambda: [200])
     answer_body: bytes = b'{"ok": true}'
+    delay: float = 0.0  # seconds before answering
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_status(self) -> int:
@@ -47,13 +50,15 @@ def receiver(settings):
                     Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 )
             status = target.next_status()
+            time.sleep(target.delay)
             self.send_response(status)
             if 300 <= status < 400:
                 self.send_header("Location", "https://elsewhere.example.com/")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(target.answer_body)))
             self.end_headers()
-            self.wfile.write(target.answer_body)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that gave up
+                self.wfile.write(target.answer_body)
 
         def log_message(self, format, *args):  # quiet
             pass

@@ -97,6 +97,25 @@ def test_a_redirect_is_a_failure_and_is_not_followed(receiver):
     assert len(receiver.requests) == 1
 
 
+def test_a_long_answer_is_kept_only_in_part(receiver):
+    receiver.answer_body = b"x" * 100_000
+    WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url=receiver.url))
+    webhook_deliveries_send_due()
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.succeeded
+    assert len(attempt.response_excerpt) == WebhookAttempt.RESPONSE_EXCERPT_CHARS
+
+
+def test_an_endpoint_slower_than_the_timeout_is_a_failure(receiver, settings):
+    settings.WEBHOOKS_TIMEOUT = 0.2
+    receiver.delay = 1.0
+    WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url=receiver.url))
+    webhook_deliveries_send_due()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.last_status_code) == ("failed", None)
+    assert "Timeout" in delivery.last_error
+
+
 def test_an_unreachable_endpoint_is_a_failure_with_its_error(settings):
     settings.WEBHOOKS_ALLOW_HTTP = True
     WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url="http://127.0.0.1:9/nothing-listens"))
