@@ -26,6 +26,8 @@ urlpatterns = [
     path("api/v1/", include("metering.urls")),
     path("api/v1/", include("stripe_sync.urls")),
     path("api/v1/", include("outbound.urls")),
+    # Lago- and OpenMeter-compatible ingestion, at the paths their SDKs call under a base URL.
+    path("compat/", include("metering.compat_urls")),
     path(
         "api/schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
