@@ -8,6 +8,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
+from django.db.models import Max
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -33,6 +34,8 @@ from metering.models import (
     Price,
     UsageEvent,
     UsageQueue,
+    UsageThreshold,
+    UsageThresholdCrossing,
 )
 from metering.selectors import daily_usage, last_days
 from metering.services import (
@@ -577,3 +580,61 @@ class UsageQueueAdmin(admin.ModelAdmin):
                 continue
             level = messages.WARNING if result.failed else messages.SUCCESS
             self.message_user(request, f"{queue}: {result.summary()}", level=level)
+
+
+class UsageThresholdCrossingInline(PlainDecimalsMixin, admin.TabularInline):
+    """The periods in which the threshold was crossed (and its webhook event published)."""
+
+    model = UsageThresholdCrossing
+    fields = ["period_start", "units", "usage", "crossed_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-period_start"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(UsageThreshold)
+class UsageThresholdAdmin(PlainDecimalsMixin, admin.ModelAdmin):
+    """Levels of a tenant's monthly usage of a meter that publish `usage.threshold_crossed` once per
+    month (UTC); docs/integrations.md ("Usage thresholds")."""
+
+    list_display = ["tenant", "meter", "kind", "value", "units_now", "enabled", "last_crossed", "created_at"]
+    list_filter = ["enabled", "kind", "meter", ("tenant", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["tenant", "meter"]
+    search_fields = ["tenant__slug", "tenant__name", "tenant__external_id", "meter__code"]
+    fields = ["tenant", "meter", "kind", "value", "enabled", "created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [UsageThresholdCrossingInline]
+    actions = ["enable", "disable"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Tenant and meter are the threshold's identity (its crossings belong to them): fixed once made.
+        return [*self.readonly_fields, "tenant", "meter"] if obj is not None else self.readonly_fields
+
+    @admin.display(description="units (this month)")
+    def units_now(self, obj):
+        units = obj.units(obj.tenant.monthly_free_allowance)
+        return "- (no free allowance)" if units is None else format_quantity(units)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_last_crossed=Max("crossings__period_start"))
+
+    @admin.display(description="last crossed", ordering="_last_crossed")
+    def last_crossed(self, obj):
+        return f"{obj._last_crossed:%Y-%m}" if obj._last_crossed else "-"
+
+    @admin.action(description="Enable", permissions=["change"])
+    def enable(self, request, queryset):
+        changed = queryset.filter(enabled=False).update(enabled=True, updated_at=timezone.now())
+        self.message_user(request, f"{changed} threshold(s) enabled.")
+
+    @admin.action(description="Disable (no events until enabled again)", permissions=["change"])
+    def disable(self, request, queryset):
+        changed = queryset.filter(enabled=True).update(enabled=False, updated_at=timezone.now())
+        self.message_user(request, f"{changed} threshold(s) disabled.")

@@ -34,6 +34,7 @@ from metering.models import (
     PruneRun,
     UsageEvent,
 )
+from metering.thresholds import usage_thresholds_check
 
 logger = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -46,6 +47,8 @@ RAW_EVENT_RETENTION = timedelta(days=45)
 class AggregationResult:
     hours_aggregated: int
     hours_changed: int
+    # (tenant id, meter id, hour) of the aggregates that changed: their months' thresholds are checked.
+    changed: frozenset = frozenset()
 
 
 def _property_text(name: str):
@@ -105,9 +108,11 @@ def _contiguous(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
     return ranges
 
 
-def _write(computed: dict[tuple[int, int, datetime], tuple[Decimal, int]], now: datetime) -> int:
+def _write(
+    computed: dict[tuple[int, int, datetime], tuple[Decimal, int]], now: datetime
+) -> list[tuple[int, int, datetime]]:
     """Create or update the aggregates of a batch in bulk; record a change row for each one whose
-    value or count moved. Returns how many changed."""
+    value or count moved. Returns the (tenant id, meter id, hour) of those that changed."""
     keys = sorted(computed)
     # One locking read of the batch's existing aggregates (a superset: the cross product of its
     # tenants, meters and hours), in one order, so two runs never lock in opposite orders.
@@ -156,7 +161,7 @@ def _write(computed: dict[tuple[int, int, datetime], tuple[Decimal, int]], now: 
     ]
     HourlyAggregate.objects.bulk_update(updated, ["value", "event_count", "revision", "updated_at"])
     HourlyAggregateChange.objects.bulk_create(changes)
-    return len(created) + len(updated)
+    return [(a.tenant_id, a.meter_id, a.hour) for a in (*created, *updated)]
 
 
 def _claim(batch_size: int) -> list[tuple[int, int, datetime]]:
@@ -206,23 +211,29 @@ def usage_aggregate_batch(*, batch_size: int = DEFAULT_BATCH) -> AggregationResu
             for tenant_id, hour in pairs:
                 computed[(tenant_id, meter_id, hour)] = values.get((tenant_id, hour), (Decimal(0), 0))
         changed = _write(computed, timezone.now())
-    return AggregationResult(len(all_claimed), changed)
+    return AggregationResult(len(all_claimed), len(changed), frozenset(changed))
 
 
 def usage_aggregate(
     *, trigger: str, batch_size: int = DEFAULT_BATCH, max_batches: int | None = None
 ) -> AggregationRun:
-    """Aggregate every pending hour, batch by batch, and record the run."""
+    """Aggregate every pending hour, batch by batch, record the run, then check the usage thresholds
+    of the tenants, meters and months whose hours changed (metering.thresholds), once their
+    aggregates are committed."""
     run = AggregationRun.objects.create(started_at=timezone.now(), trigger=trigger)
     batches = 0
+    changed: set[tuple[int, int, datetime]] = set()
     try:
         while max_batches is None or batches < max_batches:
             result = usage_aggregate_batch(batch_size=batch_size)
             batches += 1
             run.hours_aggregated += result.hours_aggregated
             run.hours_changed += result.hours_changed
+            # One entry per (tenant, meter, month), not per hour: the check sums whole months.
+            changed |= {(t, m, hour.replace(day=1, hour=0)) for t, m, hour in result.changed}
             if result.hours_aggregated < batch_size:
                 break
+        usage_thresholds_check(periods=changed)
     except Exception as exc:
         run.finish(AggregationRun.Status.FAILED, error=error_line(exc))
         raise

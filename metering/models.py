@@ -339,3 +339,80 @@ class UsageQueue(models.Model):
 
     def __str__(self) -> str:
         return self.url.rsplit("/", 1)[-1] or self.url
+
+
+class UsageThreshold(models.Model):
+    """A level of a tenant's monthly usage of a meter that the SaaS wants to hear about: crossing it
+    publishes `usage.threshold_crossed` once per billing period (the UTC calendar month, as the free
+    allowance). Absolute (units of the meter) or a percentage of the tenant's monthly free allowance.
+    """
+
+    class Kind(models.TextChoices):
+        ABSOLUTE = "absolute", "Units of the meter"
+        PERCENT_OF_ALLOWANCE = "percent_of_allowance", "Percent of the free allowance"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_thresholds")
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="thresholds")
+    kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.ABSOLUTE)
+    value = models.DecimalField(
+        max_digits=QUANTITY_MAX_DIGITS,
+        decimal_places=QUANTITY_DECIMAL_PLACES,
+        validators=[MinValueValidator(Decimal("0.000000000001"))],
+        help_text="Units of the meter (absolute), or a percentage of the tenant's monthly free allowance "
+        "(e.g. 80 or 100).",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tenant_id", "meter_id", "kind", "value"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "meter", "kind", "value"], name="usage_threshold_unique"
+            ),
+            models.CheckConstraint(condition=models.Q(value__gt=0), name="usage_threshold_value_positive"),
+        ]
+
+    def __str__(self) -> str:
+        level = (
+            f"{format_quantity(self.value)}%"
+            if self.kind == self.Kind.PERCENT_OF_ALLOWANCE
+            else (format_quantity(self.value))
+        )
+        return f"{self.tenant.slug} {self.meter.code} at {level}"
+
+    def units(self, allowance: Decimal) -> Decimal | None:
+        """The threshold in units of the meter; None for a percentage of an allowance of zero."""
+        if self.kind == self.Kind.ABSOLUTE:
+            return self.value
+        if not allowance:
+            return None
+        return allowance * self.value / 100
+
+
+class UsageThresholdCrossing(models.Model):
+    """A threshold crossed in one billing period: at most one per period, so the event is sent once."""
+
+    threshold = models.ForeignKey(UsageThreshold, on_delete=models.CASCADE, related_name="crossings")
+    period_start = models.DateTimeField()
+    units = models.DecimalField(
+        max_digits=TOTAL_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES, help_text="The level crossed."
+    )
+    usage = models.DecimalField(
+        max_digits=TOTAL_MAX_DIGITS,
+        decimal_places=QUANTITY_DECIMAL_PLACES,
+        help_text="The period's usage when the crossing was found.",
+    )
+    crossed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-crossed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["threshold", "period_start"], name="usage_threshold_once_per_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold} crossed in {self.period_start:%Y-%m}"

@@ -458,6 +458,9 @@ SUPERUSER_ONLY = {
     # Usage queues (SQS, metering/eventbus.py): superuser-only until a console role migration grants
     # their view (and change: enable, disable, consume now) permissions to the operator roles.
     "metering.UsageQueue",
+    # Usage thresholds (metering/thresholds.py): superuser-only until a console role migration grants
+    # their view (and change: add, enable, disable) permissions to the operator roles.
+    "metering.UsageThreshold",
     # dj-stripe's other models (keys, webhook secrets, Connect, payouts, raw events...) and the API-key
     # library's own admin are not in the console at all (console/admin_guards.py, DJSTRIPE_SHOWN).
 }
