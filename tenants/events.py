@@ -36,8 +36,15 @@ def _actor(change: TenantChange) -> dict | None:
     return None
 
 
-def tenant_change_event(change: TenantChange) -> tuple[str, dict]:
-    """The event type and data of one history row."""
+# History rows that are not news about the tenant's details: its API keys (issued, revoked) stay out
+# of tenant.updated (the caller that made a key knows; the secret is never in any event).
+NOT_PUBLISHED_FIELDS = frozenset({"api_key"})
+
+
+def tenant_change_event(change: TenantChange) -> tuple[str, dict] | None:
+    """The event type and data of one history row; None for a row that is not published."""
+    if change.field in NOT_PUBLISHED_FIELDS:
+        return None
     tenant = change.tenant
     common = {
         "tenant": tenant_event_block(tenant),
@@ -53,7 +60,7 @@ def tenant_change_event(change: TenantChange) -> tuple[str, dict]:
         return kind, {**common, "old_status": change.old_value, "new_status": change.new_value}
     if change.field == TenantChange.Field.PLAN:
         return "tenant.plan_changed", {**common, "old_plan": change.old_value, "new_plan": change.new_value}
-    # Any other recorded field (name, free allowance, external id, ...).
+    # Any other recorded field (name, free_allowance, external_id, ...).
     return "tenant.updated", {
         **common,
         "field": change.field,
@@ -64,5 +71,8 @@ def tenant_change_event(change: TenantChange) -> tuple[str, dict]:
 
 def tenant_change_publish(change: TenantChange) -> None:
     """Publish the change's event in the current transaction, once per history row."""
-    event_type, data = tenant_change_event(change)
+    event = tenant_change_event(change)
+    if event is None:
+        return
+    event_type, data = event
     webhook_event_publish(type=event_type, data=data, key=f"tenant-change:{change.pk}", tenant=change.tenant)

@@ -1,6 +1,8 @@
 """Tenant changes are outgoing webhook events: one message per history row, with the tenant block,
 in the change's transaction, whoever made it (command, admin, API, Stripe)."""
 
+from decimal import Decimal
+
 import pytest
 from django.db import transaction
 from standardwebhooks import Webhook
@@ -12,11 +14,12 @@ from outbound.tests.factories import WebhookEndpointFactory
 from tenants.events import tenant_event_block
 from tenants.models import PlatformAPIKey, Tenant, TenantChange
 from tenants.services import (
+    api_key_issue,
     tenant_change_plan,
     tenant_create,
-    tenant_history_record,
     tenant_reactivate,
     tenant_suspend,
+    tenant_update,
 )
 from tenants.tests.factories import TenantFactory
 from tenants.tests.support import issue_platform_key, run_command
@@ -107,16 +110,23 @@ def test_a_platform_key_is_named_as_the_actor():
     }
 
 
-def test_any_other_recorded_field_is_tenant_updated():
-    tenant = TenantFactory(slug="acme", name="Acme Ltd")
-    change = tenant_history_record(
-        tenant=tenant, field="name", old="Acme", new="Acme Ltd", actor=None, source="api"
+def test_each_changed_detail_is_one_tenant_updated_and_api_keys_are_not_published():
+    tenant = TenantFactory(slug="acme", name="Acme")
+    changed = tenant_update(
+        tenant=tenant, name="Acme Ltd", monthly_free_allowance=Decimal("500"), source="api"
     )
-    message = _message("tenant.updated")
-    assert message.key == f"tenant-change:{change.pk}"
-    data = message.payload["data"]
-    assert (data["field"], data["old_value"], data["new_value"]) == ("name", "Acme", "Acme Ltd")
-    assert data["tenant"]["name"] == "Acme Ltd"
+    assert sorted(changed) == ["monthly_free_allowance", "name"]
+    api_key_issue(tenant=tenant, name="k", source="admin")  # a history row (field api_key): not published
+
+    messages = list(WebhookMessage.objects.filter(type="tenant.updated").order_by("id"))
+    fields = {m.payload["data"]["field"]: m.payload["data"] for m in messages}
+    assert set(fields) == {"name", "free_allowance"}
+    assert (fields["name"]["old_value"], fields["name"]["new_value"]) == ("Acme", "Acme Ltd")
+    assert fields["free_allowance"]["tenant"]["name"] == "Acme Ltd"
+    changes = TenantChange.objects.filter(tenant=tenant, field__in=["name", "free_allowance"])
+    assert {m.key for m in messages} == {f"tenant-change:{c.pk}" for c in changes}
+    assert TenantChange.objects.filter(tenant=tenant, field="api_key").exists()
+    assert WebhookMessage.objects.count() == 2
 
 
 def test_a_rolled_back_change_publishes_nothing():
