@@ -79,6 +79,18 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["{meter}", "--aggregation", "count"],
         ["m2", "--aggregation", "count", "--name", "bad\x00name"],
     ],
+    "create_usage_threshold": [
+        ["nobody", "{meter}", "--units", "5"],
+        ["{tenant}", "nope", "--units", "5"],
+        ["{tenant}", "{meter}"],
+        ["{tenant}", "{meter}", "--units", "5", "--percent", "5"],
+        ["{tenant}", "{meter}", "--units", "0"],
+        ["{tenant}", "{meter}", "--units", "1e400"],
+        ["{tenant}", "{meter}", "--units", "NaN"],
+        ["{tenant}", "{meter}", "--percent", "-1"],
+        ["{tenant}", "{meter}", "--percent", HUGE],
+        ["{tenant}", "{meter}", "--units", "0.0000000000001"],
+    ],
     "send_daily_report": [
         ["--date", "9999-12-31"],
         ["--date", "0001-01-01"],
