@@ -125,8 +125,10 @@ EVENT_SCHEMA = {
             "type": "string",
             "minLength": 1,
             "maxLength": 255,
+            "nullable": True,
             "description": "The tenant's external id or slug. Required with a platform key (events:write); "
-            "with a tenant key optional, and it must name that tenant (another: 403).",
+            "with a tenant key optional (omitted or null: that tenant), and it must name that tenant "
+            "(another: 403).",
         },
         "meter": {"type": "string", "minLength": 1, "maxLength": 100, "description": "A meter's code."},
         "quantity": {

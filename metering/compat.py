@@ -579,8 +579,8 @@ class OpenMeterEvents(_CompatView):
         responses={
             204: OpenApiResponse(description="Stored (or already stored)."),
             **{
-                code: OpenApiResponse(
-                    response={"application/problem+json": PROBLEM_SCHEMA}, description=description
+                (code, "application/problem+json"): OpenApiResponse(
+                    response=PROBLEM_SCHEMA, description=description
                 )
                 for code, description in {
                     400: "Invalid events (`extensions.errors`) or a body that is not JSON; nothing "
