@@ -12,7 +12,7 @@ from freezegun import freeze_time
 
 from metering.aggregation import usage_aggregate
 from metering.ingest import usage_events_record, usage_events_validate
-from metering.models import UsageThreshold, UsageThresholdCrossing
+from metering.models import AggregationRun, UsageThreshold, UsageThresholdCrossing
 from metering.tests.factories import MeterFactory
 from metering.thresholds import usage_threshold_create, usage_thresholds_check
 from outbound.models import WebhookMessage
@@ -132,6 +132,26 @@ def test_a_month_that_ended_before_the_threshold_existed_is_not_reported(acme, t
         # A late event for November changes November's total after the threshold was made.
         assert usage_thresholds_check(periods=[(acme.pk, tokens.pk, NOV_20)]) == []
     assert crossed() == []
+
+
+def test_a_crossing_whose_publish_fails_is_not_recorded_and_is_found_again(acme, tokens, monkeypatch):
+    usage_threshold_create(tenant=acme, meter=tokens, kind="absolute", value=Decimal("10"))
+
+    def refuse(**kwargs):
+        raise ValueError("the publish fails")
+
+    monkeypatch.setattr("metering.thresholds.webhook_event_publish", refuse)
+    with pytest.raises(ValueError, match="the publish fails"):
+        use(acme, 20, at=NOV_20)
+    assert AggregationRun.objects.get().status == AggregationRun.Status.FAILED
+    assert not UsageThresholdCrossing.objects.exists()  # rolled back with the failed publish
+    assert crossed() == []
+
+    monkeypatch.undo()
+    with freeze_time(NOV_20):
+        [crossing] = usage_thresholds_check(periods=[(acme.pk, tokens.pk, NOV_20)])
+    assert crossing.usage == 20
+    assert len(crossed()) == 1
 
 
 # --- the command ----------------------------------------------------------------------------------
