@@ -171,7 +171,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         for endpoint in queryset:
             secret = webhook_endpoint_rotate_secret(endpoint=endpoint)
             self.log_change(request, endpoint, "Rotated the signing secret")
-            _show_secret(self, request, endpoint, secret, "New signing secret")
+            _show_secret(
+                self, request, endpoint, secret, "New signing secret (the old one also signs for 24 h)"
+            )
 
     @admin.action(description="Send a test event", permissions=["change"])
     def send_test(self, request, queryset):

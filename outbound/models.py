@@ -40,6 +40,10 @@ class WebhookEndpoint(models.Model):
     disabled_reason = models.TextField(blank=True)
     # The signing secret is shown once (at creation and rotation) and used to sign every attempt.
     secret = models.CharField(max_length=120, default=signing_secret_new, editable=False)
+    # After a rotation, deliveries are signed with both secrets for a day (the signature header
+    # carries both), so the receiver can switch to the new secret without losing any message.
+    previous_secret = models.CharField(max_length=120, blank=True, editable=False)
+    previous_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
     # Since when every attempt has failed (None: the last attempt succeeded, or none was made).
     failing_since = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)

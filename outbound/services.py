@@ -209,10 +209,19 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     endpoint.delete()
 
 
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
 def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> str:
-    """A new signing secret, used from the next attempt on; returns it (show it once)."""
+    """A new signing secret, used from the next attempt on; returns it (show it once).
+
+    For ROTATION_OVERLAP after it, every attempt is signed with the old secret too (Standard Webhooks
+    allows several signatures in one header), so a receiver still on the old secret verifies them.
+    """
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_until = timezone.now() + ROTATION_OVERLAP
     endpoint.secret = signing_secret_new()
-    endpoint.save(update_fields=["secret", "updated_at"])
+    endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_until", "updated_at"])
     return endpoint.secret
 
 
@@ -307,16 +316,25 @@ def webhook_delivery_send(*, delivery_id: int, force: bool = False) -> WebhookDe
     now = timezone.now()
     if not _claim(delivery_id, now=now, force=force):
         return None
-    delivery = WebhookDelivery.objects.select_related("endpoint", "message").get(pk=delivery_id)
+    delivery = WebhookDelivery.objects.select_related("endpoint", "message").filter(pk=delivery_id).first()
+    if delivery is None:  # its endpoint was deleted meanwhile
+        return None
     response = _post(delivery, now=now)
-    _record(delivery, response, attempted_at=now)
+    try:
+        _record(delivery, response, attempted_at=now)
+    except IntegrityError:  # the endpoint (and so the delivery) was deleted while it was being sent
+        logger.info("webhook delivery %s was deleted while it was sent", delivery_id)
+        return None
     return delivery
 
 
 def _post(delivery: WebhookDelivery, *, now: datetime) -> Response:
     message, endpoint = delivery.message, delivery.endpoint
     body = json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False)
-    signature = Webhook(endpoint.secret).sign(message.public_id, now, body)
+    secrets = [endpoint.secret]
+    if endpoint.previous_secret and endpoint.previous_secret_until and now < endpoint.previous_secret_until:
+        secrets.append(endpoint.previous_secret)
+    signature = " ".join(Webhook(secret).sign(message.public_id, now, body) for secret in secrets)
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from freezegun import freeze_time
 from kombu.exceptions import OperationalError
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from conftest import beat_task, run_at_once
 from outbound import tasks
@@ -14,9 +14,11 @@ from outbound.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from outbound.services import (
     MAX_ATTEMPTS,
     RETRY_DELAYS,
+    ROTATION_OVERLAP,
     webhook_deliveries_send_due,
     webhook_delivery_replay,
     webhook_delivery_send,
+    webhook_endpoint_rotate_secret,
     webhook_event_publish,
 )
 from outbound.tests.factories import WebhookDeliveryFactory, WebhookEndpointFactory
@@ -51,8 +53,28 @@ def test_another_secret_does_not_verify(receiver):
     webhook_event_publish(type="tenant.created", data={}, key="k")
     webhook_deliveries_send_due()
     [request] = receiver.requests
-    with pytest.raises(Exception, match="No matching signature"):
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
         Webhook(WebhookEndpoint().secret).verify(request.body, request.headers)
+
+
+def test_after_a_rotation_both_secrets_verify_for_a_day(receiver):
+    endpoint = WebhookEndpointFactory(url=receiver.url)
+    old_secret = endpoint.secret
+    with freeze_time(T0) as clock:
+        new_secret = webhook_endpoint_rotate_secret(endpoint=endpoint)
+        WebhookDeliveryFactory(endpoint=endpoint)
+        webhook_deliveries_send_due()
+        [during] = receiver.requests
+        for secret in (old_secret, new_secret):
+            Webhook(secret).verify(during.body, during.headers)
+
+        clock.tick(ROTATION_OVERLAP)
+        WebhookDeliveryFactory(endpoint=endpoint)
+        webhook_deliveries_send_due()
+        after = receiver.requests[1]
+        Webhook(new_secret).verify(after.body, after.headers)
+        with pytest.raises(WebhookVerificationError, match="No matching signature"):
+            Webhook(old_secret).verify(after.body, after.headers)
 
 
 def test_a_failing_endpoint_is_retried_on_the_schedule_then_given_up(receiver):
