@@ -1,3 +1,4 @@
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Literal
@@ -85,6 +86,46 @@ def _text_ok(value: str) -> None:
         raise serializers.ValidationError(problem)
 
 
+DECIMAL_TEXT = re.compile(r"\d+(\.\d+)?", re.ASCII)
+
+
+class StrictCharField(serializers.CharField):
+    """Text only: DRF's CharField would take 0 or true as "0" or "True"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(StrictCharField, serializers.SlugField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "pattern": r"^\d+(\.\d+)?$"},
+            {"type": "number", "minimum": 0},
+        ],
+        "description": "A decimal: a string (exact) or a number; at most 14 digits before the point "
+        "and 6 after.",
+    }
+)
+class DecimalInputField(serializers.DecimalField):
+    """A decimal as the schema says it: digits with an optional fraction in a string, or a JSON number
+    (DRF alone would also take " 5", "1e3" or true)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, str | int | float):
+            self.fail("invalid")
+        if isinstance(data, str) and not DECIMAL_TEXT.fullmatch(data):
+            raise serializers.ValidationError(
+                "Enter a decimal such as 1000 or 12.5 (digits, an optional point)."
+            )
+        return super().to_internal_value(data)
+
+
 class _StrictSerializer(serializers.Serializer):
     def to_internal_value(self, data):
         # A typo (`free_allowance` for `monthly_free_allowance`) is refused, not silently ignored.
@@ -97,7 +138,7 @@ class _StrictSerializer(serializers.Serializer):
 
 def _allowance_field(**kwargs) -> serializers.DecimalField:
     column = Tenant._meta.get_field("monthly_free_allowance")
-    return serializers.DecimalField(
+    return DecimalInputField(
         max_digits=column.max_digits,
         decimal_places=column.decimal_places,
         min_value=Decimal(0),
@@ -108,7 +149,7 @@ def _allowance_field(**kwargs) -> serializers.DecimalField:
 
 def _external_id_field(**kwargs) -> serializers.CharField:
     # Not trimmed: " cus_1" is refused (tenants.services.external_id_clean), not stored as another id.
-    return serializers.CharField(
+    return StrictCharField(
         max_length=255,
         trim_whitespace=False,
         allow_null=True,
@@ -144,7 +185,7 @@ class ProvisionedTenantSerializer(serializers.ModelSerializer):
 
 
 class KeyRequest(_StrictSerializer):
-    name = serializers.CharField(
+    name = StrictCharField(
         max_length=50, default="api", validators=[_text_ok], help_text="A name for the key (default api)."
     )
 
@@ -157,11 +198,9 @@ class IssuedKeySerializer(serializers.Serializer):
 
 
 class TenantCreateRequest(_StrictSerializer):
-    name = serializers.CharField(max_length=200, validators=[_text_ok])
+    name = StrictCharField(max_length=200, validators=[_text_ok])
     external_id = _external_id_field(required=False, default=None)
-    slug = serializers.SlugField(
-        max_length=64, required=False, help_text="Default: made from the name. Unique."
-    )
+    slug = StrictSlugField(max_length=64, required=False, help_text="Default: made from the name. Unique.")
     plan = serializers.ChoiceField(choices=Tenant.Plan.choices, default=Tenant.Plan.FREE)
     monthly_free_allowance = _allowance_field(default=Decimal(0))
     api_key = KeyRequest(
@@ -180,11 +219,11 @@ class TenantCreatedSerializer(ProvisionedTenantSerializer):
 
 
 class TenantChangeRequest(_StrictSerializer):
-    name = serializers.CharField(max_length=200, required=False, validators=[_text_ok])
+    name = StrictCharField(max_length=200, required=False, validators=[_text_ok])
     plan = serializers.ChoiceField(choices=Tenant.Plan.choices, required=False)
     monthly_free_allowance = _allowance_field(required=False)
     external_id = _external_id_field(required=False)
-    reason = serializers.CharField(
+    reason = StrictCharField(
         max_length=500,
         required=False,
         allow_blank=True,
@@ -215,7 +254,7 @@ class TenantPage(serializers.Serializer):
 
 
 class StatusRequest(_StrictSerializer):
-    reason = serializers.CharField(
+    reason = StrictCharField(
         max_length=500,
         required=False,
         allow_blank=True,
@@ -337,7 +376,8 @@ def tenants(request):
 
 
 def _tenant_list(request):
-    query = TenantListQuery(data=request.query_params)
+    # A plain dict: DRF reads an empty form value ("?status=") as absent; here it is refused.
+    query = TenantListQuery(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
     filters = {
         name: query.validated_data[name]
