@@ -36,7 +36,8 @@ def redact(text: str) -> str:
 
 
 def log_context_bind(**values) -> None:
-    """Set context fields (request_id, tenant, tenant_id, platform_key, task_id, task_name) for what follows."""
+    """Set context fields (request_id, tenant, tenant_id, platform_key, task_id, task_name) for what
+    follows."""
     for name, value in values.items():
         _CONTEXT[name].set(value)
 
