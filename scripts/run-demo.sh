@@ -46,6 +46,20 @@ export STRIPE_WEBHOOK_SECRET="$STRIPE_WEBHOOK_SECRET"
 ENV
 step "      Stripe sandbox at $sandbox"
 
+# The SaaS's own app, as far as the demo has one: it receives the outgoing webhooks (seed_demo points an
+# endpoint at it) and verifies each signature with the standardwebhooks library.
+$PY scripts/webhook_receiver.py --port 0 --secret-file var/demo-webhook-secret >var/webhook-receiver.log 2>&1 &
+children+=($!)
+receiver=""
+for _ in $(seq 100); do
+  receiver="$(sed -n 's/^webhook receiver listening on //p' var/webhook-receiver.log)"
+  [[ -n "$receiver" ]] && break
+  sleep 0.1
+done
+[[ -n "$receiver" ]] || { cat var/webhook-receiver.log; echo "the webhook receiver did not start" >&2; exit 1; }
+export DEMO_WEBHOOK_URL="$receiver"
+step "      webhook receiver (the SaaS's app stand-in) at $receiver (log var/webhook-receiver.log)"
+
 step "2/5 database: db.sqlite3 (a new one takes 15 to 30 s)"
 $PY manage.py migrate_demo
 
@@ -76,7 +90,9 @@ cat <<MSG
   Stripe:   a local sandbox at $sandbox (nothing is sent to Stripe);
             manage.py commands in another terminal reach it after \`. var/demo.env\`
 $(grep '^tenant .*: new API key' var/seed-demo.log | sed 's/^/  /')
-  Logs: var/web.log (below), var/worker.log (worker and beat), var/stripe-sandbox.log. Stop with Ctrl-C.
+  Webhooks: every outgoing event goes to a local receiver at $receiver, which verifies and logs it
+  Logs: var/web.log (below), var/worker.log (worker and beat), var/stripe-sandbox.log,
+        var/webhook-receiver.log. Stop with Ctrl-C.
 
 MSG
 tail -n 0 -f var/web.log --pid="$web" &

@@ -30,8 +30,12 @@ from costwatch.models import Budget, CostCheckRun
 from costwatch.services import cost_check_run
 from metering.aggregation import usage_aggregate
 from metering.ingest import usage_events_record, usage_events_validate
-from metering.models import Meter, Price, UsageEvent
+from metering.models import Meter, Price, UsageEvent, UsageThreshold
 from metering.services import meter_create
+from metering.thresholds import usage_threshold_create
+from outbound.events import ALL_EVENTS
+from outbound.models import WebhookEndpoint
+from outbound.services import webhook_endpoint_create, webhook_endpoint_update
 from stripe_sync.checkout import checkout_session_create
 from stripe_sync.client import (
     NOT_CONFIGURED_REASON,
@@ -49,11 +53,18 @@ from tenants.models import Tenant
 from tenants.services import api_key_issue, tenant_create
 
 DEMO_TENANTS = [
-    # slug, name, plan, free allowance per meter and month
-    ("acme", "Acme Analytics", Tenant.Plan.METERED, Decimal("0")),
-    ("globex", "Globex Search", Tenant.Plan.METERED, Decimal("1000")),
-    ("initech", "Initech Labs", Tenant.Plan.FREE, Decimal("10000")),
+    # slug, name, plan, free allowance per meter and month, external id (the SaaS's own customer id)
+    ("acme", "Acme Analytics", Tenant.Plan.METERED, Decimal("0"), "crm-1001"),
+    ("globex", "Globex Search", Tenant.Plan.METERED, Decimal("1000"), "crm-1002"),
+    ("initech", "Initech Labs", Tenant.Plan.FREE, Decimal("10000"), "crm-1003"),
 ]
+# Usage thresholds (outgoing usage.threshold_crossed events): tenant, meter, kind, value.
+DEMO_THRESHOLDS = [
+    ("acme", "api_calls", UsageThreshold.Kind.ABSOLUTE, Decimal("1000")),
+    ("initech", "api_calls", UsageThreshold.Kind.PERCENT_OF_ALLOWANCE, Decimal("80")),
+]
+# The demo's stand-in for the SaaS's own app (scripts/webhook_receiver.py, started by make run).
+DEMO_RECEIVER_DESCRIPTION = "Demo receiver (make run): scripts/webhook_receiver.py"
 DEMO_METERS = [
     # code, aggregation, unique property, name, unit
     ("api_calls", Meter.Aggregation.COUNT, "", "API calls", "call"),
@@ -119,9 +130,13 @@ class Command(BaseCommand):
             raise CommandError("refusing to seed demo data with DJANGO_DEBUG=0; pass --force")
         with transaction.atomic():
             login = self._admin(username)
+            receiver = self._webhook_receiver()
             keys = self._tenants()
             self._meters()
+            self._thresholds()
         self.stdout.write(login)
+        if receiver:
+            self.stdout.write(receiver)
         for slug, key in keys:
             self.stdout.write(f"tenant {slug}: new API key {key}")
         if not keys:
@@ -167,13 +182,41 @@ class Command(BaseCommand):
                 return f"admin login: {username} / {candidate}"
         return f"admin login: {username} (password unchanged since it was set)"
 
+    def _webhook_receiver(self) -> str:
+        """With make run's receiver (DEMO_WEBHOOK_URL), an endpoint for every event type pointed at
+        it, and its signing secret in var/demo-webhook-secret, where the receiver reads it."""
+        url = os.environ.get("DEMO_WEBHOOK_URL")
+        if not url:
+            return ""
+        endpoint = WebhookEndpoint.objects.filter(description=DEMO_RECEIVER_DESCRIPTION).first()
+        if endpoint is None:
+            endpoint = webhook_endpoint_create(
+                url=url, event_types=[ALL_EVENTS], description=DEMO_RECEIVER_DESCRIPTION
+            )
+        elif endpoint.url != url:  # the receiver's port is new on every make run
+            webhook_endpoint_update(endpoint=endpoint, url=url)
+        secret_file = settings.BASE_DIR / "var" / "demo-webhook-secret"
+        _remember(secret_file, endpoint.secret)
+        return f"outgoing webhooks: every event type to {url} (the demo receiver verifies each one)"
+
+    def _thresholds(self) -> None:
+        for slug, code, kind, value in DEMO_THRESHOLDS:
+            tenant, meter = Tenant.objects.get(slug=slug), Meter.objects.get(code=code)
+            if not UsageThreshold.objects.filter(tenant=tenant, meter=meter).exists():
+                usage_threshold_create(tenant=tenant, meter=meter, kind=kind, value=value)
+
     def _tenants(self) -> list[tuple[str, str]]:
         issued = []
-        for slug, name, plan, allowance in DEMO_TENANTS:
+        for slug, name, plan, allowance, external_id in DEMO_TENANTS:
             if Tenant.objects.filter(slug=slug).exists():
                 continue
             tenant = tenant_create(
-                name=name, slug=slug, plan=plan, monthly_free_allowance=allowance, source="seed_demo"
+                name=name,
+                slug=slug,
+                plan=plan,
+                monthly_free_allowance=allowance,
+                external_id=external_id,
+                source="seed_demo",
             )
             issued.append((slug, api_key_issue(tenant=tenant, name="demo").secret))
         return issued
