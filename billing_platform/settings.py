@@ -177,7 +177,7 @@ if REDIS_URL:
 else:
     # The embedded demo: a real worker and beat, with messages passed through files instead of
     # Redis (see docs/configuration.md, "Periodic jobs without Redis").
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost/"  # the host is ignored; naming one keeps kombu quiet
     CELERY_RESULT_BACKEND = None
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_DATA_DIR / "queue"),
