@@ -39,9 +39,8 @@ def event_types_validate(types) -> list[str]:
             raise ValueError("Each event type is a string.")
         name = name.strip()
         if name != ALL_EVENTS and name not in EVENT_TYPES:
-            raise ValueError(
-                f"Unknown event type {name!r}; known: {', '.join(EVENT_TYPES)} (or '*' for all)."
-            )
+            shown = name if len(name) <= 32 else name[:32] + "…"
+            raise ValueError(f"Unknown event type {shown!r}; known: {', '.join(EVENT_TYPES)}, or '*'.")
         if name not in cleaned:
             cleaned.append(name)
     if not cleaned:

@@ -131,6 +131,9 @@ def webhook_deliveries_enqueue(*, delivery_ids: list[int], countdown: float | No
 def webhook_url_validate(url: str) -> str:
     """An http(s) URL; plain http only when settings.WEBHOOKS_ALLOW_HTTP. ValidationError otherwise."""
     url = (url or "").strip()
+    max_length = WebhookEndpoint._meta.get_field("url").max_length
+    if len(url) > max_length:
+        raise ValidationError(f"At most {max_length} characters.")
     URLValidator(schemes=["http", "https"], message="Enter an http:// or https:// URL.")(url)
     if urlsplit(url).scheme == "http" and not settings.WEBHOOKS_ALLOW_HTTP:
         raise ValidationError(
@@ -146,14 +149,31 @@ def _clean_types(event_types) -> list[str]:
         raise ValidationError({"event_types": str(exc)}) from None
 
 
-def webhook_endpoint_create(*, url: str, event_types, description: str = "") -> WebhookEndpoint:
-    """A new enabled endpoint with a fresh signing secret (`endpoint.secret`: show it once)."""
+DESCRIPTION_MAX = WebhookEndpoint._meta.get_field("description").max_length
+
+
+def _clean_description(description) -> str:
+    description = (description or "").strip()
+    if len(description) > DESCRIPTION_MAX:
+        raise ValidationError({"description": f"At most {DESCRIPTION_MAX} characters."})
+    if "\x00" in description:
+        raise ValidationError({"description": "Null characters are not allowed."})
+    return description
+
+
+def _clean_url(url) -> str:
     try:
-        url = webhook_url_validate(url)
+        return webhook_url_validate(url)
     except ValidationError as exc:
         raise ValidationError({"url": exc.messages}) from None
+
+
+def webhook_endpoint_create(*, url: str, event_types, description: str = "") -> WebhookEndpoint:
+    """A new enabled endpoint with a fresh signing secret (`endpoint.secret`: show it once)."""
     return WebhookEndpoint.objects.create(
-        url=url, event_types=_clean_types(event_types), description=(description or "").strip()
+        url=_clean_url(url),
+        event_types=_clean_types(event_types),
+        description=_clean_description(description),
     )
 
 
@@ -161,16 +181,13 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookE
     """Change url, event_types, description or enabled; enabling clears the disabled reason."""
     fields = []
     if "url" in changes:
-        try:
-            endpoint.url = webhook_url_validate(changes["url"])
-        except ValidationError as exc:
-            raise ValidationError({"url": exc.messages}) from None
+        endpoint.url = _clean_url(changes["url"])
         fields.append("url")
     if "event_types" in changes:
         endpoint.event_types = _clean_types(changes["event_types"])
         fields.append("event_types")
     if "description" in changes:
-        endpoint.description = (changes["description"] or "").strip()
+        endpoint.description = _clean_description(changes["description"])
         fields.append("description")
     if "enabled" in changes and bool(changes["enabled"]) != endpoint.enabled:
         if changes["enabled"]:

@@ -19,7 +19,7 @@ from tenants.models import Tenant, TenantAPIKey
 from tenants.tests.factories import TenantFactory
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_APPS = {"core", "console", "tenants", "metering", "stripe_sync", "costwatch"}
+PROJECT_APPS = {"core", "console", "outbound", "tenants", "metering", "stripe_sync", "costwatch"}
 HUGE = "9" * 5000
 
 pytestmark = pytest.mark.django_db
@@ -110,6 +110,22 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     ],
     # DEBUG is off under tests: [] is refused without --force.
     "seed_demo": [["--bogus"], [], ["--force", "--username", "u" * 200], ["--force", "--username", "a b"]],
+    "create_webhook_endpoint": [
+        ["https://app.example.com/hooks", "--events", "tenant.exploded"],
+        ["https://app.example.com/hooks", "--events", HUGE],
+        ["https://app.example.com/hooks", "--events", ","],
+        ["https://app.example.com/hooks"],
+        ["ftp://app.example.com/hooks", "--events", "all"],
+        ["not a url", "--events", "all"],
+        ["https://" + "a" * 3000 + ".example.com/", "--events", "all"],
+        ["https://app.example.com/hooks", "--events", "all", "--description", "d" * 201],
+        ["https://app.example.com/hooks", "--events", "all", "--description", "bad\x00description"],
+    ],
+    "deliver_webhooks": [
+        ["--limit", "0"],
+        ["--limit", "x"],
+        ["--limit", HUGE],
+    ],
     "create_tenant": [
         ["X", "--free-allowance", "1e15"],
         ["X", "--free-allowance", "1e400"],
