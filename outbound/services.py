@@ -465,12 +465,17 @@ class SweepResult:
     failed: int
 
 
-def webhook_deliveries_send_due(*, include_not_due: bool = False, limit: int = SWEEP_BATCH) -> SweepResult:
+def webhook_deliveries_send_due(
+    *, include_not_due: bool = False, limit: int = SWEEP_BATCH, seconds: float | None = None
+) -> SweepResult:
     """Send every due delivery on an enabled endpoint (with `include_not_due`, every open one).
 
-    Safe to run in several processes at once: each delivery is claimed before it is sent.
+    Safe to run in several processes at once: each delivery is claimed before it is sent. With
+    `seconds`, no new delivery is started after that long (the every-minute sweep ends before the
+    next one starts; what is left is still due next time).
     """
     now = timezone.now()
+    deadline = None if seconds is None else time.monotonic() + seconds
     query = _open(now) if include_not_due else _due(now)
     ids = list(
         WebhookDelivery.objects.filter(query)
@@ -479,6 +484,8 @@ def webhook_deliveries_send_due(*, include_not_due: bool = False, limit: int = S
     )
     sent = succeeded = 0
     for delivery_id in ids:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         delivery = webhook_delivery_send(delivery_id=delivery_id, force=include_not_due)
         if delivery is None:
             continue

@@ -191,6 +191,14 @@ def test_an_endpoint_failing_for_days_is_disabled_with_its_reason(receiver, sett
         assert len(receiver.requests) == sent
 
 
+def test_a_sweep_with_a_time_budget_starts_nothing_after_it(receiver):
+    endpoint = WebhookEndpointFactory(url=receiver.url)
+    for _ in range(3):
+        WebhookDeliveryFactory(endpoint=endpoint)
+    assert webhook_deliveries_send_due(seconds=0).sent == 0
+    assert webhook_deliveries_send_due(seconds=60).sent == 3
+
+
 def test_replay_sends_the_message_again_with_the_same_id(receiver):
     delivery = WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url=receiver.url))
     webhook_deliveries_send_due()
