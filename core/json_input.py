@@ -47,10 +47,10 @@ def json_problem(value, *, max_depth: int) -> str | None:
         if isinstance(item, str):
             if (problem := text_problem(item)) is not None:
                 return problem
-        elif isinstance(item, float | Decimal):
+        elif isinstance(item, (float, Decimal)):
             if not (item.is_finite() if isinstance(item, Decimal) else math.isfinite(item)):
                 return "must not hold infinite or NaN numbers"
-        elif isinstance(item, dict | list):
+        elif isinstance(item, (dict, list)):
             if depth > max_depth:
                 return f"is nested more than {max_depth} levels deep"
             if isinstance(item, dict):
@@ -71,4 +71,4 @@ def printable(text: str, limit: int = 100) -> str:
 
 def nesting_exceeds(value, max_depth: int) -> bool:
     """Whether a decoded JSON value has objects or arrays more than `max_depth` levels deep."""
-    return any(isinstance(item, dict | list) and depth > max_depth for item, depth in _nodes(value))
+    return any(isinstance(item, (dict, list)) and depth > max_depth for item, depth in _nodes(value))

@@ -140,7 +140,7 @@ def parse_decimal(
     Accepts int, Decimal, float (by its shortest repr) or text; never bool. Trailing zeros do not
     count ("1.500" has 2 places), so the result is exact: nothing is rounded.
     """
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | str | float):
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal, str, float)):
         raise ParseError(_message(what, "must be a number"))
     if isinstance(value, str) and len(value) > 100:
         raise ParseError(_message(what, f"must be a number of at most {max_digits} digits"))

@@ -17,8 +17,8 @@ Authentication is the API's: `Authorization: Bearer <key>` (what both SDKs send)
 with events:write (each event names its tenant) or a tenant key (its events must name that tenant).
 """
 
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
 from http import HTTPStatus
 
 from django.utils import timezone
@@ -43,7 +43,6 @@ from metering.throttling import ApiKeyRateThrottle
 
 # Unix seconds Lago may send: 2000-01-01 to 2100-01-01 (outside, the native window refuses anyway).
 _MIN_UNIX, _MAX_UNIX = 946_684_800, 4_102_444_800
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _problem_messages(errors: dict) -> str:
@@ -140,23 +139,20 @@ _LAGO_NAMES = {
 _LAGO_REQUIRED = ("transaction_id", "external_subscription_id", "code")
 
 
-def _lago_timestamp(value) -> str | None:
-    """Unix seconds (number, or a string holding one; decimals allowed) -> ISO 8601, or None."""
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+def _lago_timestamp(value) -> datetime | None:
+    """Unix seconds (number, or a string holding one; decimals allowed) -> a UTC datetime (to the
+    microsecond), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
         return None
-    if isinstance(value, str):
-        if not 0 < len(value) <= 40:
-            return None
-        try:
-            value = Decimal(value.strip())
-        except InvalidOperation:
-            return None
-    if not Decimal(value).is_finite() or not _MIN_UNIX <= value <= _MAX_UNIX:
+    if isinstance(value, str) and not 0 < len(value) <= 40:
         return None
-    seconds = Decimal(value)
-    whole = int(seconds)
-    micros = int((seconds - whole) * 1_000_000)
-    return (_EPOCH + timedelta(seconds=whole, microseconds=micros)).isoformat()
+    try:
+        seconds = float(value)
+    except ValueError:  # also "inf"/"nan" pass float() and fail the range below
+        return None
+    if not _MIN_UNIX <= seconds <= _MAX_UNIX:
+        return None
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _lago_event_to_native(raw) -> tuple[dict | None, dict[str, list[str]]]:
@@ -184,8 +180,8 @@ def _lago_event_to_native(raw) -> tuple[dict | None, dict[str, list[str]]]:
 
 
 def _lago_time(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """As Lago renders times: milliseconds and Z (ingestion's times are UTC)."""
+    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def _lago_event(raw: dict, event: ValidEvent, created_at: str) -> dict:
