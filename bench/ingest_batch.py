@@ -9,11 +9,18 @@ Phases (the events table and the pending-hours queue are emptied before each):
    psycopg: INSERT ... SELECT FROM unnest(...) ON CONFLICT (tenant_id, event_id) DO NOTHING;
 3. product_sql (diagnostic): the product's own statement (metering.ingest._PG_INSERT: the events
    insert plus the pending-hours upsert) run the same way, without HTTP or Python validation,
-   which splits the gap between database work and request handling.
+   which splits the gap between database work and request handling;
+4. lago: the same batches as Lago's `POST /api/v1/events/batch` bodies to
+   /compat/lago/api/v1/events/batch, every transaction_id new (Lago refuses a batch repeating a
+   stored one with 422, so this phase sends no duplicates);
+5. openmeter: the same batches as CloudEvents (application/cloudevents-batch+json) to
+   /compat/openmeter/api/v1/events, duplicates included (OpenMeter ignores them; the answer is 204).
 
 Every phase first sends the same untimed warm-up batches (whose ids the duplicates repeat).
-Figures: events/s = (accepted + duplicates) / wall time of the timed batches.
-Goal: >= 20,000 events/s through the API and api/baseline >= 0.5.
+Figures: events/s = (accepted + duplicates) / wall time of the timed batches (the compat phases:
+events sent in batches answered 200/204).
+Goal: >= 20,000 events/s through the API and api/baseline >= 0.5; the compat endpoints are printed
+beside the native one (compat/api ratios), no goal of their own.
 """
 
 from __future__ import annotations
@@ -98,6 +105,46 @@ def make_batches(
     return warm, timed
 
 
+def lago_body(events: list[dict], subscription: str, tag: str) -> bytes:
+    """A batch as lago-python-client's batch_create sends it: every transaction_id new."""
+    return json.dumps(
+        {
+            "events": [
+                {
+                    "transaction_id": f"{e['id']}-{tag}{n}",
+                    "external_subscription_id": subscription,
+                    "code": e["meter"],
+                    "timestamp": str(
+                        datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+                    ),
+                    "precise_total_amount_cents": None,
+                    "properties": e["properties"],
+                }
+                for n, e in enumerate(events)
+            ]
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def openmeter_body(events: list[dict], subject: str) -> bytes:
+    """A batch of CloudEvents as the openmeter client's ingest_events sends it."""
+    return json.dumps(
+        [
+            {
+                "id": e["id"],
+                "source": "bench",
+                "specversion": "1.0",
+                "type": e["meter"],
+                "subject": subject,
+                "time": e["timestamp"],
+                "data": e["properties"],
+            }
+            for e in events
+        ]
+    ).encode()
+
+
 def db_params(tenant_id: int, meter_id: int, events: list[dict], now: datetime) -> dict:
     """The parameters of one batch for BASELINE_SQL and the product's _PG_INSERT.
 
@@ -106,6 +153,7 @@ def db_params(tenant_id: int, meter_id: int, events: list[dict], now: datetime) 
     """
     return {
         "tenant": tenant_id,
+        "tenant_ids": common.pg_array_literal([tenant_id] * len(events)),
         "now": now,
         "meter_ids": common.pg_array_literal([meter_id] * len(events)),
         "event_ids": common.pg_array_literal(e["id"] for e in events),
@@ -121,10 +169,21 @@ def db_params(tenant_id: int, meter_id: int, events: list[dict], now: datetime) 
 # --- Clients (forked processes) ----------------------------------------------------------------
 
 
-def http_client(host, port, key, bodies, barrier, queue, done):
+# Each HTTP phase: (path, content type, status of success).
+ENDPOINTS = {
+    "api": ("/api/v1/events", "application/json", 202),
+    "lago": ("/compat/lago/api/v1/events/batch", "application/json", 200),
+    "openmeter": ("/compat/openmeter/api/v1/events", "application/cloudevents-batch+json", 204),
+}
+
+
+def http_client(host, port, key, endpoint, bodies, barrier, queue, done):
+    """POST every (body, events in it); native answers count accepted and duplicates, the compat
+    endpoints' successes count the events sent."""
+    path, content_type, ok = ENDPOINTS[endpoint]
     headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Api-Key {key}",
+        "Content-Type": content_type,
+        "Authorization": f"Bearer {key}",
         "Connection": "keep-alive",
     }
     conn = http.client.HTTPConnection(host, port, timeout=120)
@@ -132,10 +191,10 @@ def http_client(host, port, key, bodies, barrier, queue, done):
     latencies = []
     barrier.wait()
     started = time.perf_counter()
-    for body in bodies:
+    for body, count in bodies:
         t0 = time.perf_counter()
         try:
-            conn.request("POST", "/api/v1/events", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException):
@@ -143,10 +202,12 @@ def http_client(host, port, key, bodies, barrier, queue, done):
             errors += 1
             continue
         latencies.append(time.perf_counter() - t0)
-        if response.status == 202:
+        if response.status == ok == 202:
             result = json.loads(data)
             accepted += result["accepted"]
             duplicates += result["duplicates"]
+        elif response.status == ok:
+            accepted += count
         else:
             errors += 1
             if errors <= 3:
@@ -277,6 +338,9 @@ def main() -> None:
     parser.add_argument(
         "--skip-product-sql", action="store_true", help="skip the diagnostic product_sql phase"
     )
+    parser.add_argument(
+        "--skip-compat", action="store_true", help="skip the Lago and OpenMeter compat phases"
+    )
     args = parser.parse_args()
     if not 1 <= args.batch_size <= 1000:
         parser.error("--batch-size must be 1..1000")
@@ -287,8 +351,10 @@ def main() -> None:
     from django.db import connections
 
     from metering.ingest import _PG_INSERT
+    from tenants.models import Tenant
 
     tenant_id, key = common.tenant_with_key("bench-batch")
+    slug = Tenant.objects.get(pk=tenant_id).slug
     meter_id = common.meter_ensure("api_calls", "count")
     connections.close_all()  # nothing of Django's is shared with forked clients
     busy = common.background_cores()
@@ -314,25 +380,42 @@ def main() -> None:
 
     # Pre-serialize everything before any timing.
     now = datetime.now(UTC)
+
+    def native_body(events):
+        return json.dumps({"events": events}, separators=(",", ":")).encode()
+
     inputs = {
-        "api": (
-            [json.dumps({"events": b}, separators=(",", ":")).encode() for b in warm],
-            [json.dumps({"events": b}, separators=(",", ":")).encode() for b in timed],
+        "api": ([(native_body(b), len(b)) for b in warm], [(native_body(b), len(b)) for b in timed]),
+        # Every transaction id new (the tables are emptied before each phase and round).
+        "lago": (
+            [(lago_body(b, slug, f"w{i}-"), len(b)) for i, b in enumerate(warm)],
+            [(lago_body(b, slug, f"t{i}-"), len(b)) for i, b in enumerate(timed)],
+        ),
+        "openmeter": (
+            [(openmeter_body(b, slug), len(b)) for b in warm],
+            [(openmeter_body(b, slug), len(b)) for b in timed],
         ),
         "db": (
             [db_params(tenant_id, meter_id, b, now) for b in warm],
             [db_params(tenant_id, meter_id, b, now) for b in timed],
         ),
     }
-    body_kb = sum(len(b) for b in inputs["api"][1]) / len(timed) / 1e3
+    body_kb = sum(len(b) for b, _ in inputs["api"][1]) / len(timed) / 1e3
 
     server = common.Gunicorn(url, workers=args.workers, app=args.app)
     phases = {
-        "api": (http_client, lambda part: (server.host, server.port, key, part), "api"),
+        "api": (http_client, lambda part: (server.host, server.port, key, "api", part), "api"),
         "baseline": (db_client, lambda part: (url, BASELINE_SQL, part), "db"),
     }
     if not args.skip_product_sql:
         phases["product_sql"] = (db_client, lambda part: (url, _PG_INSERT, part), "db")
+    if not args.skip_compat:
+        phases["lago"] = (http_client, lambda part: (server.host, server.port, key, "lago", part), "lago")
+        phases["openmeter"] = (
+            http_client,
+            lambda part: (server.host, server.port, key, "openmeter", part),
+            "openmeter",
+        )
     results: dict[str, list[dict]] = {name: [] for name in phases}
     for round_no in range(1, args.rounds + 1):
         for name, (target, make_args, kind) in phases.items():
@@ -340,7 +423,7 @@ def main() -> None:
             warm_in, timed_in = inputs[kind]
             run_clients(target, [make_args(part) for part in split(warm_in, args.clients)])
             groups = {"postgres": common.postgres_pids}
-            if name == "api":
+            if name in ENDPOINTS:
                 groups["gunicorn"] = server.worker_pids
             cpu = common.CpuMeter(groups)
             result = run_clients(target, [make_args(part) for part in split(timed_in, args.clients)], cpu)
@@ -350,7 +433,7 @@ def main() -> None:
             result["cpu"]["other"] = round(max(0.0, cpu.used["machine"] - ours), 2)
             results[name].append(result)
             extra = ""
-            if name == "api":
+            if name in ENDPOINTS:
                 lat = result["latencies"]
                 extra = (
                     f"; batch latency p50 {common.percentile(lat, 50) * 1000:.0f} ms, "
@@ -413,6 +496,12 @@ def main() -> None:
         figures["product_sql_events_per_s_rounds"] = [
             round(r["events_per_s"]) for r in results["product_sql"]
         ]
+    for name in ("lago", "openmeter"):
+        if name in results:
+            figures[f"{name}_events_per_s"] = round(med(name))
+            figures[f"{name}_events_per_s_rounds"] = [round(r["events_per_s"]) for r in results[name]]
+            figures[f"{name}_vs_api"] = round(med(name) / api_eps, 3)
+            figures[f"{name}_errors"] = sum(r["errors"] for r in results[name])
     figures["cpu_ms_per_1k_events"] = per_1k
     figures.update(
         goal_events_per_s=GOAL_EVENTS_PER_S,
@@ -434,6 +523,15 @@ def main() -> None:
             f"product_sql (median):  {figures['product_sql_events_per_s']:9,} events/s  "
             "(metering.ingest._PG_INSERT alone: events + pending hours, no HTTP, no validation)"
         )
+    for name, what in (
+        ("lago", "Lago batch, /compat/lago/api/v1/events/batch, no duplicates"),
+        ("openmeter", "OpenMeter CloudEvents batch, /compat/openmeter/api/v1/events"),
+    ):
+        if name in results:
+            common.log(
+                f"{name} (median):  {figures[f'{name}_events_per_s']:9,} events/s  ({what}; "
+                f"{figures[f'{name}_vs_api']:.2f}x the native api)"
+            )
     common.log(f"ratio api/baseline: {ratio:.3f}")
     for name, costs in per_1k.items():
         common.log(f"CPU ms per 1,000 events, {name}: " + ", ".join(f"{k} {v}" for k, v in costs.items()))
