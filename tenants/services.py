@@ -1,12 +1,13 @@
 """Writes for tenants and their API keys. Each change of plan or status leaves a TenantChange row."""
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -92,6 +93,20 @@ def _refs_free(*, slug: str | None = None, external_id: str | None = None, other
             raise TenantError(f"external id {external_id!r} is another tenant's slug", field="external_id")
 
 
+@contextmanager
+def _refs_race():
+    """Two calls making the same slug or external id at once both pass _refs_free; the unique
+    constraint stops the second, answered as the check would have (not a 500)."""
+    try:
+        with transaction.atomic():
+            yield
+    except IntegrityError as exc:
+        field = "external_id" if "external_id" in str(exc) else "slug"
+        raise TenantError(
+            f"another tenant took this {field.replace('_', ' ')} just now", field=field
+        ) from None
+
+
 @transaction.atomic
 def tenant_create(
     *,
@@ -122,7 +137,8 @@ def tenant_create(
         external_id=external_id,
     )
     _validate(tenant, exclude=["stripe_customer"])
-    tenant.save()
+    with _refs_race():
+        tenant.save()
     tenant_history_record(
         tenant=tenant,
         field=TenantChange.Field.CREATED,
@@ -320,7 +336,8 @@ def tenant_update(
             if olds[field] != value:
                 changed.append(field)
         if changed:
-            locked.save(update_fields=[*changed, "updated_at"])
+            with _refs_race():
+                locked.save(update_fields=[*changed, "updated_at"])
             for field in changed:
                 tenant_history_record(
                     tenant=locked,

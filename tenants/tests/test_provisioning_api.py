@@ -375,3 +375,19 @@ def test_a_platform_keys_prefix_is_no_tenants_key(backend, acme):
     response = backend.delete(f"/api/v1/tenants/cus_acme/keys/{backend.key.prefix}")
     assert response.status_code == 404
     assert not PlatformAPIKey.objects.filter(revoked=True).exists()
+
+
+def test_a_ref_taken_by_a_concurrent_call_is_a_400_naming_it(backend, acme, monkeypatch):
+    # As if another call made the same external id between this call's check and its write.
+    tenant_create(name="Other", external_id="cus_other", source="test")
+    monkeypatch.setattr("tenants.services._refs_free", lambda **kwargs: None)
+    monkeypatch.setattr("tenants.services._validate", lambda row, **kwargs: None)
+    created = backend.post("/api/v1/tenants", {"name": "Third", "external_id": "cus_acme"}, format="json")
+    assert created.status_code == 400
+    assert "just now" in _fields(created)["external_id"][0]
+    changed = backend.patch("/api/v1/tenants/acme", {"external_id": "cus_other", "name": "X"}, format="json")
+    assert changed.status_code == 400
+    assert list(_fields(changed)) == ["external_id"]
+    acme.refresh_from_db()
+    assert (acme.name, acme.external_id) == ("Acme", "cus_acme")
+    assert Tenant.objects.count() == 2
