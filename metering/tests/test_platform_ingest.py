@@ -270,3 +270,19 @@ def test_a_jsonpath_value_property_reads_the_top_level(tenant_client):
         post(tenant_client, {"id": "a", "meter": "gpu", "properties": {"seconds": 42.5}}).status_code == 202
     )
     assert UsageEvent.objects.get().quantity == Decimal("42.5")
+
+
+def test_admin_sets_a_value_property_on_a_sum_meter_only(admin_client):
+    from metering.tests.test_admin import change_url, meter_form_data
+
+    calls = MeterFactory(code="calls", aggregation="count")
+    refused = admin_client.post(change_url(calls), meter_form_data(calls, value_property="tokens"))
+    assert refused.status_code == 200
+    assert "Only sum, max and latest meters read a quantity" in refused.content.decode()
+    calls.refresh_from_db()
+    assert calls.value_property == ""
+    tokens = MeterFactory(code="gpt", aggregation="sum")
+    saved = admin_client.post(change_url(tokens), meter_form_data(tokens, value_property="$.usage.tokens"))
+    assert saved.status_code == 302
+    tokens.refresh_from_db()
+    assert tokens.value_property == "$.usage.tokens"
