@@ -1,6 +1,8 @@
 """The endpoints' admin and the delivery log: pages render for a superuser, actions work, and a
 view-only user can neither act nor see the secret."""
 
+import re
+
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Permission
@@ -65,6 +67,21 @@ def test_an_endpoint_is_created_in_admin_and_its_secret_shown_once(admin_client,
     assert any(endpoint.secret in text for text in texts(response))
     page = admin_client.get(reverse("admin:outbound_webhookendpoint_change", args=[endpoint.pk]))
     assert endpoint.secret not in page.content.decode()
+
+
+def test_an_endpoint_is_changed_in_admin(admin_client):
+    endpoint = WebhookEndpointFactory(event_types=["payment.failed"], description="old")
+    url = reverse("admin:outbound_webhookendpoint_change", args=[endpoint.pk])
+    page = admin_client.get(url).content.decode()
+    checked = re.findall(r'<input type="checkbox" name="event_types" value="([^"]+)"[^>]* checked>', page)
+    assert checked == ["payment.failed"]
+
+    response = admin_client.post(
+        url, {"url": endpoint.url, "description": "new", "event_types": ["tenant.created", "budget.alert"]}
+    )
+    assert response.status_code == 302
+    endpoint.refresh_from_db()
+    assert (endpoint.event_types, endpoint.description) == (["tenant.created", "budget.alert"], "new")
 
 
 def test_the_form_refuses_plain_http_and_no_event_type(admin_client, settings):
