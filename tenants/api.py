@@ -517,7 +517,12 @@ def tenant_keys(request, ref: str):
     description="Calls with it get 401 from then on. Idempotent (a revoked key answers 204 again); "
     "404 when the prefix is not one of this tenant's keys.",
     tags=TAGS,
-    parameters=[REF_PARAMETER],
+    parameters=[
+        REF_PARAMETER,
+        OpenApiParameter(
+            "prefix", OpenApiTypes.STR, OpenApiParameter.PATH, description="The key's prefix (public)."
+        ),
+    ],
     responses={204: None, **error_responses(401, 403, 404)},
 )
 @api_view(["DELETE"])

@@ -4,6 +4,7 @@ tenants:write), the same service as the admin's "Onboard to Stripe" action, at t
 import pytest
 
 from core.api_scopes import EVENTS_WRITE, TENANTS_WRITE
+from stripe_sync.client import stripe_client
 from stripe_sync.models import TenantSubscription
 from stripe_sync.tests.onboarding_support import meter_with_price
 from tenants.models import Tenant
@@ -53,6 +54,22 @@ def test_stripe_errors_are_502_and_nothing_is_linked(local_stripe, backend, mete
     assert response.json()["error"]["code"] == "stripe_error"
     metered.refresh_from_db()
     assert metered.stripe_customer_id is None
+
+
+def test_a_conflict_at_stripe_is_409_with_the_reason(local_stripe, backend, metered):
+    meter_with_price("api_calls")
+    stripe_client().v1.billing.meters.create(
+        params={
+            "display_name": "by hand",
+            "event_name": "api_calls",
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"type": "by_id", "event_payload_key": "customer"},
+        }
+    )
+    response = backend.post("/api/v1/tenants/cus_acme/onboard")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "onboarding_refused"
+    assert "stripe_customer_id" in response.json()["error"]["message"]
 
 
 def test_stripe_not_configured_is_503(settings, backend, metered):
