@@ -68,6 +68,16 @@ class PlainDecimalsMixin:
 
         return [(title, {**options, "fields": plain(options["fields"])}) for title, options in fieldsets]
 
+    def get_readonly_fields(self, request, obj=None):
+        # The same stand-ins, where the page (or an inline) lists its Decimal fields as read-only.
+        readonly = super().get_readonly_fields(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return readonly
+        return [
+            name + PLAIN if isinstance(name, str) and decimal_column(self.model, name) is not name else name
+            for name in readonly
+        ]
+
     def __getattr__(self, name):
         if not name.endswith(PLAIN):
             raise AttributeError(name)

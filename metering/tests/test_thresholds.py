@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from bs4 import BeautifulSoup
 from django.core.management import CommandError
 from django.urls import reverse
 from freezegun import freeze_time
@@ -243,3 +244,16 @@ def test_admin_refuses_a_zero_threshold_naming_the_field(admin_client, acme, tok
     assert response.status_code == 200
     assert "value" in response.context["adminform"].form.errors
     assert not UsageThreshold.objects.exists()
+
+
+def test_a_thresholds_page_shows_its_crossings_with_plain_numbers(admin_client, acme, tokens):
+    # The crossings inline is read-only: its Decimal columns are shown as plain numbers (a 500 once).
+    threshold = usage_threshold_create(tenant=acme, meter=tokens, kind="absolute", value=Decimal("100"))
+    use(acme, 120.5, at=NOV_20)
+    response = admin_client.get(reverse("admin:metering_usagethreshold_change", args=[threshold.pk]))
+    assert response.status_code == 200
+    inline = BeautifulSoup(response.content, "html.parser").select_one("#crossings-group")
+    assert inline is not None
+    cells = [cell.get_text(strip=True) for cell in inline.select("tbody td")]
+    assert "120.5" in cells
+    assert "100" in cells
