@@ -138,4 +138,10 @@ def test_no_variables_means_sqlite_no_redis_and_no_keys(tmp_path):
         },
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["django.db.backends.sqlite3", "True", "filesystem://localhost/", "True", "True"]
+    assert proc.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "True",
+        "filesystem://localhost/",
+        "True",
+        "True",
+    ]
