@@ -491,8 +491,25 @@ def _tenant_ids(tenant: Tenant | None, events: list[ValidEvent]) -> list[int]:
     return [tenant.pk if e.tenant_id is None else e.tenant_id for e in events]
 
 
+_PG_STORED = """
+SELECT e.tenant_id, e.event_id
+FROM unnest(%(tenant_ids)s::bigint[], %(event_ids)s::varchar[]) AS k(tenant_id, event_id)
+JOIN metering_usageevent e ON e.tenant_id = k.tenant_id AND e.event_id = k.event_id
+"""
+
+
 def _stored_keys(tenant_ids: list[int], events: list[ValidEvent]) -> set[tuple[int, str]]:
     """The (tenant id, event id) pairs of these events already stored (one query)."""
+    if connection.vendor == "postgresql":
+        # Two array literals, as in _PG_INSERT: the ORM's IN of a thousand ids cost more in Python
+        # (resolving each parameter) than the query costs PostgreSQL.
+        params = {
+            "tenant_ids": _array_literal(map(str, tenant_ids), quote=False),
+            "event_ids": _array_literal((e.event_id for e in events), quote=True),
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(_PG_STORED, params)
+            return set(cursor.fetchall())
     by_tenant: dict[int, set[str]] = {}
     for tenant_id, event in zip(tenant_ids, events, strict=True):
         by_tenant.setdefault(tenant_id, set()).add(event.event_id)

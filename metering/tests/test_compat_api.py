@@ -335,3 +335,19 @@ def test_openmeter_with_a_tenant_key_and_without_a_key(acme, globex, tokens, api
     assert unauthenticated.status_code == 401
     assert unauthenticated.json()["status"] == 401
     assert [r[2] for r in rows()] == ["ce-1"]
+
+
+def test_lago_transaction_ids_are_per_tenant(platform_client, acme, globex, tokens):
+    path = LAGO + "/batch"
+    both = [
+        lago_event(1, properties={"tokens": 1}),
+        lago_event(1, external_subscription_id="globex", properties={"tokens": 2}),
+    ]
+    assert lago(platform_client, {"events": both}, path=path).status_code == 200
+    again = lago(platform_client, {"events": [lago_event(2, properties={"tokens": 1}), both[1]]}, path=path)
+    assert again.status_code == 422
+    assert again.json()["error_details"] == {"1": {"transaction_id": ["value_already_exist"]}}
+    assert [(r[0], r[2], r[3]) for r in rows()] == [
+        ("acme", "tx-1", Decimal(1)),
+        ("globex", "tx-1", Decimal(2)),
+    ]
