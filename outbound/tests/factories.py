@@ -1,6 +1,9 @@
-import factory
+from datetime import UTC
 
-from outbound.models import WebhookDelivery, WebhookEndpoint, WebhookMessage
+import factory
+from django.utils import timezone
+
+from outbound.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookMessage
 
 
 class WebhookEndpointFactory(factory.django.DjangoModelFactory):
@@ -17,7 +20,7 @@ class WebhookMessageFactory(factory.django.DjangoModelFactory):
 
     type = "tenant.created"
     key = factory.Sequence(lambda n: f"test-message-{n}")
-    created_at = factory.Faker("date_time_this_year", tzinfo=__import__("datetime").UTC)
+    created_at = factory.Faker("date_time_this_year", tzinfo=UTC)
     payload = factory.LazyAttribute(
         lambda m: {"type": m.type, "timestamp": m.created_at.isoformat(), "data": {"tenant": "acme"}}
     )
@@ -29,4 +32,16 @@ class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
 
     endpoint = factory.SubFactory(WebhookEndpointFactory)
     message = factory.SubFactory(WebhookMessageFactory)
-    next_attempt_at = factory.LazyFunction(__import__("django.utils.timezone", fromlist=["now"]).now)
+    next_attempt_at = factory.LazyFunction(timezone.now)
+
+
+class WebhookAttemptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookAttempt
+
+    delivery = factory.SubFactory(WebhookDeliveryFactory)
+    number = 1
+    attempted_at = factory.LazyFunction(timezone.now)
+    status_code = 500
+    latency_ms = 42
+    error = "HTTP 500"
