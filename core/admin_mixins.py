@@ -69,14 +69,20 @@ class PlainDecimalsMixin:
         return [(title, {**options, "fields": plain(options["fields"])}) for title, options in fieldsets]
 
     def get_readonly_fields(self, request, obj=None):
-        # The same stand-ins, where the page (or an inline) lists its Decimal fields as read-only.
+        # The same stand-ins, read-only: a form must never be asked for a field named `x__plain`.
+        # A view-only inline builds its form from the fieldsets above, less its read-only fields, so
+        # every Decimal field's stand-in is read-only there, declared read-only or not.
         readonly = super().get_readonly_fields(request, obj)
         if obj is None or self.has_change_permission(request, obj):
             return readonly
-        return [
+        plain = [
             name + PLAIN if isinstance(name, str) and decimal_column(self.model, name) is not name else name
             for name in readonly
         ]
+        if isinstance(self, admin.options.InlineModelAdmin):
+            decimals = (f.name + PLAIN for f in self.model._meta.fields if isinstance(f, models.DecimalField))
+            plain += [name for name in decimals if name not in plain]
+        return plain
 
     def __getattr__(self, name):
         if not name.endswith(PLAIN):

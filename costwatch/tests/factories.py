@@ -6,7 +6,8 @@ import factory
 from django.utils import timezone
 
 from costwatch.budgets import thresholds_parse
-from costwatch.models import Alert, Budget, CostCheckRun, DailyCost
+from costwatch.models import Alert, Budget, BudgetEvaluation, CostCheckRun, DailyCost, PassThroughCharge
+from tenants.tests.factories import TenantFactory
 
 
 class BudgetFactory(factory.django.DjangoModelFactory):
@@ -52,3 +53,31 @@ class AlertFactory(factory.django.DjangoModelFactory):
     actual = Decimal("1")
     subject = factory.LazyAttribute(lambda alert: f"{alert.budget.name} alert")
     message = "..."
+
+
+class PassThroughChargeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PassThroughCharge
+
+    budget = factory.SubFactory(BudgetFactory)
+    tenant = factory.SubFactory(TenantFactory)
+    month = factory.LazyFunction(lambda: timezone.now().date().replace(day=1))
+    spend = Decimal("120.5")
+    budget_amount = Decimal("100")
+    overage = Decimal("20.5")
+    markup_percent = Decimal("10")
+    amount_minor = 2255
+    currency = "USD"
+    idempotency_key = factory.Sequence(lambda n: f"pass-through-{n}")
+
+
+class BudgetEvaluationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BudgetEvaluation
+
+    run = factory.SubFactory(CostCheckRunFactory)
+    budget = factory.SubFactory(BudgetFactory)
+    month = factory.LazyFunction(lambda: timezone.now().date().replace(day=1))
+    actual = Decimal("12.5")
+    forecast = Decimal("40.25")
+    forecast_method = BudgetEvaluation.ForecastMethod.LINEAR

@@ -14,6 +14,9 @@ from metering.models import (
     PendingHour,
     Price,
     UsageEvent,
+    UsageQueue,
+    UsageThreshold,
+    UsageThresholdCrossing,
 )
 from tenants.tests.factories import TenantFactory
 
@@ -107,3 +110,33 @@ class PriceFactory(factory.django.DjangoModelFactory):
 
     meter = factory.SubFactory(MeterFactory)
     plan = "metered"
+
+
+class UsageQueueFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UsageQueue
+
+    url = factory.Sequence(lambda n: f"https://sqs.us-east-1.amazonaws.com/123456789012/usage-{n}")
+    meter = factory.SubFactory(MeterFactory)
+
+
+class UsageThresholdFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UsageThreshold
+
+    tenant = factory.SubFactory(TenantFactory)
+    meter = factory.SubFactory(MeterFactory)
+    kind = UsageThreshold.Kind.ABSOLUTE
+    value = Decimal("100")
+
+
+class UsageThresholdCrossingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UsageThresholdCrossing
+
+    threshold = factory.SubFactory(UsageThresholdFactory)
+    period_start = factory.LazyFunction(
+        lambda: timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    )
+    units = Decimal("100")
+    usage = Decimal("120.5")

@@ -1,13 +1,18 @@
 """Rows of stripe_sync (and of the dj-stripe mirror it reads) for tests."""
 
+from decimal import Decimal
+
 import factory
 from django.utils import timezone
 from djstripe.models import Customer, Invoice, Subscription
 
 from metering.tests.factories import MeterFactory
 from stripe_sync.models import (
+    BillingNotification,
     CircuitBreaker,
+    ReconciliationItem,
     ReconciliationRun,
+    ReportingBalance,
     StripeMeter,
     TenantSubscription,
     UsageReport,
@@ -74,6 +79,7 @@ class UsageReportFactory(factory.django.DjangoModelFactory):
     hour = factory.LazyFunction(lambda: timezone.now().replace(minute=0, second=0, microsecond=0))
     revision = 1
     identifier = factory.Sequence(lambda n: f"report-{n}")
+    quantity = Decimal("1.5")
     value = 1
     customer_id = factory.LazyAttribute(lambda report: f"cus_{report.tenant.slug}")
     event_name = factory.LazyAttribute(lambda report: report.meter.code)
@@ -122,3 +128,36 @@ def mirrored_invoice(
             **fields,
         },
     )
+
+
+class ReportingBalanceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ReportingBalance
+
+    tenant = factory.SubFactory(TenantFactory)
+    meter = factory.SubFactory(MeterFactory)
+
+
+class BillingNotificationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BillingNotification
+
+    key = factory.Sequence(lambda n: f"payment_succeeded:in_{n}")
+    kind = BillingNotification.Kind.PAYMENT_SUCCEEDED
+    tenant = factory.SubFactory(TenantFactory)
+    subject = "Payment succeeded"
+    payload = factory.LazyFunction(lambda: {"version": 1, "kind": "payment_succeeded"})
+
+
+class ReconciliationItemFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ReconciliationItem
+
+    run = factory.SubFactory(ReconciliationRunFactory)
+    tenant = factory.SubFactory(TenantFactory)
+    meter = factory.SubFactory(MeterFactory)
+    hour = factory.LazyFunction(lambda: timezone.now().replace(minute=0, second=0, microsecond=0))
+    kind = ReconciliationItem.Kind.STRIPE_MISSING
+    local_quantity = Decimal("2.5")
+    sent_value = 2
+    stripe_value = Decimal("0")

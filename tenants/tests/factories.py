@@ -2,7 +2,8 @@
 
 import factory
 
-from tenants.models import Tenant, TenantChange
+from core.api_scopes import SCOPES
+from tenants.models import PlatformAPIKey, Tenant, TenantAPIKey, TenantChange
 
 
 class TenantFactory(factory.django.DjangoModelFactory):
@@ -22,3 +23,32 @@ class TenantChangeFactory(factory.django.DjangoModelFactory):
     tenant = factory.SubFactory(TenantFactory)
     field = TenantChange.Field.PLAN
     source = "test"
+
+
+class TenantAPIKeyFactory(factory.django.DjangoModelFactory):
+    """A tenant key row; its secret is not kept (tests that call the API use support.issue_key)."""
+
+    class Meta:
+        model = TenantAPIKey
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = "test"
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        api_key, _secret = model_class.objects.create_key(**kwargs)
+        return api_key
+
+
+class PlatformAPIKeyFactory(TenantAPIKeyFactory):
+    class Meta:
+        model = PlatformAPIKey
+
+    tenant = None
+    name = "backend"
+    scopes = factory.LazyFunction(lambda: list(SCOPES))
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        kwargs.pop("tenant", None)
+        return super()._create(model_class, *args, **kwargs)
