@@ -50,11 +50,18 @@ RETRY_DELAYS = (
 )
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 CONNECT_TIMEOUT = 5.0  # seconds
-# Longer than a whole attempt (connect + read timeouts), so a live sender never loses its lease.
-LEASE = timedelta(seconds=60)
+MIN_LEASE = timedelta(seconds=60)
+# Retries due within this are queued with a countdown; later ones wait for the every-minute sweep.
+QUEUE_RETRIES_WITHIN = timedelta(minutes=5)
 RESPONSE_READ_BYTES = 4096
 USER_AGENT = "billing-platform-webhooks/1"
 SWEEP_BATCH = 500
+
+
+def lease() -> timedelta:
+    """How long a claimed delivery is held: longer than a whole attempt (connect + read timeouts), so
+    a live sender never loses it; a sender killed mid-send leaves it to be claimed again after this."""
+    return max(MIN_LEASE, timedelta(seconds=CONNECT_TIMEOUT + settings.WEBHOOKS_TIMEOUT + 30))
 
 
 # --- publish ------------------------------------------------------------------------------------
@@ -317,12 +324,12 @@ def _claim(delivery_id: int, *, now: datetime, force: bool = False) -> bool:
 
     A conditional UPDATE on the row itself: PostgreSQL re-checks its conditions on the row a
     concurrent claimer just changed, so the loser finds it leased and changes nothing. It counts the
-    attempt and leases the delivery (a sender killed mid-send leaves it to be claimed after LEASE).
+    attempt and leases the delivery (a sender killed mid-send leaves it to be claimed after lease()).
     """
     condition = _open(now) if force else _due(now)
     return (
         WebhookDelivery.objects.filter(condition, pk=delivery_id).update(
-            attempts=F("attempts") + 1, leased_until=now + LEASE, last_attempt_at=now
+            attempts=F("attempts") + 1, leased_until=now + lease(), last_attempt_at=now
         )
         == 1
     )
@@ -430,7 +437,7 @@ def _record(delivery: WebhookDelivery, response: Response, *, attempted_at: date
             _note_failure(endpoint_id=endpoint.pk, error=response.error, now=now)
     if delivery.status == WebhookDelivery.Status.FAILED:
         delay = (delivery.next_attempt_at - now).total_seconds()
-        if delay <= LEASE.total_seconds() * 5:
+        if delay <= QUEUE_RETRIES_WITHIN.total_seconds():
             # Short retries are queued with a countdown; longer ones wait for the sweep (every minute).
             transaction.on_commit(
                 partial(webhook_deliveries_enqueue, delivery_ids=[delivery.pk], countdown=max(delay, 0)),

@@ -15,6 +15,7 @@ from outbound.services import (
     MAX_ATTEMPTS,
     RETRY_DELAYS,
     ROTATION_OVERLAP,
+    lease,
     webhook_deliveries_send_due,
     webhook_delivery_replay,
     webhook_delivery_send,
@@ -211,6 +212,20 @@ def test_replay_sends_the_message_again_with_the_same_id(receiver):
     first, second = receiver.requests
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery.message.public_id
     assert first.body == second.body
+
+
+def test_a_delivery_held_by_a_sender_that_died_is_sent_once_its_lease_runs_out(receiver, settings):
+    settings.WEBHOOKS_TIMEOUT = 15
+    endpoint = WebhookEndpointFactory(url=receiver.url)
+    with freeze_time(T0) as clock:
+        # A sender claimed it (attempt 1) and was killed before recording anything.
+        WebhookDeliveryFactory(endpoint=endpoint, attempts=1, leased_until=T0 + lease(), next_attempt_at=T0)
+        assert webhook_deliveries_send_due().sent == 0
+        clock.tick(lease() + timedelta(seconds=1))
+        assert webhook_deliveries_send_due().sent == 1
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == ("succeeded", 2, None)
+    assert len(receiver.requests) == 1
 
 
 def test_a_delivery_that_is_not_due_or_done_is_not_sent(receiver):
