@@ -40,7 +40,10 @@ pytestmark = pytest.mark.django_db
 
 ROLES_MIGRATION = importlib.import_module("console.migrations.0002_operator_roles")
 # Later grants to the same groups, for models added after 0002 (each runs after 0002 in `roles`).
-ROLES_GRANTS = [importlib.import_module("console.migrations.0004_platform_key_roles").grant]
+ROLES_GRANTS = [
+    importlib.import_module(f"console.migrations.{name}").grant
+    for name in ("0004_platform_key_roles", "0005_integration_roles")
+]
 VIEWER, OPERATOR, FINANCE = ROLES_MIGRATION.VIEWER, ROLES_MIGRATION.OPERATOR, ROLES_MIGRATION.FINANCE
 
 # Custom admin URLs that only show what a viewer may see (usage, health, jobs): the view-only user
@@ -450,17 +453,6 @@ SUPERUSER_ONLY = {
     # keys, webhook signing secrets and raw webhook bodies and headers.
     "auth.User",
     "auth.Group",
-    # Outgoing webhooks (endpoints, their delivery log): superuser-only until a console role
-    # migration grants their view (and replay/change) permissions to the operator roles.
-    "outbound.WebhookEndpoint",
-    "outbound.WebhookDelivery",
-    "outbound.WebhookMessage",
-    # Usage queues (SQS, metering/eventbus.py): superuser-only until a console role migration grants
-    # their view (and change: enable, disable, consume now) permissions to the operator roles.
-    "metering.UsageQueue",
-    # Usage thresholds (metering/thresholds.py): superuser-only until a console role migration grants
-    # their view (and change: add, enable, disable) permissions to the operator roles.
-    "metering.UsageThreshold",
     # dj-stripe's other models (keys, webhook secrets, Connect, payouts, raw events...) and the API-key
     # library's own admin are not in the console at all (console/admin_guards.py, DJSTRIPE_SHOWN).
 }
