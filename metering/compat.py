@@ -33,11 +33,12 @@ from metering.api import EventsJSONParser, events_validate_for
 from metering.ingest import (
     MAX_BATCH,
     MAX_EVENT_ID_LENGTH,
+    EventsAlreadyStored,
     EventsForbidden,
     EventsInvalid,
     ValidEvent,
-    usage_events_already_stored,
     usage_events_record,
+    usage_events_stored_indexes,
 )
 from metering.throttling import ApiKeyRateThrottle
 
@@ -250,20 +251,26 @@ class _LagoView(_CompatView):
             errors[index] = _merge(errors.get(index, {}), problems)
         if not errors:
             # Lago refuses an event whose transaction_id it already holds (value_already_exist) and
-            # stores nothing of such a batch; so does this endpoint.
-            seen, repeated = set(), []
+            # stores nothing of such a batch; so does this endpoint: a repeat inside the batch here,
+            # one stored before by the insert (rolled back then).
+            seen: set = set()
             for index, event in enumerate(events):
                 key = (event.tenant_id, event.event_id)
                 if key in seen:
-                    repeated.append(index)
+                    errors[index] = {"transaction_id": ["value_already_exist"]}
                 seen.add(key)
-            for index in sorted({*repeated, *usage_events_already_stored(events=events)}):
-                errors[index] = {"transaction_id": ["value_already_exist"]}
+            if errors:  # name the ones stored before too, as Lago would
+                for index in usage_events_stored_indexes(events=events):
+                    errors[index] = {"transaction_id": ["value_already_exist"]}
+        if not errors:
+            try:
+                result = usage_events_record(events=events, now=now, all_new=True)
+            except EventsAlreadyStored as stored:
+                errors = {index: {"transaction_id": ["value_already_exist"]} for index in stored.indexes}
         if errors:
             if not batch:
                 return self.invalid(errors[0])
             return self.invalid({str(index): fields for index, fields in sorted(errors.items())})
-        result = usage_events_record(events=events, now=now)
         _count(result.accepted, result.duplicates)
         created_at = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rendered = [_lago_event(raw, event, created_at) for raw, event in zip(raws, events, strict=True)]

@@ -65,6 +65,15 @@ class EventsInvalid(Exception):
         self.errors = errors
 
 
+class EventsAlreadyStored(Exception):
+    """An all-new recording (usage_events_record(all_new=True)) met events already stored: nothing
+    was stored. `indexes`: those events."""
+
+    def __init__(self, indexes: list[int]):
+        super().__init__("events already stored")
+        self.indexes = indexes
+
+
 class EventsForbidden(Exception):
     """A tenant key's batch names another tenant: refused whole (403). `indexes`: the events that do
     (None: a single event)."""
@@ -484,6 +493,15 @@ def _record_portable(tenant_ids: list[int], events: list[ValidEvent], now: datet
     return len(new)
 
 
+def _record(tenant_ids: list[int], events: list[ValidEvent], now: datetime) -> int:
+    if connection.vendor == "postgresql":
+        # One statement, atomic on its own (and in autocommit, committed on return): wrapping it in
+        # atomic() only added BEGIN/COMMIT round trips.
+        return _record_postgresql(tenant_ids, events, now)
+    with transaction.atomic():
+        return _record_portable(tenant_ids, events, now)
+
+
 def _tenant_ids(tenant: Tenant | None, events: list[ValidEvent]) -> list[int]:
     """Each event's tenant: the one it named, else `tenant`."""
     if tenant is None and any(e.tenant_id is None for e in events):
@@ -519,9 +537,8 @@ def _stored_keys(tenant_ids: list[int], events: list[ValidEvent]) -> set[tuple[i
     return set(UsageEvent.objects.filter(condition).values_list("tenant_id", "event_id"))
 
 
-def usage_events_already_stored(*, events: list[ValidEvent], tenant: Tenant | None = None) -> list[int]:
-    """The indexes of the events whose (tenant, id) is already stored, for clients (Lago's) that
-    answer a repeated id as an error rather than as a duplicate."""
+def usage_events_stored_indexes(*, events: list[ValidEvent], tenant: Tenant | None = None) -> list[int]:
+    """The indexes of the events whose (tenant, id) is already stored (one query)."""
     if not events:
         return []
     tenant_ids = _tenant_ids(tenant, events)
@@ -529,22 +546,34 @@ def usage_events_already_stored(*, events: list[ValidEvent], tenant: Tenant | No
     return [i for i, (t, e) in enumerate(zip(tenant_ids, events, strict=True)) if (t, e.event_id) in stored]
 
 
+class _SomeStored(Exception):
+    """Raised inside the transaction of an all-new recording to roll it back."""
+
+
 def usage_events_record(
-    *, events: list[ValidEvent], now: datetime, tenant: Tenant | None = None
+    *, events: list[ValidEvent], now: datetime, tenant: Tenant | None = None, all_new: bool = False
 ) -> IngestResult:
     """Store the events not seen before for their tenant (the one each named, else `tenant`), in
-    one statement: a mixed-tenant batch is all-or-nothing too. Committed when this returns."""
+    one statement: a mixed-tenant batch is all-or-nothing too. Committed when this returns.
+
+    `all_new`: store them only if none was stored before, else store nothing and raise
+    EventsAlreadyStored naming them (Lago's answer to a repeated transaction id). Repeats inside
+    `events` are the caller's to refuse first."""
     tenant_ids = _tenant_ids(tenant, events)
     for attempt in range(3):
         try:
-            if connection.vendor == "postgresql":
-                # One statement, atomic on its own (and in autocommit, committed on return):
-                # wrapping it in atomic() only added BEGIN/COMMIT round trips.
-                accepted = _record_postgresql(tenant_ids, events, now)
-            else:
+            if all_new:
+                # The insert runs as usual and is rolled back when it skipped any event: no extra
+                # query when all are new (the usual case), and no race with a concurrent insert.
                 with transaction.atomic():
-                    accepted = _record_portable(tenant_ids, events, now)
+                    accepted = _record(tenant_ids, events, now)
+                    if accepted < len(events):
+                        raise _SomeStored
+            else:
+                accepted = _record(tenant_ids, events, now)
             break
+        except _SomeStored:
+            raise EventsAlreadyStored(usage_events_stored_indexes(events=events, tenant=tenant)) from None
         except OperationalError as exc:
             # Two batches that share event ids and hours can still deadlock in rare orders;
             # PostgreSQL aborts one of them, which is safe to run again.
