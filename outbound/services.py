@@ -6,8 +6,10 @@ Publishing writes rows only, in the caller's transaction; sending happens after 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -135,13 +137,48 @@ def webhook_deliveries_enqueue(*, delivery_ids: list[int], countdown: float | No
 # --- endpoints ----------------------------------------------------------------------------------
 
 
+def _forbidden_address(address: str) -> bool:
+    """Link-local (169.254.0.0/16 and fe80::/10: the cloud's instance metadata, credentials
+    included), multicast and unspecified addresses are never a webhook endpoint. Loopback and
+    private addresses are allowed: the SaaS's app may well live inside its network."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_link_local or ip.is_multicast or ip.is_unspecified
+
+
+def webhook_destination_problem(url: str) -> str | None:
+    """Why the platform refuses to send to `url` now, or None: its host is, or resolves to, a
+    forbidden address. Checked at every attempt, so a name that later resolves there is refused."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        return None  # unresolvable: the request itself fails and says so
+    for *_, sockaddr in infos:
+        if _forbidden_address(str(sockaddr[0])):
+            return f"refused: {host} is, or resolves to, {sockaddr[0]} (link-local, multicast or unspecified)"
+    return None
+
+
 def webhook_url_validate(url: str) -> str:
-    """An http(s) URL; plain http only when settings.WEBHOOKS_ALLOW_HTTP. ValidationError otherwise."""
+    """An http(s) URL; plain http only when settings.WEBHOOKS_ALLOW_HTTP; never a link-local,
+    multicast or unspecified host. ValidationError otherwise."""
     url = (url or "").strip()
     max_length = WebhookEndpoint._meta.get_field("url").max_length
     if len(url) > max_length:
         raise ValidationError(f"At most {max_length} characters.")
     URLValidator(schemes=["http", "https"], message="Enter an http:// or https:// URL.")(url)
+    if _forbidden_address(urlsplit(url).hostname or ""):
+        raise ValidationError(
+            "Webhook URLs may not point at link-local (169.254.0.0/16, fe80::/10: the cloud's instance "
+            "metadata), multicast or unspecified addresses."
+        )
     if urlsplit(url).scheme == "http" and not settings.WEBHOOKS_ALLOW_HTTP:
         raise ValidationError(
             "Webhook URLs must use https:// (plain http is allowed only with WEBHOOKS_ALLOW_HTTP=true)."
@@ -367,6 +404,8 @@ def _post(delivery: WebhookDelivery, *, now: datetime) -> Response:
         "webhook-signature": signature,
     }
     started = time.monotonic()
+    if problem := webhook_destination_problem(endpoint.url):
+        return Response(None, _elapsed_ms(started), "", problem)
     try:
         with requests.post(
             endpoint.url,

@@ -4,6 +4,7 @@ and one attempt per claim however many senders run."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from freezegun import freeze_time
 from kombu.exceptions import OperationalError
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -19,6 +20,7 @@ from outbound.services import (
     webhook_deliveries_send_due,
     webhook_delivery_replay,
     webhook_delivery_send,
+    webhook_endpoint_create,
     webhook_endpoint_rotate_secret,
     webhook_event_publish,
 )
@@ -288,3 +290,31 @@ def test_the_task_queued_after_commit_sends_the_delivery(
 def test_the_sweep_runs_every_minute():
     task = beat_task("outbound.deliver_due_webhooks")
     assert (task.enabled, task.interval.every, task.interval.period) == (True, 60, "seconds")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://0.0.0.0/hook",
+        "http://224.0.0.1/",
+    ],
+)
+def test_a_link_local_multicast_or_unspecified_url_is_refused(url):
+    with pytest.raises(ValidationError, match="link-local"):
+        webhook_endpoint_create(url=url, event_types=["tenant.created"])
+
+
+def test_a_name_that_resolves_to_the_metadata_address_is_not_sent_to(monkeypatch, receiver):
+    # Accepted when made (the name resolved elsewhere then), refused at the attempt.
+    WebhookDeliveryFactory(endpoint=WebhookEndpointFactory(url="http://hooks.example.test/in"))
+    monkeypatch.setattr(
+        "outbound.services.socket.getaddrinfo",
+        lambda *args, **kwargs: [(2, 1, 6, "", ("169.254.169.254", 80))],
+    )
+    webhook_deliveries_send_due()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed"
+    assert "refused: hooks.example.test is, or resolves to, 169.254.169.254" in delivery.last_error
+    assert receiver.requests == []
