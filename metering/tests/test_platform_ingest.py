@@ -286,3 +286,34 @@ def test_admin_sets_a_value_property_on_a_sum_meter_only(admin_client):
     assert saved.status_code == 302
     tokens.refresh_from_db()
     assert tokens.value_property == "$.usage.tokens"
+
+
+def test_the_hour_total_check_counts_each_tenant_of_a_mixed_batch_apart(
+    platform_client, acme, globex, storage
+):
+    big = "999999999999999"  # 15 digits, the most one event may carry
+    hour = "2026-11-21T11:10:00Z"
+
+    def events(prefix, tenant, count):
+        return [
+            {
+                "id": f"{prefix}{n}",
+                "meter": "storage_gb",
+                "tenant": tenant,
+                "quantity": big,
+                "timestamp": hour,
+            }
+            for n in range(count)
+        ]
+
+    # 60 + 60 such events in one hour: together past what Stripe can bill for one hour (100 events'
+    # worth), but each tenant's own hour is not.
+    response = post(platform_client, {"events": events("a", "acme", 60) + events("g", "globex", 60)})
+    assert response.status_code == 202, response.json()
+    # 41 more for acme: its hour (101) is now past it; globex's events in the same batch are fine.
+    response = post(platform_client, {"events": events("g2-", "globex", 10) + events("a2-", "acme", 41)})
+    assert response.status_code == 400
+    problems = response.json()["error"]["fields"]["events"]
+    assert set(problems) == {str(n) for n in range(10, 51)}
+    assert "more than Stripe can bill" in problems["10"]["quantity"][0]
+    assert UsageEvent.objects.count() == 120
