@@ -105,6 +105,8 @@ class _CompatView(APIView):
         headers = {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             headers["Retry-After"] = str(int(exc.wait))
+            # Lago's SDKs wait this many seconds before retrying (their 429 handling).
+            headers["x-ratelimit-reset"] = str(int(exc.wait))
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
         detail = exc.detail

@@ -351,3 +351,19 @@ def test_lago_transaction_ids_are_per_tenant(platform_client, acme, globex, toke
         ("acme", "tx-1", Decimal(1)),
         ("globex", "tx-1", Decimal(2)),
     ]
+
+
+def test_rate_limited_answers_say_when_to_retry_in_both_shapes(settings, acme, tokens):
+    settings.INGEST_RATE_LIMIT = "1/m"
+    client = key_client(issue_platform_key())
+    assert lago(client, {"event": lago_event(1, properties={"tokens": 1})}).status_code == 200
+    limited = lago(client, {"event": lago_event(2, properties={"tokens": 1})})
+    assert limited.status_code == 429
+    assert limited.json()["status"] == 429
+    # Lago's SDKs wait for x-ratelimit-reset seconds; others read Retry-After.
+    assert int(limited["x-ratelimit-reset"]) == int(limited["Retry-After"]) >= 1
+    problem = openmeter(client, cloud_event(3, data={"tokens": 1}))
+    assert problem.status_code == 429
+    assert problem["Content-Type"] == "application/problem+json"
+    assert int(problem["Retry-After"]) >= 1
+    assert UsageEvent.objects.count() == 1
