@@ -82,6 +82,23 @@ def _merge(native: dict, own: dict) -> dict:
     return {**kept, **own}
 
 
+def _to_natives(raws: list, translate) -> tuple[list, dict]:
+    """Each peer event as a native one (the raw event where it cannot be translated, so that native
+    validation names its problems too), and the peer's own problems by index."""
+    natives, problems = [], {}
+    for index, raw in enumerate(raws):
+        native, own = translate(raw)
+        natives.append(native if native is not None else raw)
+        if own:
+            problems[index] = own
+    return natives, problems
+
+
+def _forbidden_where(forbidden: EventsForbidden, *, batch: bool) -> str:
+    """Which events of a batch named another tenant, for the 403's message."""
+    return "" if not batch else f" (events {', '.join(map(str, forbidden.indexes[:20]))})"
+
+
 def _count(accepted: int, duplicates: int) -> None:
     INGEST_EVENTS.labels("accepted").inc(accepted)
     INGEST_EVENTS.labels("duplicate").inc(duplicates)
@@ -228,18 +245,13 @@ class _LagoView(_CompatView):
 
     def ingest(self, request, raws: list, *, batch: bool) -> Response:
         now = timezone.now()
-        natives, lago_problems = [], {}
-        for index, raw in enumerate(raws):
-            native, problems = _lago_event_to_native(raw)
-            natives.append(native if native is not None else raw)
-            if problems:
-                lago_problems[index] = problems
+        natives, lago_problems = _to_natives(raws, _lago_event_to_native)
         try:
             events = events_validate_for(request, {"events": natives}, now)
             errors = {}
         except EventsForbidden as forbidden:
             INGEST_REJECTED.labels("forbidden").inc()
-            where = "" if not batch else f" (events {', '.join(map(str, forbidden.indexes[:20]))})"
+            where = _forbidden_where(forbidden, batch=batch)
             return self.error(
                 403,
                 f"A tenant key acts only for its own tenant{where}: external_subscription_id must "
@@ -621,18 +633,13 @@ class OpenMeterEvents(_CompatView):
             return self._invalid(
                 {None: {"events": [f"holds {len(raws)} events; the limit is {MAX_BATCH}"]}}, batch=False
             )
-        natives, own = [], {}
-        for index, raw in enumerate(raws):
-            native, problems = _cloudevent_to_native(raw)
-            natives.append(native if native is not None else raw)
-            if problems:
-                own[index] = problems
+        natives, own = _to_natives(raws, _cloudevent_to_native)
         try:
             events = events_validate_for(request, {"events": natives}, now)
             errors = {}
         except EventsForbidden as forbidden:
             INGEST_REJECTED.labels("forbidden").inc()
-            where = "" if not batch else f" (events {', '.join(map(str, forbidden.indexes[:20]))})"
+            where = _forbidden_where(forbidden, batch=batch)
             return self.error(
                 403,
                 f"A tenant key acts only for its own tenant{where}: subject must be its external id or slug.",
