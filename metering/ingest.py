@@ -293,7 +293,7 @@ def usage_events_validate(
     valid: list[ValidEvent] = []
     # The first event of each (tenant, id): a later one with the same id must say the same (then it
     # counts as a duplicate, as a resend would); one that differs makes the batch ambiguous.
-    first_by_id: dict[tuple, tuple[int, ValidEvent]] = {}
+    first_by_id: dict = {}
     for index, raw in enumerate(raw_events):
         problems: dict[str, list[str]] = {}
         if not isinstance(raw, dict):
@@ -302,13 +302,17 @@ def usage_events_validate(
         for name in raw.keys() - EVENT_FIELDS:
             problems[printable(name)] = ["unknown field"]
 
-        tenant_id, problem, other = _tenant_problem(
-            raw.get("tenant", _MISSING), tenant=tenant, named=named, required=tenant_required
-        )
-        if other:
-            foreign.append(index if indexed else None)
-        elif problem is not None:
-            problems["tenant"] = [problem]
+        ref = raw.get("tenant", _MISSING)
+        if ref is _MISSING and tenant is not None:
+            tenant_id = tenant.pk  # a tenant key's event as before platform keys: no per-event cost
+        else:
+            tenant_id, problem, other = _tenant_problem(
+                ref, tenant=tenant, named=named, required=tenant_required
+            )
+            if other:
+                foreign.append(index if indexed else None)
+            elif problem is not None:
+                problems["tenant"] = [problem]
 
         event_id = raw.get("id")
         if not isinstance(event_id, str) or not event_id.strip():
@@ -349,7 +353,10 @@ def usage_events_validate(
 
         if not problems:
             event = ValidEvent(event_id, meter.id, timestamp, quantity, properties_json, tenant_id)
-            first = first_by_id.setdefault((tenant_id, event_id), (index, event))
+            # Keyed by the id alone when every event is the calling tenant's (no tuple per event).
+            first = first_by_id.setdefault(
+                event_id if tenant is not None else (tenant_id, event_id), (index, event)
+            )
             if first[0] != index and not _same(first[1], event):
                 problems["id"] = [
                     f"events {first[0]} and {index} have the same id with different content; "
@@ -364,7 +371,8 @@ def usage_events_validate(
         raise EventsForbidden(foreign)
     if errors:
         raise EventsInvalid(errors)
-    if all(event.tenant_id is not None for event in valid) and (errors := _hour_total_problems(valid)):
+    known = tenant is not None or all(event.tenant_id is not None for event in valid)
+    if known and (errors := _hour_total_problems(valid)):
         raise EventsInvalid({(index if indexed else None): problems for index, problems in errors.items()})
     return valid
 
