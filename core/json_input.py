@@ -9,6 +9,7 @@ message (None when the value is fine). `text_problem` checks one string.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from decimal import Decimal
@@ -72,3 +73,13 @@ def printable(text: str, limit: int = 100) -> str:
 def nesting_exceeds(value, max_depth: int) -> bool:
     """Whether a decoded JSON value has objects or arrays more than `max_depth` levels deep."""
     return any(isinstance(item, (dict, list)) and depth > max_depth for item, depth in _nodes(value))
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def json_loads_exact(text: str | bytes):
+    """JSON as usage input is read: numbers with a point as exact Decimals, NaN and Infinity refused
+    (ValueError). A body nested beyond the decoder's recursion raises RecursionError."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)

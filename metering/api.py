@@ -1,4 +1,3 @@
-import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,7 +12,7 @@ from rest_framework.response import Response
 from core.api_errors import error_body
 from core.api_schema import error_responses
 from core.api_scopes import EVENTS_WRITE, USAGE_READ, is_platform, tenant_or_platform_scope
-from core.json_input import printable
+from core.json_input import json_loads_exact, printable
 from core.metrics import instrument_ingest
 from core.parsers import TOO_DEEP
 from core.parsing import ParseError, parse_datetime
@@ -39,10 +38,6 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not a number")
-
-
 class EventsJSONParser(BaseParser):
     """JSON with exact decimals, at most 1 MiB.
 
@@ -65,7 +60,7 @@ class EventsJSONParser(BaseParser):
         if len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge()
         try:
-            return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+            return json_loads_exact(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"The body is not valid JSON: {exc}") from None
         except RecursionError:

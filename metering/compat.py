@@ -17,6 +17,7 @@ Authentication is the API's: `Authorization: Bearer <key>` (what both SDKs send)
 with events:write (each event names its tenant) or a tenant key (its events must name that tenant).
 """
 
+from abc import ABCMeta, abstractmethod
 from datetime import UTC, datetime
 from decimal import Decimal
 from http import HTTPStatus
@@ -104,14 +105,16 @@ def _count(accepted: int, duplicates: int) -> None:
     INGEST_EVENTS.labels("duplicate").inc(duplicates)
 
 
-class _CompatView(APIView):
-    """Same keys, scope and rate limit as POST /api/v1/events; errors in the peer's shape."""
+class _CompatView(APIView, metaclass=ABCMeta):
+    """Same keys, scope and rate limit as POST /api/v1/events; errors in the peer's shape, which
+    each peer's view gives in `error`."""
 
     permission_classes = [tenant_or_platform_scope(EVENTS_WRITE)]
     throttle_classes = [ApiKeyRateThrottle]
 
+    @abstractmethod
     def error(self, http_status: int, message: str, **extra) -> Response:
-        raise NotImplementedError
+        """The peer's error body for this status and message."""
 
     def get_exception_handler(self):
         return self._handle
@@ -615,9 +618,10 @@ class OpenMeterEvents(_CompatView):
     def post(self, request):
         now = timezone.now()
         data = request.data
-        batch_type = request.content_type.split(";")[0].strip().lower() == CloudEventBatchParser.media_type
+        content_type = request.content_type.split(";")[0].strip().lower()
+        batch_type = content_type == CloudEventBatchParser.media_type
         if isinstance(data, list):
-            if request.content_type.split(";")[0].strip().lower() == CloudEventParser.media_type:
+            if content_type == CloudEventParser.media_type:
                 raise exceptions.ParseError(
                     "application/cloudevents+json carries one event; send a "
                     "batch as application/cloudevents-batch+json"

@@ -34,7 +34,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.db import IntegrityError
@@ -43,7 +42,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.aws import AwsError, aws_call, aws_client, error_code
-from core.json_input import text_problem
+from core.json_input import json_loads_exact, text_problem
 from core.validation import one_line
 from metering.ingest import EventsInvalid, usage_events_record, usage_events_validate
 from metering.models import Meter, UsageQueue
@@ -125,13 +124,9 @@ subscription_links = SubscriptionLinks()
 # --- Parsing a message body ---------------------------------------------------------------------------
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number")
-
-
 def _json(text: str, what: str) -> dict:
     try:
-        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        value = json_loads_exact(text)
     except (ValueError, TypeError) as exc:
         raise BusEventRefused(f"{what} is not JSON: {one_line(exc)[:200]}") from None
     except RecursionError:

@@ -15,13 +15,14 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.db.models.functions import TruncMonth
 
+from core.money import plain_decimal
 from core.validation import row_validate, validation_error_message
 from metering.estimates import month_bounds
 from metering.models import (
@@ -71,13 +72,6 @@ class Crossing:
     period_start: datetime
     usage: Decimal
     units: Decimal
-
-
-def _plain(value: Decimal) -> str:
-    if not value:
-        return "0"
-    with localcontext(prec=100):
-        return format(value.normalize(), "f")
 
 
 def _month(moment: datetime) -> datetime:
@@ -161,10 +155,10 @@ def _publish(threshold: UsageThreshold, start: datetime, usage: Decimal, units: 
             "threshold": {
                 "id": threshold.pk,
                 "kind": threshold.kind,
-                "value": _plain(threshold.value),
-                "units": _plain(units),
+                "value": plain_decimal(threshold.value),
+                "units": plain_decimal(units),
             },
-            "usage": _plain(usage),
+            "usage": plain_decimal(usage),
             "period": {"start": start, "end": month_bounds(start)[1]},
         },
     )

@@ -28,6 +28,7 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 from standardwebhooks import Webhook
 
+from core.json_input import text_problem
 from outbound.events import EVENT_TYPES, event_types_validate
 from outbound.models import (
     WebhookAttempt,
@@ -82,14 +83,7 @@ def webhook_event_publish(*, type: str, data: dict, key: str, tenant=None) -> We
     if not key or len(key) > 255:
         raise ValueError("A webhook event needs a de-duplication key of 1 to 255 characters.")
     now = timezone.now()
-    try:
-        body = json.loads(
-            json.dumps(
-                {"type": type, "timestamp": _iso(now), "data": data}, cls=DjangoJSONEncoder, allow_nan=False
-            )
-        )
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"The data of a {type} webhook event is not JSON-serialisable: {exc}") from exc
+    body = _body(type, data, now)
     with transaction.atomic():
         if WebhookMessage.objects.filter(key=key).exists():
             return None
@@ -112,6 +106,18 @@ def webhook_event_publish(*, type: str, data: dict, key: str, tenant=None) -> We
         )
         _enqueue_after_commit([d.pk for d in deliveries])
     return message
+
+
+def _body(type: str, data: dict, now: datetime) -> dict:
+    """The message as Standard Webhooks sends it: type, timestamp and data, as JSON values."""
+    try:
+        return json.loads(
+            json.dumps(
+                {"type": type, "timestamp": _iso(now), "data": data}, cls=DjangoJSONEncoder, allow_nan=False
+            )
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The data of a {type} webhook event is not JSON-serialisable: {exc}") from exc
 
 
 def _iso(moment: datetime) -> str:
@@ -200,8 +206,8 @@ def _clean_description(description) -> str:
     description = (description or "").strip()
     if len(description) > DESCRIPTION_MAX:
         raise ValidationError({"description": f"At most {DESCRIPTION_MAX} characters."})
-    if "\x00" in description:
-        raise ValidationError({"description": "Null characters are not allowed."})
+    if problem := text_problem(description):
+        raise ValidationError({"description": f"The description {problem}."})
     return description
 
 
@@ -296,11 +302,7 @@ def webhook_endpoint_send_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
     recognise it; its key is unique, so it is never de-duplicated.
     """
     now = timezone.now()
-    body = {
-        "type": TEST_EVENT_TYPE,
-        "timestamp": _iso(now),
-        "data": {"test": True, "endpoint_id": endpoint.pk},
-    }
+    body = _body(TEST_EVENT_TYPE, {"test": True, "endpoint_id": endpoint.pk}, now)
     with transaction.atomic():
         message = WebhookMessage.objects.create(
             type=TEST_EVENT_TYPE, payload=body, key=f"test:{endpoint.pk}:{uuid.uuid4().hex}", created_at=now

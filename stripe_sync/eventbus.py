@@ -19,15 +19,15 @@ import stripe
 from metering.eventbus import BusEventRefused
 from stripe_sync.catalog import OnboardingError, stripe_error_message
 from stripe_sync.client import StripeNotConfigured, stripe_client
+from stripe_sync.mirror import stripe_id
 from stripe_sync.onboarding import tenant_link
-from stripe_sync.subscriptions import LIVE_STATUSES
+from stripe_sync.subscriptions import LIVE_STATUSES, METERED_STATUSES
 from tenants.models import Tenant
 from tenants.services import tenant_change_plan
 
 logger = logging.getLogger(__name__)
 
 # As the subscription webhooks decide (stripe_sync.webhooks._on_subscription): these bill now.
-METERED_STATUSES = frozenset({"active", "trialing"})
 
 
 def _retrieve(retrieve, object_id: str, what: str):
@@ -39,21 +39,17 @@ def _retrieve(retrieve, object_id: str, what: str):
         raise
 
 
-def _id(value) -> str:
-    return value if isinstance(value, str) else value.id
-
-
 def _link(tenant: Tenant, identifier: str, source: str) -> str:
     client = stripe_client(max_network_retries=2)
     if identifier.startswith("si_"):
         item = _retrieve(client.v1.subscription_items.retrieve, identifier, "subscription item")
-        subscription_id = _id(item.subscription)
+        subscription_id = stripe_id(item.subscription)
     else:
         subscription_id = identifier
     subscription = _retrieve(client.v1.subscriptions.retrieve, subscription_id, "subscription")
     if subscription.status not in LIVE_STATUSES:
         raise BusEventRefused(f"subscription {subscription_id} is {subscription.status}, not live")
-    customer_id = _id(subscription.customer)
+    customer_id = stripe_id(subscription.customer)
     tenant_link(tenant=tenant, customer_id=customer_id, subscription_id=subscription_id)
     summary = f"tenant {tenant.slug} linked to customer {customer_id}, subscription {subscription_id}"
     if subscription.status in METERED_STATUSES:

@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outbound.services import webhook_event_publish
+from stripe_sync.mirror import stripe_id
 from stripe_sync.models import TenantSubscription, WebhookEvent
+from stripe_sync.subscriptions import ENDED_STATUSES
 from tenants.events import tenant_event_block
 from tenants.models import Tenant
 
 # Statuses in which a subscription has ended (Stripe's `customer.subscription.deleted` leaves it
 # canceled; incomplete_expired and unpaid end it without a deletion).
-ENDED_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
 NON_PAYMENT_REASONS = frozenset({"payment_failed", "payment_disputed"})
 
 
@@ -26,12 +27,6 @@ def _time(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, tz=UTC).isoformat().replace("+00:00", "Z")
     return None
-
-
-def _id(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("id")
-    return value or None
 
 
 def _stripe_event(event: WebhookEvent) -> dict:
@@ -45,7 +40,7 @@ def _invoice_payment(invoice: dict) -> dict:
     return {
         "source": "invoice",
         "invoice": invoice.get("id"),
-        "payment_intent": _id(invoice.get("payment_intent")),
+        "payment_intent": stripe_id(invoice.get("payment_intent")),
         "status": invoice.get("status"),
         "currency": invoice.get("currency"),
         # Stripe's integer minor units (cents), as Stripe sends them.
@@ -65,7 +60,7 @@ def _intent_payment(intent: dict) -> dict:
     error = intent.get("last_payment_error") or None
     return {
         "source": "payment_intent",
-        "invoice": _id(intent.get("invoice")),
+        "invoice": stripe_id(intent.get("invoice")),
         "payment_intent": intent.get("id"),
         "status": intent.get("status"),
         "currency": intent.get("currency"),

@@ -43,10 +43,14 @@ def stripe_dict(data: Any) -> dict:
     return _wire(copy.deepcopy(dict(data)))
 
 
-def _id(value: Any) -> str | None:
+def stripe_id(value: Any) -> str | None:
+    """The id of a Stripe reference, expanded (a dict or a stripe-python object) or not (its id);
+    None for none."""
     if isinstance(value, Mapping):
         return value.get("id")
-    return value
+    if value is None or isinstance(value, str):
+        return value or None
+    return getattr(value, "id", None)
 
 
 def _compat_subscription(data: dict) -> dict:
@@ -69,7 +73,7 @@ def _compat_invoice(data: dict) -> dict:
     if not data.get("subscription"):
         parent = data.get("parent") or {}
         details = parent.get("subscription_details") or {}
-        subscription = _id(details.get("subscription"))
+        subscription = stripe_id(details.get("subscription"))
         if subscription:
             data["subscription"] = subscription
     # `paid` was removed in 2025-03-31 (status says it); dj-stripe's Invoice.paid, which its admin

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 # Statuses in which a subscription still bills (or will, once paid); Stripe's others are final.
 LIVE_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid", "incomplete", "paused"})
+# A subscription in these bills the metered plan; one in ENDED_STATUSES is over.
+METERED_STATUSES = frozenset({"active", "trialing"})
+ENDED_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
 
 
 def _meter_of(item) -> str | None:

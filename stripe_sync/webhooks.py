@@ -29,8 +29,10 @@ from core.parsing import MAX_DATETIME, MIN_DATETIME, ParseError, parse_datetime,
 from stripe_sync import mirror
 from stripe_sync.client import stripe_client
 from stripe_sync.events import payment_publish, subscription_publish
+from stripe_sync.mirror import stripe_id
 from stripe_sync.models import BillingNotification, WebhookEvent
 from stripe_sync.notifications import billing_notification_record
+from stripe_sync.subscriptions import ENDED_STATUSES, METERED_STATUSES
 from tenants.models import Tenant, TenantChange
 from tenants.services import tenant_change_plan
 
@@ -51,8 +53,6 @@ MIN_CREATED = int(MIN_DATETIME.timestamp())
 MAX_CREATED = int(MAX_DATETIME.timestamp())
 
 THIN_EVENT_OBJECT = "v2.core.event"
-METERED_STATUSES = frozenset({"active", "trialing"})
-ENDED_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired"})
 # Plan-changing event types that report something that happened (a card attached, a payment
 # failed) rather than a state to follow: one that Stripe created before another plan event already
 # applied for the tenant is not applied over it (a late card must not undo a newer failure).
@@ -394,12 +394,6 @@ def _refetch_and_mirror(client: stripe.StripeClient, stale: dict) -> dict:
     return mirror.stripe_dict(current)
 
 
-def _id(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("id")
-    return value or None
-
-
 class _NotOurs(Exception):
     """Nothing to do for this event (no tenant of ours, or the object is no longer in that state);
     the message says why and the event is recorded as ignored."""
@@ -498,7 +492,7 @@ def _upgrade(ctx: _Context, customer_id: str | None, why: str) -> Outcome:
 
 
 def _on_payment_method_attached(ctx: _Context) -> Outcome:
-    customer_id = _id(ctx.obj.get("customer"))
+    customer_id = stripe_id(ctx.obj.get("customer"))
     if customer_id is None:
         raise _NotOurs(f"payment method {ctx.obj.get('id')} is no longer attached to a customer")
     return _upgrade(ctx, customer_id, f"payment method {ctx.obj['id']} attached")
@@ -507,13 +501,13 @@ def _on_payment_method_attached(ctx: _Context) -> Outcome:
 def _on_setup_intent_succeeded(ctx: _Context) -> Outcome:
     if ctx.obj.get("status") != "succeeded":
         raise _NotOurs(f"setup intent {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
-    return _upgrade(ctx, _id(ctx.obj.get("customer")), f"setup intent {ctx.obj['id']} succeeded")
+    return _upgrade(ctx, stripe_id(ctx.obj.get("customer")), f"setup intent {ctx.obj['id']} succeeded")
 
 
 def _on_checkout_completed(ctx: _Context) -> Outcome:
     if ctx.obj.get("status") != "complete":
         raise _NotOurs(f"checkout session {ctx.obj.get('id')} is {ctx.obj.get('status')} at Stripe")
-    return _upgrade(ctx, _id(ctx.obj.get("customer")), f"checkout session {ctx.obj['id']} completed")
+    return _upgrade(ctx, stripe_id(ctx.obj.get("customer")), f"checkout session {ctx.obj['id']} completed")
 
 
 def _invoice_details(invoice: dict) -> dict:
@@ -536,7 +530,7 @@ def _on_payment_failed(ctx: _Context) -> Outcome:
     from stripe_sync.subscriptions import tenant_subscription_cancel
 
     invoice = ctx.obj
-    tenant = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
+    tenant = _tenant_for_customer(ctx.client, stripe_id(invoice.get("customer")))
     billing_notification_record(
         kind=BillingNotification.Kind.PAYMENT_FAILED,
         key=f"payment_failed:{ctx.event.stripe_id}",
@@ -566,7 +560,7 @@ def _on_invoice_paid(ctx: _Context) -> Outcome:
     """Recorded: the invoice is mirrored (above) and one payment-succeeded billing event is sent
     per invoice (`invoice.paid` and `invoice.payment_succeeded` both arrive for one payment)."""
     invoice = ctx.obj
-    tenant = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
+    tenant = _tenant_for_customer(ctx.client, stripe_id(invoice.get("customer")))
     if invoice.get("status") != "paid":
         return Outcome(
             WebhookEvent.Status.PROCESSED,
@@ -593,7 +587,7 @@ def _on_invoice_paid(ctx: _Context) -> Outcome:
 def _on_invoice_action_required(ctx: _Context) -> Outcome:
     """The invoice's payment needs the customer (3-D Secure): published as payment.action_required."""
     invoice = ctx.obj
-    tenant = _tenant_for_customer(ctx.client, _id(invoice.get("customer")))
+    tenant = _tenant_for_customer(ctx.client, stripe_id(invoice.get("customer")))
     if invoice.get("status") in ("paid", "void"):
         return Outcome(
             WebhookEvent.Status.PROCESSED,
@@ -624,7 +618,7 @@ def _on_payment_intent(ctx: _Context) -> Outcome:
     the re-fetched intent tells. A success is one per invoice when the intent names its invoice, so
     `invoice.paid` and `payment_intent.succeeded` for one payment are one payment.succeeded."""
     intent = ctx.obj
-    tenant = _tenant_for_customer(ctx.client, _id(intent.get("customer")))
+    tenant = _tenant_for_customer(ctx.client, stripe_id(intent.get("customer")))
     statuses, kind = _INTENT_EVENTS[ctx.event.type]
     if intent.get("status") not in statuses:
         return Outcome(
@@ -633,7 +627,7 @@ def _on_payment_intent(ctx: _Context) -> Outcome:
             tenant,
         )
     payment_publish(kind=kind, tenant=tenant, event=ctx.event, obj=intent)
-    invoice_id = _id(intent.get("invoice"))
+    invoice_id = stripe_id(intent.get("invoice"))
     details = {
         "payment_intent": intent.get("id"),
         "invoice": invoice_id,
@@ -688,7 +682,7 @@ def _on_subscription(ctx: _Context) -> Outcome:
     """
     sub = ctx.obj
     status = sub.get("status")
-    customer_id = _id(sub.get("customer"))
+    customer_id = stripe_id(sub.get("customer"))
     tenant = _tenant_for_customer(ctx.client, customer_id)
     billing_notification_record(
         kind=BillingNotification.Kind.SUBSCRIPTION_CHANGED,
