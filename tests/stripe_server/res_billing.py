@@ -13,6 +13,7 @@ import secrets
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
+from . import res_credits
 from .errors import invalid, missing, no_such, no_such_param
 from .res_core import TEST_CARDS as _TEST_CARDS
 from .res_core import _attach as attach_payment_method
@@ -896,8 +897,11 @@ def new_invoice(
 
 
 def recalc(inv: dict) -> None:
-    total = sum(line["amount"] for line in inv["lines"]["data"])
-    inv["subtotal"] = inv["subtotal_excluding_tax"] = total
+    """Totals from the lines; billing credits (`total_pretax_credit_amounts`) come off `total`."""
+    subtotal = sum(line["amount"] for line in inv["lines"]["data"])
+    credit = sum(c["amount"] for c in inv.get("total_pretax_credit_amounts") or [])
+    total = subtotal - credit
+    inv["subtotal"] = inv["subtotal_excluding_tax"] = subtotal
     inv["total"] = inv["total_excluding_tax"] = total
     if inv["status"] in ("draft", "open"):
         inv["amount_due"] = max(total, 0)
@@ -934,6 +938,7 @@ def finalize_invoice(ctx: Ctx, inv: dict, *, update_subscription: bool = True) -
     inv["automatically_finalizes_at"] = None
     inv["ending_balance"] = 0
     inv["starting_balance"] = 0
+    res_credits.apply_credits(ctx, inv)
     recalc(inv)
     ctx.state.put(inv)
     ctx.emit("invoice.finalized", inv)
@@ -1221,6 +1226,7 @@ def invoices_void(ctx: Ctx):
     inv["status_transitions"]["voided_at"] = ctx.now()
     inv["amount_remaining"] = 0
     ctx.state.put(inv)
+    res_credits.give_back(ctx, inv)
     ctx.emit("invoice.voided", inv, previous)
     return ctx.render(inv)
 
@@ -1568,6 +1574,11 @@ def checkout_sessions_create(ctx: Ctx):
         raise missing("mode")
     if mode not in ("payment", "setup", "subscription"):
         raise invalid("mode", "Invalid mode: must be one of payment, setup, or subscription")
+    if as_bool(p, "allow_promotion_codes", False) and p.get("discounts"):
+        raise invalid(
+            "allow_promotion_codes",
+            "You may only specify one of these parameters: allow_promotion_codes, discounts.",
+        )
     ui_mode = p.get("ui_mode") or "hosted"
     if ui_mode == "hosted" and not p.get("success_url") and p.get("redirect_on_completion") != "never":
         raise missing("success_url")

@@ -73,12 +73,16 @@ def route(method: str, path: str, params: str | None = None) -> Callable:
 
 
 def match(method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
-    """(route, path args, path known for another method)."""
+    """(route, path args, path known for another method). A literal segment wins over a placeholder:
+    `POST /v1/invoices/create_preview` is not `POST /v1/invoices/{id}`."""
     known = False
+    best: tuple[int, Route, dict[str, str]] | None = None
     for r in ROUTES:
         m = r.pattern.match(path)
         if m:
-            if r.method == method:
-                return r, m.groupdict(), True
+            if r.method == method and (best is None or len(m.groupdict()) < best[0]):
+                best = (len(m.groupdict()), r, m.groupdict())
             known = True
+    if best is not None:
+        return best[1], best[2], True
     return None, {}, known

@@ -29,7 +29,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from . import paramspec, res_billing, res_core, res_meters
+from . import paramspec, res_billing, res_core, res_meters, res_portal
 from .errors import StripeError, api_error, rate_limited, unrecognized_url
 from .formcodec import parse_form
 from .routing import Ctx, match
@@ -1204,6 +1204,12 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.dumps(payload, indent=2, default=str).encode()
             self._write(status, {}, data)
             return
+        if self.path.startswith("/p/session/") and self.command == "GET":
+            token = urlsplit(self.path).path.rsplit("/", 1)[-1]
+            with self.stripe.state.lock:
+                status, page = res_portal.portal_page(self.stripe.state, token)
+            self._write(status, {}, page.encode(), content_type="text/html; charset=utf-8")
+            return
         result = self.stripe.handle(self.command, self.path, headers, body)
         if result is None:
             self.close_connection = True
@@ -1213,10 +1219,10 @@ class _Handler(BaseHTTPRequestHandler):
         status, out_headers, data = result
         self._write(status, out_headers, data)
 
-    def _write(self, status: int, headers: dict, data: bytes) -> None:
+    def _write(self, status: int, headers: dict, data: bytes, content_type: str = "application/json") -> None:
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in headers.items():
                 if name.lower() not in _HOP_HEADERS:
