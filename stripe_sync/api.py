@@ -57,6 +57,29 @@ class ReturnURLField(serializers.CharField):
             raise serializers.ValidationError(problem)
 
 
+# What a tenant's billing call may meet at Stripe, answered by `stripe_failure_answer`.
+STRIPE_FAILURES = (StripeNotConfigured, OnboardingError, stripe.StripeError)
+
+
+def stripe_failure_answer(exc: Exception) -> Response:
+    """The one mapping of a tenant billing call's Stripe failure to an answer: 503 when Stripe is not
+    configured or billing is not set up (no metered price), 502 when Stripe refuses or does not answer."""
+    if isinstance(exc, StripeNotConfigured):
+        return Response(
+            error_body("stripe_not_configured", "Billing is not available: Stripe is not configured."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    if isinstance(exc, OnboardingError):
+        return Response(
+            error_body("billing_not_set_up", str(exc)), status=status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+    if isinstance(exc, stripe.StripeError):
+        return Response(
+            error_body("stripe_error", stripe_error_message(exc)), status=status.HTTP_502_BAD_GATEWAY
+        )
+    raise TypeError(f"not a Stripe failure: {type(exc).__name__}") from exc
+
+
 class CheckoutRequest(serializers.Serializer):
     success_url = ReturnURLField(help_text="Where Checkout sends the user after success.")
     cancel_url = ReturnURLField(help_text="Where Checkout sends the user who cancels.")
@@ -94,21 +117,10 @@ def checkout_create(request):
     form.is_valid(raise_exception=True)
     try:
         session = checkout_session_create(tenant=request_tenant(request), **form.validated_data)
-    except StripeNotConfigured:
-        return Response(
-            error_body("stripe_not_configured", "Billing is not available: Stripe is not configured."),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
     except AlreadySubscribed as exc:
         return Response(error_body("already_subscribed", f"{exc}."), status=status.HTTP_409_CONFLICT)
-    except OnboardingError as exc:
-        return Response(
-            error_body("billing_not_set_up", str(exc)), status=status.HTTP_503_SERVICE_UNAVAILABLE
-        )
-    except stripe.StripeError as exc:
-        return Response(
-            error_body("stripe_error", stripe_error_message(exc)), status=status.HTTP_502_BAD_GATEWAY
-        )
+    except STRIPE_FAILURES as exc:
+        return stripe_failure_answer(exc)
     return Response({"id": session.id, "url": session.url}, status=status.HTTP_201_CREATED)
 
 

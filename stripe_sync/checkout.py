@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http.request import validate_host
 
 from stripe_sync.catalog import OnboardingError, metered_prices, meters_ensure
@@ -102,17 +103,19 @@ def checkout_session_create(*, tenant: Tenant, success_url: str, cancel_url: str
     if live:
         raise AlreadySubscribed(live[0].id)
     metadata = {"tenant_id": str(tenant.pk), "tenant_slug": tenant.slug}
-    session = client.v1.checkout.sessions.create(
-        params={
-            "mode": "subscription",
-            "customer": tenant.stripe_customer_id,
-            # Metered prices take no quantity: usage comes from meter events.
-            "line_items": [{"price": price_id} for price_id in sorted(prices.values())],
-            "success_url": success_url,
-            "cancel_url": cancel_url,
-            "client_reference_id": str(tenant.pk),
-            "metadata": metadata,
-            "subscription_data": {"metadata": metadata},
-        }
-    )
+    params = {
+        "mode": "subscription",
+        "customer": tenant.stripe_customer_id,
+        # Metered prices take no quantity: usage comes from meter events.
+        "line_items": [{"price": price_id} for price_id in sorted(prices.values())],
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "client_reference_id": str(tenant.pk),
+        "metadata": metadata,
+        "subscription_data": {"metadata": metadata},
+    }
+    if settings.CHECKOUT_PROMOTION_CODES:
+        # The promotion code field on the Checkout page; the codes themselves are made in Stripe.
+        params["allow_promotion_codes"] = True
+    session = client.v1.checkout.sessions.create(params=params)
     return CheckoutSession(id=session.id, url=session.url)

@@ -584,6 +584,18 @@ def _on_invoice_paid(ctx: _Context) -> Outcome:
     )
 
 
+def _on_invoice_changed(ctx: _Context) -> Outcome:
+    """Mirrored only (above), so the tenant's invoice list (`GET /api/v1/invoices`) follows the
+    invoice from finalized to paid, void or uncollectible without waiting for `sync_stripe`."""
+    invoice = ctx.obj
+    tenant = _tenant_for_customer(ctx.client, stripe_id(invoice.get("customer")))
+    return Outcome(
+        WebhookEvent.Status.PROCESSED,
+        f"{tenant.slug}: invoice {invoice.get('id')} mirrored ({invoice.get('status')})",
+        tenant,
+    )
+
+
 def _on_invoice_action_required(ctx: _Context) -> Outcome:
     """The invoice's payment needs the customer (3-D Secure): published as payment.action_required."""
     invoice = ctx.obj
@@ -741,6 +753,11 @@ _HANDLERS = {
     "invoice.paid": _on_invoice_paid,
     "invoice.payment_succeeded": _on_invoice_paid,
     "invoice.payment_action_required": _on_invoice_action_required,
+    "invoice.created": _on_invoice_changed,
+    "invoice.finalized": _on_invoice_changed,
+    "invoice.updated": _on_invoice_changed,
+    "invoice.voided": _on_invoice_changed,
+    "invoice.marked_uncollectible": _on_invoice_changed,
     "payment_intent.succeeded": _on_payment_intent,
     "payment_intent.payment_failed": _on_payment_intent,
     "payment_intent.requires_action": _on_payment_intent,
@@ -757,6 +774,11 @@ _OBJECT_KINDS = {
     "invoice.paid": "invoice",
     "invoice.payment_succeeded": "invoice",
     "invoice.payment_action_required": "invoice",
+    "invoice.created": "invoice",
+    "invoice.finalized": "invoice",
+    "invoice.updated": "invoice",
+    "invoice.voided": "invoice",
+    "invoice.marked_uncollectible": "invoice",
     "payment_intent.succeeded": "payment_intent",
     "payment_intent.payment_failed": "payment_intent",
     "payment_intent.requires_action": "payment_intent",

@@ -10,6 +10,7 @@ from metering.tests.factories import MeterFactory
 from stripe_sync.models import (
     BillingNotification,
     CircuitBreaker,
+    CreditGrant,
     ReconciliationItem,
     ReconciliationRun,
     ReportingBalance,
@@ -161,3 +162,20 @@ class ReconciliationItemFactory(factory.django.DjangoModelFactory):
     local_quantity = Decimal("2.5")
     sent_value = 2
     stripe_value = Decimal("0")
+
+
+class CreditGrantFactory(factory.django.DjangoModelFactory):
+    """A grant as recorded after Stripe made it (no call to Stripe)."""
+
+    class Meta:
+        model = CreditGrant
+
+    tenant = factory.SubFactory(TenantFactory)
+    customer_id = factory.Sequence(lambda n: f"cus_grant{n}")
+    stripe_id = factory.Sequence(lambda n: f"credgr_test{n}")
+    amount_minor = 5000
+    currency = "usd"
+    category = CreditGrant.Category.PROMOTIONAL
+    reason = "Apology for the outage of 3 November"
+    granted_by_name = "operator"
+    status = CreditGrant.Status.ACTIVE
