@@ -9,12 +9,13 @@ carry `pricing.price_details`, and metered prices are billed from billing meters
 from __future__ import annotations
 
 import calendar
+import copy
 import secrets
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from . import res_credits
-from .errors import invalid, missing, no_such, no_such_param
+from .errors import StripeError, invalid, missing, no_such, no_such_param
 from .res_core import TEST_CARDS as _TEST_CARDS
 from .res_core import _attach as attach_payment_method
 from .res_core import (
@@ -784,7 +785,9 @@ def new_invoice(
     metadata=None,
     period: tuple[int, int] | None = None,
     default_payment_method=None,
+    store: bool = True,
 ) -> dict:
+    """A draft invoice of `cus`, stored unless `store=False` (a preview)."""
     now = ctx.now()
     iid = new_id("in", 24)
     parent = None
@@ -891,8 +894,9 @@ def new_invoice(
     }
     if collection_method == "send_invoice" and days_until_due is not None:
         inv["due_date"] = now + int(days_until_due) * 86400
-    ctx.state.meta[iid]["days_until_due"] = days_until_due
-    ctx.state.put(inv)
+    if store:
+        ctx.state.meta[iid]["days_until_due"] = days_until_due
+        ctx.state.put(inv)
     return inv
 
 
@@ -1882,10 +1886,31 @@ def complete_checkout(ctx: Ctx, session_id: str, card: str = "visa", email: str 
     return session
 
 
-def _bill_period(ctx: Ctx, sub: dict, *, final: bool = False) -> dict | None:
-    """Invoice the current period: metered usage for it, licensed items for the next one."""
+def _cycle_lines(
+    ctx: Ctx, sub: dict, items: list[dict], end: int, next_end: int, *, final: bool
+) -> list[dict]:
+    """The lines that end a period at `end`: each metered item's usage since its period started, and
+    (unless the subscription ends here) each licensed item for the next period."""
     from .res_meters import usage_for
 
+    lines = []
+    for item in items:
+        price = ctx.state.objects[item["price"]]
+        if _is_metered(price):
+            start = item["current_period_start"]
+            qty = usage_for(ctx.state, sub["customer"], price["recurring"]["meter"], start, end)
+            qty = max(qty, Decimal(0))
+            amount = to_minor(price_amount(ctx, price, qty))
+            lines.append(_subscription_line(ctx, sub, item, price, qty, amount, start, end))
+        elif not final:
+            qty = item.get("quantity", 0)
+            amount = to_minor(price_amount(ctx, price, Decimal(qty)))
+            lines.append(_subscription_line(ctx, sub, item, price, qty, amount, end, next_end))
+    return lines
+
+
+def _bill_period(ctx: Ctx, sub: dict, *, final: bool = False) -> dict | None:
+    """Invoice the current period: metered usage for it, licensed items for the next one."""
     cus = ctx.state.objects.get(sub["customer"])
     if cus is None or cus.get("deleted"):
         cus = {"id": sub["customer"], "invoice_settings": {}}
@@ -1909,23 +1934,9 @@ def _bill_period(ctx: Ctx, sub: dict, *, final: bool = False) -> dict | None:
         auto_advance=True,
         period=(start, end),
     )
+    for line in _cycle_lines(ctx, sub, items, end, next_end, final=final):
+        add_line(ctx, inv, line)
     for item in items:
-        price = ctx.state.objects[item["price"]]
-        if _is_metered(price):
-            qty = usage_for(
-                ctx.state, sub["customer"], price["recurring"]["meter"], item["current_period_start"], end
-            )
-            qty = max(qty, Decimal(0))
-            amount = to_minor(price_amount(ctx, price, qty))
-            add_line(
-                ctx,
-                inv,
-                _subscription_line(ctx, sub, item, price, qty, amount, item["current_period_start"], end),
-            )
-        elif not final:
-            qty = item.get("quantity", 0)
-            amount = to_minor(price_amount(ctx, price, Decimal(qty)))
-            add_line(ctx, inv, _subscription_line(ctx, sub, item, price, qty, amount, end, next_end))
         if not final:
             item["current_period_start"] = end
             item["current_period_end"] = next_end
@@ -1988,3 +1999,281 @@ def invoice_payments_list(ctx: Ctx):
     if p.get("status"):
         payments = [x for x in payments if x["status"] == p["status"]]
     return ctx.state.list_page(payments, p, "/v1/invoice_payments", label="invoice_payment")
+
+
+# invoice previews ----------------------------------------------------------------------------------
+
+UPCOMING_NONE = (
+    "There is no upcoming invoice on the specified customer to preview. Only customers with active "
+    "subscriptions or pending invoice items have invoices that can be previewed."
+)
+
+
+def _upcoming_none() -> StripeError:
+    return StripeError(404, UPCOMING_NONE, code="invoice_upcoming_none")
+
+
+def _preview_items(ctx: Ctx, sub: dict, changes) -> list[dict]:
+    """Copies of the subscription's items with `subscription_details[items]` applied (nothing stored):
+    `id` with `deleted`, a new `price` or `quantity`; without `id`, a new item for the current period."""
+    items = [copy.deepcopy(i) for i in _items_of(ctx, sub)]
+    if not changes:
+        return items
+    if not isinstance(changes, list):
+        raise invalid("subscription_details[items]", "Invalid array")
+    for idx, spec in enumerate(changes):
+        name = f"subscription_details[items][{idx}]"
+        if not isinstance(spec, dict):
+            raise invalid(name, "Invalid object")
+        if spec.get("id"):
+            item = next((i for i in items if i["id"] == spec["id"]), None)
+            if item is None:
+                raise no_such_param("subscription_item", spec["id"], f"{name}[id]")
+            if as_bool(spec, "deleted", False):
+                items.remove(item)
+                continue
+            if spec.get("price") or spec.get("price_data") or spec.get("plan"):
+                item["price"] = _resolve_item_price(ctx, spec, name, None)["id"]
+            price = ctx.state.objects[item["price"]]
+            if _is_metered(price):
+                item.pop("quantity", None)
+            elif "quantity" in spec:
+                item["quantity"] = _item_quantity(spec, price, name)
+            continue
+        price = _resolve_item_price(ctx, spec, name, None)
+        if any(i["price"] == price["id"] for i in items):
+            raise invalid(name, f"Cannot add multiple subscription items with the same price: {price['id']}")
+        anchor = items[0] if items else None
+        start = anchor["current_period_start"] if anchor else ctx.now()
+        end = anchor["current_period_end"] if anchor else add_interval(start, price["recurring"]["interval"])
+        item = {
+            "id": new_id("si", 14),
+            "object": "subscription_item",
+            "current_period_end": end,
+            "current_period_start": start,
+            "metadata": apply_metadata({}, spec.get("metadata")),
+            "price": price["id"],
+            "subscription": sub["id"],
+        }
+        quantity = _item_quantity(spec, price, name)
+        if quantity is not None:
+            item["quantity"] = quantity
+        items.append(item)
+    if not items:
+        raise invalid("subscription_details[items]", "A subscription must have at least one active item.")
+    return items
+
+
+def _new_subscription_lines(ctx: Ctx, cus: dict, details: dict) -> tuple[list[dict], int, str]:
+    """The first invoice of a subscription made from `subscription_details[items]`: licensed items for
+    the first period, metered items at zero. Returns (lines, start, currency)."""
+    start = as_int(details, "start_date", ctx.now())
+    resolved = []
+    for idx, spec in enumerate(details["items"]):
+        name = f"subscription_details[items][{idx}]"
+        if not isinstance(spec, dict):
+            raise invalid(name, "Invalid object")
+        price = _resolve_item_price(ctx, spec, name, cus.get("currency"))
+        resolved.append((price, _item_quantity(spec, price, name), spec.get("metadata")))
+    currencies = {price["currency"] for price, _, _ in resolved}
+    if len(currencies) > 1:
+        raise invalid(
+            "subscription_details[items]", "All prices on a subscription must have the same currency."
+        )
+    first = resolved[0][0]["recurring"]
+    end = add_interval(start, first["interval"], first.get("interval_count") or 1)
+    virtual = {"id": None, "customer": cus["id"]}
+    lines = []
+    for price, quantity, metadata in resolved:
+        item = {"id": None, "metadata": apply_metadata({}, metadata)}
+        qty = quantity or 0
+        amount = to_minor(price_amount(ctx, price, Decimal(qty)))
+        lines.append(_subscription_line(ctx, virtual, item, price, qty, amount, start, end))
+    return lines, start, resolved[0][0]["currency"]
+
+
+def _preview_invoice_item_lines(ctx: Ctx, specs, currency: str | None) -> list[dict]:
+    """Lines for `invoice_items`: an existing pending item (`invoiceitem`, its fields overridden), or a
+    new one from `amount`, `price`, `price_data`, or `unit_amount[_decimal]` with `currency`."""
+    if not isinstance(specs, list):
+        raise invalid("invoice_items", "Invalid array")
+    lines = []
+    for idx, spec in enumerate(specs):
+        name = f"invoice_items[{idx}]"
+        if not isinstance(spec, dict):
+            raise invalid(name, "Invalid object")
+        quantity = as_int(spec, "quantity", 1, minimum=0)
+        price = None
+        if spec.get("invoiceitem"):
+            ii = ctx.state.get(spec["invoiceitem"], "invoiceitem")
+            if ii is None or ii.get("deleted"):
+                raise no_such_param("invoiceitem", spec["invoiceitem"], f"{name}[invoiceitem]")
+            ii = copy.deepcopy(ii)
+            if "quantity" in spec:
+                ii["quantity"] = quantity
+                ii["amount"] = to_minor(Decimal(ii["pricing"]["unit_amount_decimal"] or 0) * quantity)
+            if "amount" in spec:
+                ii["amount"] = as_int(spec, "amount")
+            if spec.get("description"):
+                ii["description"] = spec["description"]
+            lines.append(_invoice_item_line(ctx, ii))
+            continue
+        if spec.get("price"):
+            price = ctx.state.get(spec["price"], "price")
+            if price is None:
+                raise no_such_param("price", spec["price"], f"{name}[price]")
+            item_currency, amount = price["currency"], to_minor(price_amount(ctx, price, Decimal(quantity)))
+            unit = price["unit_amount_decimal"]
+        elif isinstance(spec.get("price_data"), dict):
+            data = spec["price_data"]
+            product = ctx.state.get(data.get("product"), "product")
+            if product is None:
+                raise no_such_param("product", str(data.get("product")), f"{name}[price_data][product]")
+            item_currency = check_currency(data.get("currency"), f"{name}[price_data][currency]")
+            unit_dec = as_decimal(
+                data.get("unit_amount_decimal", data.get("unit_amount", 0)), f"{name}[price_data]"
+            )
+            amount, unit = to_minor(unit_dec * quantity), format(unit_dec.normalize(), "f")
+        else:
+            if not spec.get("currency") and not currency:
+                raise missing(f"{name}[currency]")
+            item_currency = check_currency(spec.get("currency") or currency, f"{name}[currency]")
+            if spec.get("amount") not in (None, ""):
+                amount = as_int(spec, "amount")
+                unit = format((Decimal(amount) / (quantity or 1)).normalize(), "f")
+            elif spec.get("unit_amount_decimal") not in (None, "") or spec.get("unit_amount") not in (
+                None,
+                "",
+            ):
+                raw = spec.get("unit_amount_decimal", spec.get("unit_amount"))
+                unit_dec = as_decimal(raw, f"{name}[unit_amount_decimal]")
+                amount, unit = to_minor(unit_dec * quantity), format(unit_dec.normalize(), "f")
+            else:
+                raise missing(f"{name}[amount]")
+        if currency and item_currency != currency:
+            raise invalid(
+                f"{name}[currency]", "The currency of the invoice item must match the invoice's currency."
+            )
+        now = ctx.now()
+        period = spec.get("period") if isinstance(spec.get("period"), dict) else {}
+        product = ctx.state.objects.get(price["product"], {}) if price else {}
+        ii = {
+            "id": new_id("ii", 24),
+            "amount": amount,
+            "currency": item_currency,
+            "description": spec.get("description") or product.get("name"),
+            "discountable": as_bool(spec, "discountable", True),
+            "metadata": apply_metadata({}, spec.get("metadata")),
+            "parent": None,
+            "period": {"end": as_int(period, "end", now), "start": as_int(period, "start", now)},
+            "pricing": {
+                "price_details": {"price": price["id"], "product": price["product"]} if price else None,
+                "type": "price_details",
+                "unit_amount_decimal": unit,
+            },
+            "quantity": quantity,
+        }
+        lines.append(_invoice_item_line(ctx, ii))
+    return lines
+
+
+@route("POST", "/v1/invoices/create_preview", "_invoice_create_preview_params")
+def invoices_create_preview(ctx: Ctx):
+    """The invoice a subscription (or a subscription about to be made, or invoice items) would produce
+    next: `id` "upcoming_in_...", nothing stored. For a subscription, its current period ends with
+    metered usage so far priced by each item's price, licensed items for the next period, the customer's
+    pending invoice items, and the billing credits that would apply at finalization."""
+    p = ctx.params
+    details = p.get("subscription_details") if isinstance(p.get("subscription_details"), dict) else {}
+    if p.get("schedule"):
+        raise no_such_param("subscription_schedule", p["schedule"], "schedule")
+    if p.get("schedule_details"):
+        raise invalid(
+            "schedule_details", "Subscription schedules are not modelled by the local Stripe server."
+        )
+    sub = None
+    if p.get("subscription"):
+        sub = ctx.state.get(p["subscription"], "subscription")
+        if sub is None:
+            raise no_such_param("subscription", p["subscription"], "subscription")
+        if p.get("customer") and p["customer"] != sub["customer"]:
+            raise invalid("subscription", "The subscription does not belong to the customer given.")
+    customer_id = p.get("customer") or (sub["customer"] if sub else None)
+    if p.get("customer_account") and not customer_id:
+        raise no_such_param("account", p["customer_account"], "customer_account")
+    if not customer_id:
+        raise missing("customer")
+    cus = live_customer_param(ctx, customer_id)
+    if sub is None and not details.get("items") and not p.get("invoice_items"):
+        raise invalid(
+            "subscription",
+            "You must pass `subscription`, `subscription_details[items]`, `schedule`, `schedule_details"
+            "[phases]` or `invoice_items` with `customer` to preview an invoice.",
+        )
+    now = ctx.now()
+    lines: list[dict] = []
+    period = (now, now)
+    created = now
+    billing_reason = "manual"
+    currency = check_currency(p["currency"]) if p.get("currency") else None
+    collection, days_until_due = "charge_automatically", None
+    if sub is not None:
+        if sub["status"] in ("canceled", "incomplete_expired"):
+            raise _upcoming_none()
+        items = _preview_items(ctx, sub, details.get("items"))
+        final = as_bool(details, "cancel_at_period_end", sub["cancel_at_period_end"]) or as_bool(
+            details, "cancel_now", False
+        )
+        start = min(i["current_period_start"] for i in items)
+        end = max(i["current_period_end"] for i in items)
+        if as_bool(details, "cancel_now", False):
+            end = now
+        interval = ctx.state.meta[sub["id"]].get("interval") or ("month", 1)
+        lines = _cycle_lines(ctx, sub, items, end, add_interval(end, interval[0], interval[1]), final=final)
+        period, created, billing_reason = (start, end), end, "upcoming"
+        currency = sub["currency"]
+        collection, days_until_due = sub["collection_method"], sub["days_until_due"]
+    elif details.get("items"):
+        lines, start, currency = _new_subscription_lines(ctx, cus, details)
+        period, created, billing_reason = (start, start), start, "subscription_create"
+    currency = currency or cus.get("currency") or "usd"
+    for ii in ctx.state.all("invoiceitem"):
+        if ii.get("deleted") or ii["customer"] != cus["id"] or ii["invoice"] is not None:
+            continue
+        ii_sub = ((ii.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        if ii_sub not in (None, sub["id"] if sub else None) or ii["currency"] != currency:
+            continue
+        overridden = any(
+            isinstance(s, dict) and s.get("invoiceitem") == ii["id"] for s in p.get("invoice_items") or []
+        )
+        if not overridden:
+            lines.append(_invoice_item_line(ctx, ii))
+    if p.get("invoice_items"):
+        lines.extend(_preview_invoice_item_lines(ctx, p["invoice_items"], currency))
+    if not lines:
+        raise _upcoming_none()
+    inv = new_invoice(
+        ctx,
+        cus,
+        currency=currency,
+        subscription=sub,
+        billing_reason=billing_reason,
+        collection_method=collection,
+        days_until_due=days_until_due,
+        period=period,
+        store=False,
+    )
+    inv["id"] = new_id("upcoming_in", 24)
+    inv["created"] = created
+    if sub is not None and details.get("metadata") not in (None, ""):
+        inv["parent"]["subscription_details"]["metadata"] = apply_metadata(
+            sub["metadata"], details["metadata"], "subscription_details[metadata]"
+        )
+    for line in lines:
+        line["invoice"] = inv["id"]
+        inv["lines"]["data"].append(line)
+    res_credits.apply_credits(ctx, inv, record=False)
+    recalc(inv)
+    if collection == "charge_automatically" and inv["amount_due"] > 0:
+        inv["next_payment_attempt"] = created + 3600
+    return ctx.render(inv)

@@ -449,6 +449,180 @@ def test_credit_covering_the_whole_invoice_leaves_it_paid(client, stripe_server,
 # Invoice preview -----------------------------------------------------------------------------------
 
 
+def _line_summary(lines) -> list[tuple]:
+    return sorted(
+        (line["pricing"]["price_details"]["price"], line["quantity"], line["amount"]) for line in lines
+    )
+
+
+def test_preview_of_a_subscription_prices_the_usage_of_its_current_period(
+    client, stripe_server, catalog, customer
+):
+    stripe_server.create_payment_method(customer.id, default=True)
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": catalog["metered"].id}, {"price": catalog["base"].id, "quantity": 1}],
+        }
+    )
+    [metered_item] = [i for i in sub["items"].data if i.price.id == catalog["metered"].id]
+    start, end = metered_item.current_period_start, metered_item.current_period_end
+    other = client.v1.customers.create(params={"email": "other@tenant.example"})
+    _usage(client, customer.id, 120, start - 60, "before")  # before the period: not on this invoice
+    _usage(client, customer.id, 100, start, "u1")
+    _usage(client, customer.id, 200, start + 5, "u2")
+    _usage(client, other.id, 999, start + 5, "o1")
+
+    preview = client.v1.invoices.create_preview(params={"customer": customer.id, "subscription": sub.id})
+    assert preview.object == "invoice"
+    assert preview.id.startswith("upcoming_in_")
+    assert (preview.customer, preview.status, preview.billing_reason) == (customer.id, "draft", "upcoming")
+    assert preview.parent.subscription_details.subscription == sub.id
+    assert (preview.period_start, preview.period_end) == (start, end)
+    assert preview.lines.object == "list"
+    assert _line_summary(preview.lines.data) == sorted(
+        [(catalog["metered"].id, 300, 600), (catalog["base"].id, 1, 1000)]
+    )
+    metered_line = next(
+        li for li in preview.lines.data if li.pricing.price_details.price == catalog["metered"].id
+    )
+    assert (metered_line.period.start, metered_line.period.end) == (start, end)
+    assert metered_line.parent.subscription_item_details.subscription_item == metered_item.id
+    assert (preview.subtotal, preview.total, preview.amount_due) == (1600, 1600, 1600)
+    assert preview.total_pretax_credit_amounts == []
+    # A preview is not an invoice: not listed, not retrievable.
+    assert preview.id not in [i.id for i in client.v1.invoices.list(params={"customer": customer.id}).data]
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        client.v1.invoices.retrieve(preview.id)
+    assert gone.value.http_status == 404
+
+    # The renewal invoice is what the preview said.
+    invoice = stripe_server.advance_subscription(sub.id)
+    assert _line_summary(invoice["lines"]["data"]) == _line_summary(preview.lines.data)
+    assert invoice["total"] == preview.total
+
+
+def test_preview_with_tiers_and_subscription_changes(client, stripe_server, catalog, customer):
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": catalog["tiered"].id}]}
+    )
+    _usage(client, customer.id, 130, stripe_server.now(), "u1")
+    preview = client.v1.invoices.create_preview(params={"subscription": sub.id})  # the customer is the sub's
+    # 130 calls on the graduated price: 100 free, then 30 x 2.5 cents = 75 cents.
+    assert _line_summary(preview.lines.data) == [(catalog["tiered"].id, 130, 75)]
+    assert preview.amount_due == 75
+    item = sub["items"].data[0]
+    swapped = client.v1.invoices.create_preview(
+        params={
+            "customer": customer.id,
+            "subscription": sub.id,
+            "subscription_details": {"items": [{"id": item.id, "price": catalog["metered"].id}]},
+        }
+    )
+    assert _line_summary(swapped.lines.data) == [(catalog["metered"].id, 130, 260)]
+    # Ending at the period's end: no licensed line for a next period.
+    client.v1.subscription_items.create(
+        params={"subscription": sub.id, "price": catalog["base"].id, "quantity": 1}
+    )
+    ending = client.v1.invoices.create_preview(
+        params={"subscription": sub.id, "subscription_details": {"cancel_at_period_end": True}}
+    )
+    assert [li.pricing.price_details.price for li in ending.lines.data] == [catalog["tiered"].id]
+    # The subscription itself did not change.
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == catalog["tiered"].id
+
+
+def test_preview_applies_available_credit_without_using_it(client, stripe_server, catalog, customer):
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": catalog["metered"].id}]}
+    )
+    _grant(client, customer.id, 500)
+    _usage(client, customer.id, 400, stripe_server.now(), "u1")  # 800 cents
+    preview = client.v1.invoices.create_preview(params={"customer": customer.id, "subscription": sub.id})
+    [credit] = preview.total_pretax_credit_amounts
+    assert (credit.type, credit.amount, credit.credit_balance_transaction) == (
+        "credit_balance_transaction",
+        500,
+        None,
+    )
+    assert preview.lines.data[0].pretax_credit_amounts[0].amount == 500
+    assert (preview.subtotal, preview.total, preview.amount_due) == (800, 300, 300)
+    assert _balance(client, customer.id) == [("usd", 500, 500)]  # a preview uses nothing
+    invoice = stripe_server.advance_subscription(sub.id)
+    assert invoice["amount_due"] == preview.amount_due
+
+
+def test_preview_of_a_new_subscription_and_invoice_items(client, catalog, customer):
+    pending = client.v1.invoice_items.create(
+        params={"customer": customer.id, "amount": 4250, "currency": "usd", "description": "AWS overage"}
+    )
+    preview = client.v1.invoices.create_preview(
+        params={
+            "customer": customer.id,
+            "subscription_details": {
+                "items": [{"price": catalog["base"].id, "quantity": 2}, {"price": catalog["metered"].id}]
+            },
+            "invoice_items": [{"amount": 250, "currency": "usd", "description": "Setup"}],
+        }
+    )
+    assert preview.billing_reason == "subscription_create"
+    amounts = sorted((li.description, li.amount) for li in preview.lines.data)
+    assert amounts == sorted(
+        [("2 \u00d7 API", 2000), ("0 \u00d7 API", 0), ("AWS overage", 4250), ("Setup", 250)]
+    )
+    assert preview.amount_due == 6500
+    assert client.v1.invoice_items.retrieve(pending.id).invoice is None  # still pending
+    only_items = client.v1.invoices.create_preview(
+        params={"customer": customer.id, "invoice_items": [{"invoiceitem": pending.id, "amount": 4000}]}
+    )
+    assert [li.amount for li in only_items.lines.data] == [4000]
+
+
+def test_preview_errors(client, stripe_server, catalog, customer):
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": catalog["metered"].id}]}
+    )
+    with pytest.raises(stripe.InvalidRequestError) as customer_only:
+        client.v1.invoices.create_preview(params={"customer": customer.id})
+    assert (customer_only.value.http_status, customer_only.value.param) == (400, "subscription")
+    with pytest.raises(stripe.InvalidRequestError) as nothing:
+        client.v1.invoices.create_preview()
+    assert (nothing.value.code, nothing.value.param) == ("parameter_missing", "customer")
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.invoices.create_preview(params={"customer": customer.id, "subscription": "sub_nope"})
+    assert (unknown.value.code, unknown.value.param) == ("resource_missing", "subscription")
+    with pytest.raises(stripe.InvalidRequestError) as nobody:
+        client.v1.invoices.create_preview(
+            params={"customer": "cus_nope", "invoice_items": [{"amount": 1, "currency": "usd"}]}
+        )
+    assert (nobody.value.code, nobody.value.param) == ("resource_missing", "customer")
+    other = client.v1.customers.create(params={"email": "other@tenant.example"})
+    with pytest.raises(stripe.InvalidRequestError) as foreign:
+        client.v1.invoices.create_preview(params={"customer": other.id, "subscription": sub.id})
+    assert foreign.value.param == "subscription"
+    with pytest.raises(stripe.InvalidRequestError) as bad_item:
+        client.v1.invoices.create_preview(
+            params={
+                "subscription": sub.id,
+                "subscription_details": {"items": [{"id": "si_nope", "deleted": True}]},
+            }
+        )
+    assert bad_item.value.param == "subscription_details[items][0][id]"
+    client.v1.subscriptions.cancel(sub.id)
+    with pytest.raises(stripe.InvalidRequestError) as canceled:
+        client.v1.invoices.create_preview(params={"customer": customer.id, "subscription": sub.id})
+    assert (canceled.value.http_status, canceled.value.code) == (404, "invoice_upcoming_none")
+    assert [r.status for r in stripe_server.requests_to("/v1/invoices/create_preview")] == [
+        400,
+        400,
+        400,
+        400,
+        400,
+        400,
+        404,
+    ]
+
+
 # Checkout promotion codes --------------------------------------------------------------------------
 
 
