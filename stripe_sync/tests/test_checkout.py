@@ -193,3 +193,15 @@ def test_a_deeply_nested_checkout_body_is_a_400_not_a_server_error(local_stripe,
         assert response.json()["error"]["code"] == "parse_error"
         assert "nested too deeply" in response.json()["error"]["message"]
     assert local_stripe.objects("customer") == []
+
+
+@pytest.mark.parametrize(("enabled", "sent"), [(True, "true"), (False, None)])
+def test_promotion_codes_are_allowed_when_the_setting_says_so(
+    settings, local_stripe, tenant_client, priced, enabled, sent
+):
+    settings.CHECKOUT_PROMOTION_CODES = enabled
+    response = tenant_client.post(URL, BODY, format="json")
+    assert response.status_code == 201, response.content
+    [created] = local_stripe.requests_to("/v1/checkout/sessions", "POST")
+    assert created.params.get("allow_promotion_codes") == sent
+    assert local_stripe.get(response.json()["id"]).get("allow_promotion_codes") is (True if enabled else None)
