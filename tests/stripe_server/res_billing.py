@@ -1909,8 +1909,23 @@ def _cycle_lines(
     return lines
 
 
+def _pending_items(ctx: Ctx, customer_id: str, sub: dict | None, currency: str) -> list[dict]:
+    """The customer's pending invoice items that the subscription's next invoice takes (those of no
+    subscription or of this one, in its currency), oldest first."""
+    out = []
+    for ii in ctx.state.all("invoiceitem"):
+        if ii.get("deleted") or ii["customer"] != customer_id or ii["invoice"] is not None:
+            continue
+        ii_sub = ((ii.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+        if ii_sub not in (None, sub["id"] if sub else None) or ii["currency"] != currency:
+            continue
+        out.append(ii)
+    return out
+
+
 def _bill_period(ctx: Ctx, sub: dict, *, final: bool = False) -> dict | None:
-    """Invoice the current period: metered usage for it, licensed items for the next one."""
+    """Invoice the current period: metered usage for it, licensed items for the next one, and the
+    customer's pending invoice items."""
     cus = ctx.state.objects.get(sub["customer"])
     if cus is None or cus.get("deleted"):
         cus = {"id": sub["customer"], "invoice_settings": {}}
@@ -1936,6 +1951,8 @@ def _bill_period(ctx: Ctx, sub: dict, *, final: bool = False) -> dict | None:
     )
     for line in _cycle_lines(ctx, sub, items, end, next_end, final=final):
         add_line(ctx, inv, line)
+    for ii in _pending_items(ctx, sub["customer"], sub, sub["currency"]):
+        _attach_invoice_item(ctx, inv, ii)
     for item in items:
         if not final:
             item["current_period_start"] = end
@@ -2237,12 +2254,7 @@ def invoices_create_preview(ctx: Ctx):
         lines, start, currency = _new_subscription_lines(ctx, cus, details)
         period, created, billing_reason = (start, start), start, "subscription_create"
     currency = currency or cus.get("currency") or "usd"
-    for ii in ctx.state.all("invoiceitem"):
-        if ii.get("deleted") or ii["customer"] != cus["id"] or ii["invoice"] is not None:
-            continue
-        ii_sub = ((ii.get("parent") or {}).get("subscription_details") or {}).get("subscription")
-        if ii_sub not in (None, sub["id"] if sub else None) or ii["currency"] != currency:
-            continue
+    for ii in _pending_items(ctx, cus["id"], sub, currency):
         overridden = any(
             isinstance(s, dict) and s.get("invoiceitem") == ii["id"] for s in p.get("invoice_items") or []
         )

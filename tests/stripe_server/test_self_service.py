@@ -450,6 +450,7 @@ def test_credit_covering_the_whole_invoice_leaves_it_paid(client, stripe_server,
 
 
 def _line_summary(lines) -> list[tuple]:
+    """(price, quantity, amount) of each subscription line."""
     return sorted(
         (line["pricing"]["price_details"]["price"], line["quantity"], line["amount"]) for line in lines
     )
@@ -472,6 +473,9 @@ def test_preview_of_a_subscription_prices_the_usage_of_its_current_period(
     _usage(client, customer.id, 100, start, "u1")
     _usage(client, customer.id, 200, start + 5, "u2")
     _usage(client, other.id, 999, start + 5, "o1")
+    pending = client.v1.invoice_items.create(
+        params={"customer": customer.id, "amount": 4250, "currency": "usd", "description": "AWS overage"}
+    )
 
     preview = client.v1.invoices.create_preview(params={"customer": customer.id, "subscription": sub.id})
     assert preview.object == "invoice"
@@ -480,15 +484,15 @@ def test_preview_of_a_subscription_prices_the_usage_of_its_current_period(
     assert preview.parent.subscription_details.subscription == sub.id
     assert (preview.period_start, preview.period_end) == (start, end)
     assert preview.lines.object == "list"
-    assert _line_summary(preview.lines.data) == sorted(
-        [(catalog["metered"].id, 300, 600), (catalog["base"].id, 1, 1000)]
+    assert sorted((li.description, li.quantity, li.amount) for li in preview.lines.data) == sorted(
+        [("300 \u00d7 API", 300, 600), ("1 \u00d7 API", 1, 1000), ("AWS overage", 1, 4250)]
     )
     metered_line = next(
         li for li in preview.lines.data if li.pricing.price_details.price == catalog["metered"].id
     )
     assert (metered_line.period.start, metered_line.period.end) == (start, end)
     assert metered_line.parent.subscription_item_details.subscription_item == metered_item.id
-    assert (preview.subtotal, preview.total, preview.amount_due) == (1600, 1600, 1600)
+    assert (preview.subtotal, preview.total, preview.amount_due) == (5850, 5850, 5850)
     assert preview.total_pretax_credit_amounts == []
     # A preview is not an invoice: not listed, not retrievable.
     assert preview.id not in [i.id for i in client.v1.invoices.list(params={"customer": customer.id}).data]
@@ -496,10 +500,13 @@ def test_preview_of_a_subscription_prices_the_usage_of_its_current_period(
         client.v1.invoices.retrieve(preview.id)
     assert gone.value.http_status == 404
 
-    # The renewal invoice is what the preview said.
+    # The renewal invoice is what the preview said, the pending item included.
     invoice = stripe_server.advance_subscription(sub.id)
-    assert _line_summary(invoice["lines"]["data"]) == _line_summary(preview.lines.data)
+    assert sorted((li["description"], li["amount"]) for li in invoice["lines"]["data"]) == sorted(
+        (li.description, li.amount) for li in preview.lines.data
+    )
     assert invoice["total"] == preview.total
+    assert client.v1.invoice_items.retrieve(pending.id).invoice == invoice["id"]
 
 
 def test_preview_with_tiers_and_subscription_changes(client, stripe_server, catalog, customer):
