@@ -21,7 +21,7 @@ Rules, from Stripe's API reference and "Billing credits" / "Set up billing credi
 from __future__ import annotations
 
 from .errors import invalid, missing, no_such, no_such_param
-from .res_core import check_currency, get_or_404, live_customer_param
+from .res_core import check_currency, emit_changes, get_or_404, live_customer_param
 from .routing import Ctx, route
 from .state import apply_metadata, as_int, new_id
 
@@ -376,9 +376,10 @@ def credit_grants_update(ctx: Ctx):
             grant["expires_at"] = expires_at
     if "metadata" in p:
         grant["metadata"] = apply_metadata(grant["metadata"], p["metadata"])
-    grant["updated"] = ctx.now()
+    if any(grant[k] != before[k] for k in ("expires_at", "metadata")):
+        grant["updated"] = ctx.now()
     ctx.state.put(grant)
-    ctx.emit("billing.credit_grant.updated", grant, {k: before[k] for k in ("expires_at", "metadata")})
+    emit_changes(ctx, grant, before, "billing.credit_grant.updated")
     return ctx.render(grant)
 
 

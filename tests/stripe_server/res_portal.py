@@ -227,6 +227,7 @@ def sessions_create(ctx: Ctx):
     }
     ctx.state.put(session)
     ctx.state.meta["portal_tokens"][token] = session["id"]
+    ctx.emit("billing_portal.session.created", session)
     return ctx.render(session)
 
 

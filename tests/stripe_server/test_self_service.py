@@ -117,6 +117,10 @@ def test_portal_session_for_a_customer(client, stripe_server, customer):
     )
     assert again.configuration == config.id
     assert again.url != session.url
+    assert [e["data"]["object"]["id"] for e in stripe_server.events("billing_portal.session.created")] == [
+        session.id,
+        again.id,
+    ]
     with urllib.request.urlopen(session.url) as page:  # noqa: S310 - the local server
         assert page.headers["Content-Type"].startswith("text/html")
         text = page.read().decode()
@@ -297,6 +301,26 @@ def test_credit_grant_errors(client, customer, params, param, code):
     if code:
         assert refused.value.code == code
     assert client.v1.billing.credit_grants.list().data == []
+
+
+def test_a_retried_grant_with_the_same_idempotency_key_grants_once(client, stripe_server, customer):
+    stripe_server.fail_next(1, status=500, path="/v1/billing/credit_grants", method="POST", when="after")
+    body = {
+        "customer": customer.id,
+        "amount": {"type": "monetary", "monetary": {"currency": "usd", "value": 2500}},
+        "applicability_config": METERED_SCOPE,
+        "name": "Operator grant 41",
+    }
+    with pytest.raises(stripe.APIError):
+        client.v1.billing.credit_grants.create(params=body, options={"idempotency_key": "credit-grant-41"})
+    retried = client.v1.billing.credit_grants.create(
+        params=body, options={"idempotency_key": "credit-grant-41"}
+    )
+    assert stripe_server.requests_to("/v1/billing/credit_grants", method="POST")[-1].replayed is True
+    assert [g.id for g in client.v1.billing.credit_grants.list(params={"customer": customer.id}).data] == [
+        retried.id
+    ]
+    assert _balance(client, customer.id) == [("usd", 2500, 2500)]
 
 
 def test_credit_grant_for_listed_prices_must_name_metered_prices(client, catalog, customer):
