@@ -66,7 +66,8 @@ def test_the_preview_comes_from_stripe_for_the_live_subscription(
     assert line["meter"] == "api_calls"
     assert line["price"] == StripeMeter.objects.get(meter__code="api_calls").stripe_price_id
     assert (line["quantity"], line["amount"]) == ("2400", 1200)
-    assert body["period_start"].endswith("Z") and body["period_end"] > body["period_start"]
+    assert body["period_start"].endswith("Z")
+    assert body["period_end"] > body["period_start"]
 
 
 def test_credit_granted_shows_as_applied(local_stripe, tenant, tenant_client, subscribed):
