@@ -35,6 +35,7 @@ from core.parsing import (
 from metering.ingest import (
     MAX_BATCH,
     EventsInvalid,
+    UsageLimitExceeded,
     ValidEvent,
     usage_events_record,
     usage_events_validate,
@@ -377,7 +378,13 @@ class _Importer:
 
     def store(self, *, tenant: Tenant, valid: list[ValidEvent], now: datetime) -> None:
         if not self.dry_run:
-            outcome = usage_events_record(tenant=tenant, events=valid, now=now)
+            try:
+                outcome = usage_events_record(tenant=tenant, events=valid, now=now)
+            except UsageLimitExceeded as exceeded:
+                # The batch is refused whole: its lines count as bad, reported once.
+                self.result.bad_lines += len(valid)
+                self.on_bad_line(f"{len(valid)} request(s) of tenant {tenant.slug} refused: {exceeded}")
+                return
             self.result.accepted += outcome.accepted
             self.result.duplicates += outcome.duplicates
             return

@@ -8,7 +8,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Max
+from django.db.models import Max, OuterRef, Subquery
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -21,6 +21,7 @@ from core.aws import AwsError
 from core.money import format_quantity
 from core.parsing import ParseError, parse_date
 from core.permissions import can_see_revenue
+from metering.allowances import allowance_resolve, plan_allowances_changed
 from metering.charts import meter_usage_chart
 from metering.eventbus import UsageQueueError, usage_queue_consume_configured
 from metering.models import (
@@ -31,6 +32,7 @@ from metering.models import (
     Meter,
     MeterFilter,
     PendingHour,
+    PlanMeterAllowance,
     Price,
     UsageEvent,
     UsageQueue,
@@ -196,6 +198,17 @@ class PriceInline(PlainDecimalsMixin, admin.StackedInline):
     extra = 0
 
 
+class PlanMeterAllowanceInline(PlainDecimalsMixin, admin.TabularInline):
+    """Per plan: units included per billing period (UTC month), an optional hard limit and what
+    happens at it. Refuse is for count and sum meters only (the model's clean says why)."""
+
+    model = PlanMeterAllowance
+    fields = ["plan", "included", "hard_limit", "at_limit"]
+    extra = 0
+    verbose_name = "plan allowance"
+    verbose_name_plural = "plan allowances (per billing period; without one: the free plan's allowance)"
+
+
 class MeterForm(forms.ModelForm):
     class Meta:
         model = Meter
@@ -243,7 +256,7 @@ class MeterAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     readonly_fields = ["created_at", "updated_at"]
-    inlines = [MeterFilterInline, PriceInline]
+    inlines = [MeterFilterInline, PriceInline, PlanMeterAllowanceInline]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("filters")
@@ -258,6 +271,8 @@ class MeterAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
+        if any(formset.model is PlanMeterAllowance and formset.has_changed() for formset in formsets):
+            plan_allowances_changed()
         filters_changed = any(formset.model is MeterFilter and formset.has_changed() for formset in formsets)
         if change and filters_changed:
             # Hours with raw events still in Stripe's window are aggregated again under the new
@@ -285,6 +300,31 @@ class MeterAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+
+@admin.register(PlanMeterAllowance)
+class PlanMeterAllowanceAdmin(PlainDecimalsMixin, admin.ModelAdmin):
+    """What each plan includes of each meter per billing period (the UTC calendar month), its hard
+    limit and what happens at it; docs/api.md ("Allowances, limits and entitlements")."""
+
+    list_display = ["plan", "meter", "included", "hard_limit", "at_limit", "updated_at"]
+    list_filter = ["plan", "at_limit", "meter"]
+    search_fields = ["meter__code"]
+    list_select_related = ["meter"]
+    fields = ["plan", "meter", "included", "hard_limit", "at_limit", "created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        plan_allowances_changed()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        plan_allowances_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        plan_allowances_changed()
 
 
 @admin.register(Price)
@@ -619,11 +659,25 @@ class UsageThresholdAdmin(PlainDecimalsMixin, admin.ModelAdmin):
 
     @admin.display(description="units (this month)")
     def units_now(self, obj):
-        units = obj.units(obj.tenant.monthly_free_allowance)
-        return "- (no free allowance)" if units is None else format_quantity(units)
+        # The plan's row for the meter, as the list's query read it (_plan_included), resolved as
+        # everywhere else (metering.allowances).
+        key = (obj.tenant.plan, obj.meter_id)
+        rows = {}
+        if obj._plan_included is not None:
+            rows[key] = PlanMeterAllowance(plan=key[0], meter_id=key[1], included=obj._plan_included)
+        units = obj.units(allowance_resolve(tenant=obj.tenant, meter_id=obj.meter_id, rows=rows).included)
+        return "- (no allowance)" if units is None else format_quantity(units)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_last_crossed=Max("crossings__period_start"))
+        plan_row = PlanMeterAllowance.objects.filter(plan=OuterRef("tenant__plan"), meter=OuterRef("meter"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _last_crossed=Max("crossings__period_start"),
+                _plan_included=Subquery(plan_row.values("included")[:1]),
+            )
+        )
 
     @admin.display(description="last crossed", ordering="_last_crossed")
     def last_crossed(self, obj):

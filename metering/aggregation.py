@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import CharField, Count, Max, Q, QuerySet, Sum
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, TruncHour
+from django.db.models import Max, Q, QuerySet
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from core.models import error_line
+from metering.hourly import HOUR, contiguous_ranges, hourly_values, meter_events
 from metering.ingest import BACKFILL_WINDOW, REPORTABLE_WINDOW
 from metering.models import (
     AggregationRun,
@@ -37,7 +37,6 @@ from metering.models import (
 from metering.thresholds import usage_thresholds_check
 
 logger = logging.getLogger(__name__)
-HOUR = timedelta(hours=1)
 DEFAULT_BATCH = 500
 # Raw events are kept this long (the daily prune job's default), longer than Stripe's 35-day window.
 RAW_EVENT_RETENTION = timedelta(days=45)
@@ -49,63 +48,6 @@ class AggregationResult:
     hours_changed: int
     # (tenant id, meter id, hour) of the aggregates that changed: their months' thresholds are checked.
     changed: frozenset = frozenset()
-
-
-def _property_text(name: str):
-    # Compared as text so that 200 and "200" match alike on PostgreSQL and SQLite.
-    return Cast(KeyTextTransform(name, "properties"), CharField())
-
-
-def meter_events(meter: Meter, filters: list | None = None) -> QuerySet:
-    """The events that count for a meter (its property filters applied)."""
-    events = UsageEvent.objects.filter(meter=meter)
-    for index, meter_filter in enumerate(meter.filters.all() if filters is None else filters):
-        alias = f"_filter_{index}"
-        events = events.alias(**{alias: _property_text(meter_filter.property)}).filter(
-            **{f"{alias}__in": meter_filter.text_values()}
-        )
-    return events
-
-
-def _hourly_values(meter: Meter, events: QuerySet) -> dict[tuple[int, datetime], tuple[Decimal, int]]:
-    """{(tenant_id, hour): (value, event_count)} for the events given, one GROUP BY query."""
-    value_expr = {
-        Meter.Aggregation.COUNT: Count("id"),
-        Meter.Aggregation.SUM: Sum("quantity"),
-        Meter.Aggregation.MAX: Max("quantity"),
-        Meter.Aggregation.LATEST: Count("id"),  # replaced by the last quantity below
-        Meter.Aggregation.UNIQUE_COUNT: Count(_property_text(meter.unique_property), distinct=True)
-        if meter.unique_property
-        else Count("id"),
-    }[meter.aggregation]
-    rows = (
-        events.annotate(bucket=TruncHour("timestamp"))
-        .values("tenant_id", "bucket")
-        .annotate(value=value_expr, events=Count("id"))
-        .order_by()
-    )
-    result = {(r["tenant_id"], r["bucket"]): (Decimal(r["value"] or 0), r["events"]) for r in rows}
-    if meter.aggregation == Meter.Aggregation.LATEST:
-        for (tenant_id, hour), (_, count) in result.items():
-            last = (
-                events.filter(tenant_id=tenant_id, timestamp__gte=hour, timestamp__lt=hour + HOUR)
-                .order_by("-timestamp", "-id")
-                .values_list("quantity", flat=True)
-                .first()
-            )
-            result[(tenant_id, hour)] = (last, count)
-    return result
-
-
-def _contiguous(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
-    """Sorted hours as [start, end) ranges, so each range is one index range scan."""
-    ranges: list[tuple[datetime, datetime]] = []
-    for hour in hours:
-        if ranges and ranges[-1][1] == hour:
-            ranges[-1] = (ranges[-1][0], hour + HOUR)
-        else:
-            ranges.append((hour, hour + HOUR))
-    return ranges
 
 
 def _write(
@@ -204,10 +146,10 @@ def usage_aggregate_batch(*, batch_size: int = DEFAULT_BATCH) -> AggregationResu
         for meter_id, pairs in by_meter.items():
             meter = meters[meter_id]
             ranges = Q()
-            for start, end in _contiguous(sorted({hour for _, hour in pairs})):
+            for start, end in contiguous_ranges(sorted({hour for _, hour in pairs})):
                 ranges |= Q(timestamp__gte=start, timestamp__lt=end)
             events = meter_events(meter).filter(tenant_id__in={t for t, _ in pairs}).filter(ranges)
-            values = _hourly_values(meter, events)
+            values = hourly_values(meter, events)
             for tenant_id, hour in pairs:
                 computed[(tenant_id, meter_id, hour)] = values.get((tenant_id, hour), (Decimal(0), 0))
         changed = _write(computed, timezone.now())

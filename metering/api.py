@@ -23,6 +23,7 @@ from metering.ingest import (
     MAX_EVENT_ID_LENGTH,
     EventsForbidden,
     EventsInvalid,
+    UsageLimitExceeded,
     usage_events_record,
     usage_events_validate,
 )
@@ -90,6 +91,14 @@ def _forbidden_response(indexes: list) -> Response:
         error_body(
             "permission_denied", f"A tenant key acts only for its own tenant{named}; nothing was stored."
         ),
+        status=status.HTTP_403_FORBIDDEN,
+    )
+
+
+def limit_exceeded_response(exceeded: UsageLimitExceeded) -> Response:
+    """403: the plan refuses events beyond the meter's hard limit this period; nothing was stored."""
+    return Response(
+        error_body("usage_limit_exceeded", str(exceeded), {"meter": [str(exceeded)]}),
         status=status.HTTP_403_FORBIDDEN,
     )
 
@@ -171,7 +180,8 @@ EVENTS_REQUEST_SCHEMA = {
     "an event id already seen for this tenant counts as a duplicate and changes nothing. "
     "Answers 202 once the events are committed. With a platform key (scope events:write) every "
     "event names its tenant in `tenant` (a batch may mix tenants); an unknown or suspended tenant "
-    "is a 400 naming the event.",
+    "is a 400 naming the event. A batch that would take a tenant past a hard limit its plan refuses "
+    "beyond (GET /api/v1/entitlements/{meter}) is refused whole with 403 `usage_limit_exceeded`.",
     request={"application/json": EVENTS_REQUEST_SCHEMA},
     responses={
         202: inline_serializer(
@@ -213,7 +223,10 @@ def events_ingest(request):
         return _forbidden_response(forbidden.indexes)
     except EventsInvalid as invalid:
         return _invalid_response(invalid.errors)
-    result = usage_events_record(events=events, now=now)
+    try:
+        result = usage_events_record(events=events, now=now)
+    except UsageLimitExceeded as exceeded:
+        return limit_exceeded_response(exceeded)
     return Response(
         {"accepted": result.accepted, "duplicates": result.duplicates}, status=status.HTTP_202_ACCEPTED
     )

@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from core.api_scopes import EVENTS_WRITE, tenant_or_platform_scope
 from core.metrics import INGEST_EVENTS, INGEST_REJECTED
+from core.money import plain_decimal
 from metering.api import EventsJSONParser, events_validate_for
 from metering.ingest import (
     MAX_BATCH,
@@ -37,6 +38,7 @@ from metering.ingest import (
     EventsAlreadyStored,
     EventsForbidden,
     EventsInvalid,
+    UsageLimitExceeded,
     ValidEvent,
     usage_events_record,
     usage_events_stored_indexes,
@@ -284,6 +286,9 @@ class _LagoView(_CompatView):
                 result = usage_events_record(events=events, now=now, all_new=True)
             except EventsAlreadyStored as stored:
                 errors = {index: {"transaction_id": ["value_already_exist"]} for index in stored.indexes}
+            except UsageLimitExceeded as exceeded:
+                INGEST_REJECTED.labels("usage_limit").inc()
+                return self.error(403, str(exceeded), error_code="usage_limit_exceeded")
         if errors:
             if not batch:
                 return self.invalid(errors[0])
@@ -373,8 +378,9 @@ def _lago_errors(*codes: int) -> dict:
     descriptions = {
         400: "The body is not JSON, or lacks `event` / `events`.",
         401: "No API key, or a wrong, expired or revoked one.",
-        403: "A suspended tenant's key, a platform key without events:write, or a tenant key naming "
-        "another tenant.",
+        403: "A suspended tenant's key, a platform key without events:write, a tenant key naming "
+        "another tenant, or events past a hard limit the tenant's plan refuses beyond (`code` "
+        "usage_limit_exceeded; nothing was stored).",
         413: "The body is larger than 1 MiB.",
         415: "The body is not application/json.",
         422: "Validation errors (`error_details`); nothing was stored.",
@@ -606,8 +612,9 @@ class OpenMeterEvents(_CompatView):
                     400: "Invalid events (`extensions.errors`) or a body that is not JSON; nothing "
                     "was stored.",
                     401: "No API key, or a wrong, expired or revoked one.",
-                    403: "A suspended tenant's key, a platform key without events:write, or a tenant "
-                    "key naming another tenant.",
+                    403: "A suspended tenant's key, a platform key without events:write, a tenant "
+                    "key naming another tenant, or events past a hard limit the tenant's plan refuses "
+                    "beyond (`extensions.code` usage_limit_exceeded; nothing was stored).",
                     413: "The body is larger than 1 MiB.",
                     415: "Not one of the three content types.",
                     429: "Too many requests for this key; see Retry-After.",
@@ -654,7 +661,19 @@ class OpenMeterEvents(_CompatView):
             errors[index] = _merge(errors.get(index, {}), problems)
         if errors:
             return self._invalid(errors, batch=batch)
-        result = usage_events_record(events=events, now=now)
+        try:
+            result = usage_events_record(events=events, now=now)
+        except UsageLimitExceeded as exceeded:
+            INGEST_REJECTED.labels("usage_limit").inc()
+            return self.error(
+                403,
+                str(exceeded),
+                code="usage_limit_exceeded",
+                meter=exceeded.meter,
+                limit=plain_decimal(exceeded.limit),
+                usage=plain_decimal(exceeded.usage),
+                periodEnd=exceeded.period_end,
+            )
         _count(result.accepted, result.duplicates)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -1,6 +1,7 @@
 """A tenant's month so far, priced: usage, free allowance, billable quantity and charge per meter.
 
-`tenant_month_estimate` details one tenant (every meter, the free allowance applied); `revenue_estimates`
+`tenant_month_estimate` details one tenant (every meter, its allowance applied: the plan's per-meter
+allowance, else the free plan's monthly free allowance; metering.allowances); `revenue_estimates`
 is the same arithmetic for many tenants at once (the dashboard, the daily report, costwatch's margin).
 """
 
@@ -10,11 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, localcontext
 
-from django.db.models import Sum
+from django.db.models import OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from core.money import Money, format_quantity
-from metering.models import HourlyAggregate, Meter, Price
+from metering.allowances import allowance_resolve, plan_allowance_rows
+from metering.models import HourlyAggregate, Meter, PlanMeterAllowance, Price
 from metering.pricing import Charge, billable_quantity, price_charge_for
 from tenants.models import Tenant
 
@@ -23,7 +25,7 @@ from tenants.models import Tenant
 class MeterEstimate:
     meter: Meter
     usage: Decimal  # sum of the month's hourly values
-    free_allowance_applied: Decimal  # how much of the usage the free allowance covered
+    free_allowance_applied: Decimal  # how much of the usage the (resolved per-meter) allowance covered
     billable: Decimal  # usage - free_allowance_applied
     charge: Charge | None  # None: the meter has no price on the tenant's plan
     currency: str | None  # the price's currency; None without a price
@@ -41,8 +43,9 @@ def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
 def tenant_month_estimate(*, tenant: Tenant, month: date | None = None) -> list[MeterEstimate]:
     """Estimate every meter's charge for `tenant` in the UTC calendar month containing `month`.
 
-    Defaults to the current UTC month. Three queries whatever the number of meters: the meters,
-    one grouped SUM over the month's hourly aggregates, and the prices of the tenant's plan.
+    Defaults to the current UTC month. Three queries whatever the number of meters: the meters (with
+    their allowance row on the tenant's plan), one grouped SUM over the month's hourly aggregates,
+    and the prices of the tenant's plan.
     """
     month = month or timezone.now().date()
     start, end = month_bounds(datetime(month.year, month.month, 1, tzinfo=UTC))
@@ -56,11 +59,20 @@ def tenant_month_estimate(*, tenant: Tenant, month: date | None = None) -> list[
         .values_list("meter", "total")
     )
     prices = {price.meter_id: price for price in Price.objects.filter(plan=tenant.plan)}
+    # The plan's allowance row of each meter read with the meters (no query of its own).
+    plan_row = PlanMeterAllowance.objects.filter(plan=tenant.plan, meter=OuterRef("pk"))
+    meters = Meter.objects.annotate(_plan_included=Subquery(plan_row.values("included")[:1]))
 
     estimates = []
-    for meter in Meter.objects.all():
+    for meter in meters:
         usage = usage_by_meter.get(meter.pk) or Decimal(0)
-        billable = billable_quantity(tenant=tenant, usage=usage)
+        rows = {}
+        if meter._plan_included is not None:
+            rows[(tenant.plan, meter.pk)] = PlanMeterAllowance(
+                plan=tenant.plan, meter_id=meter.pk, included=meter._plan_included
+            )
+        included = allowance_resolve(tenant=tenant, meter_id=meter.pk, rows=rows).included
+        billable = billable_quantity(usage=usage, included=included)
         # Usage has up to 38 digits: more than the default 28-digit context subtracts exactly.
         with localcontext(prec=100):
             allowance_applied = usage - billable
@@ -159,7 +171,7 @@ def revenue_estimates(
     tenants: list[Tenant] | None = None,
     prices: Iterable[Price] | None = None,
 ) -> list[RevenueEstimate]:
-    """The pricing preview of the usage of [start, end) for many tenants at once, in three queries.
+    """The pricing preview of the usage of [start, end) for many tenants at once, in four queries.
 
     The same arithmetic as `tenant_month_estimate` (sum of the window's hourly values per meter, the
     free allowance, the price of the tenant's plan, one rounding per meter), done for all tenants at
@@ -187,13 +199,15 @@ def revenue_estimates(
         return []
     if tenants is None:
         tenants = Tenant.objects.only("id", "name", "slug", "plan", "monthly_free_allowance")
+    rows = plan_allowance_rows()
     estimates = []
     # Every priced meter counts, used or not: a first tier's flat amount is due at zero usage.
     for tenant in tenants:
         by_currency: dict[str, dict[int, int]] = defaultdict(dict)
         for price in prices_by_plan.get(tenant.plan, []):
             used = usage[tenant.pk].get(price.meter_id) or Decimal(0)
-            charge = price_charge_for(price=price, quantity=billable_quantity(tenant=tenant, usage=used))
+            included = allowance_resolve(tenant=tenant, meter_id=price.meter_id, rows=rows).included
+            charge = price_charge_for(price=price, quantity=billable_quantity(usage=used, included=included))
             by_currency[price.currency.upper()][price.meter_id] = charge.amount_minor
         estimates.extend(
             RevenueEstimate(tenant=tenant, currency=currency, by_meter=by_meter)

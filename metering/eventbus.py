@@ -44,7 +44,7 @@ from django.utils.text import slugify
 from core.aws import AwsError, aws_call, aws_client, error_code
 from core.json_input import json_loads_exact, text_problem
 from core.validation import one_line
-from metering.ingest import EventsInvalid, usage_events_record, usage_events_validate
+from metering.ingest import EventsInvalid, UsageLimitExceeded, usage_events_record, usage_events_validate
 from metering.models import Meter, UsageQueue
 from tenants.models import Tenant
 from tenants.selectors import tenant_by_api_ref
@@ -252,7 +252,11 @@ def _billing_apply(event: BusEvent, meter: Meter, now: datetime) -> bool:
         valid = usage_events_validate(payload=payload, now=now, tenant=tenant)
     except EventsInvalid as invalid:
         raise BusEventRefused(_invalid(invalid)) from None
-    return usage_events_record(tenant=tenant, events=valid, now=now).accepted == 1
+    try:
+        return usage_events_record(tenant=tenant, events=valid, now=now).accepted == 1
+    except UsageLimitExceeded as exceeded:
+        # Left in the queue like any refusal: the redrive policy moves it aside, an operator decides.
+        raise BusEventRefused(f"usage limit: {exceeded}") from None
 
 
 def _free_slug(ref: str) -> str:

@@ -4,18 +4,30 @@ Validation is plain Python rather than DRF serializers: it runs for every event 
 and a serializer per event costs more than the database insert it guards.
 """
 
+import hashlib
 import json
 import time
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import Context, Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, localcontext
 
 from django.db import OperationalError, connection, transaction
 from django.db.models import Q, Sum
 
 from core.json_input import json_problem, printable, text_problem
 from core.parsing import ParseError, parse_datetime, parse_decimal
-from metering.models import QUANTITY_DECIMAL_PLACES, Meter, PendingHour, UsageEvent
+from metering.estimates import month_bounds
+from metering.hourly import hourly_values, meter_events
+from metering.models import (
+    QUANTITY_DECIMAL_PLACES,
+    REFUSABLE_AGGREGATIONS,
+    Meter,
+    PendingHour,
+    PlanMeterAllowance,
+    UsageEvent,
+)
+from metering.usage import usage_totals
 from tenants.models import Tenant
 from tenants.selectors import tenants_by_api_refs
 
@@ -83,6 +95,26 @@ class EventsForbidden(Exception):
         self.indexes = indexes
 
 
+class UsageLimitExceeded(Exception):
+    """A batch would take a tenant's usage of a meter past its plan's hard limit, and the plan
+    refuses events beyond it: nothing of the batch was stored (403)."""
+
+    def __init__(
+        self, *, meter: str, limit: Decimal, usage: Decimal, requested: Decimal, period_end: datetime
+    ):
+        self.meter, self.limit, self.usage, self.requested = meter, limit, usage, requested
+        self.period_end = period_end
+        super().__init__(
+            f"meter {meter!r} is limited to {_plain(limit)} per billing period on this plan: usage is "
+            f"{_plain(usage)} and these events add {_plain(requested)}; nothing was stored. The period "
+            f"ends {period_end.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}."
+        )
+
+
+def _plain(value: Decimal) -> str:
+    return "0" if not value else format(value.normalize(EXACT), "f")
+
+
 @dataclass(slots=True, frozen=True)
 class ValidEvent:
     event_id: str
@@ -128,6 +160,8 @@ class _MeterCache:
     def __init__(self):
         self._by_code: dict[str, MeterRef] = {}
         self._loaded_at = float("-inf")
+        self._refusing: dict[int, dict[str, Decimal]] = {}
+        self._refusing_loaded_at = float("-inf")
 
     def lookup(self, codes: set[str]) -> dict[str, MeterRef]:
         now = time.monotonic()
@@ -140,8 +174,25 @@ class _MeterCache:
             self._loaded_at = now
         return self._by_code
 
+    def refusing_limits(self) -> dict[int, dict[str, Decimal]]:
+        """{meter id: {plan: hard limit}} of the plans that refuse events beyond a limit (count and
+        sum meters only), reloaded every few seconds like the codes (metering.allowances clears it
+        on a change in this process)."""
+        now = time.monotonic()
+        if now - self._refusing_loaded_at > METER_CACHE_SECONDS:
+            refusing: dict[int, dict[str, Decimal]] = {}
+            for meter_id, plan, limit in PlanMeterAllowance.objects.filter(
+                at_limit=PlanMeterAllowance.AtLimit.REFUSE,
+                hard_limit__isnull=False,
+                meter__aggregation__in=REFUSABLE_AGGREGATIONS,
+            ).values_list("meter_id", "plan", "hard_limit"):
+                refusing.setdefault(meter_id, {})[plan] = limit
+            self._refusing, self._refusing_loaded_at = refusing, now
+        return self._refusing
+
     def clear(self) -> None:
         self._loaded_at = float("-inf")
+        self._refusing_loaded_at = float("-inf")
 
 
 meter_cache = _MeterCache()
@@ -442,6 +493,16 @@ SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM pending)
 """
 
 
+# The same statement, answering the inserted rows: for batches that a refusing limit checks.
+_PG_INSERT_RETURNING = _PG_INSERT.replace(
+    'RETURNING tenant_id, meter_id, "timestamp"', 'RETURNING id, tenant_id, meter_id, "timestamp"'
+).replace(
+    "SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM pending)",
+    # A data-modifying CTE runs to completion whether or not the main query reads it.
+    'SELECT id, tenant_id, meter_id, "timestamp" FROM new',
+)
+
+
 def _array_literal(values, *, quote: bool) -> str:
     """A PostgreSQL array literal: one parameter instead of a thousand adapted by psycopg."""
     if not quote:
@@ -449,7 +510,9 @@ def _array_literal(values, *, quote: bool) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
-def _record_postgresql(tenant_ids: list[int], events: list[ValidEvent], now: datetime) -> int:
+def _record_postgresql(
+    tenant_ids: list[int], events: list[ValidEvent], now: datetime, *, returning: bool = False
+):
     # One statement: insert the new events (a duplicate id is skipped; a concurrent insert of the
     # same id waits for the other transaction and is then skipped) and mark their hours pending.
     # The pending upsert takes a row lock that aggregation's claim respects (see aggregation.py).
@@ -465,12 +528,17 @@ def _record_postgresql(tenant_ids: list[int], events: list[ValidEvent], now: dat
         "properties": _array_literal((e.properties_json for e in events), quote=True),
     }
     with connection.cursor() as cursor:
+        if returning:
+            cursor.execute(_PG_INSERT_RETURNING, params)
+            return cursor.fetchall()
         cursor.execute(_PG_INSERT, params)
         accepted, _ = cursor.fetchone()
     return accepted
 
 
-def _record_portable(tenant_ids: list[int], events: list[ValidEvent], now: datetime) -> int:
+def _record_portable(
+    tenant_ids: list[int], events: list[ValidEvent], now: datetime, *, returning: bool = False
+):
     # SQLite runs write transactions one at a time (BEGIN IMMEDIATE), so look-then-insert is exact.
     seen = _stored_keys(tenant_ids, events)
     new = []
@@ -479,7 +547,7 @@ def _record_portable(tenant_ids: list[int], events: list[ValidEvent], now: datet
             continue
         seen.add((tenant_id, event.event_id))
         new.append((tenant_id, event))
-    UsageEvent.objects.bulk_create(
+    created = UsageEvent.objects.bulk_create(
         UsageEvent(
             tenant_id=tenant_id,
             meter_id=e.meter_id,
@@ -498,6 +566,8 @@ def _record_portable(tenant_ids: list[int], events: list[ValidEvent], now: datet
         unique_fields=["tenant", "meter", "hour"],
         update_fields=["marked_at"],
     )
+    if returning:
+        return [(row.pk, row.tenant_id, row.meter_id, row.timestamp) for row in created]
     return len(new)
 
 
@@ -558,6 +628,88 @@ class _SomeStored(Exception):
     """Raised inside the transaction of an all-new recording to roll it back."""
 
 
+def _refusing_pairs(tenant: Tenant | None, tenant_ids: list[int], events: list[ValidEvent]) -> dict:
+    """{(tenant id, meter id): hard limit} of the batch's pairs whose plan refuses events beyond a
+    limit. Nothing but a look at the cache when no plan refuses on the batch's meters."""
+    refusing = meter_cache.refusing_limits()
+    if not refusing:
+        return {}
+    meter_ids = {event.meter_id for event in events}.intersection(refusing)
+    if not meter_ids:
+        return {}
+    # The calling tenant's plan as authentication loaded it (seconds old at most); others' read here.
+    plans = {tenant.pk: tenant.plan} if tenant is not None else {}
+    others = set(tenant_ids) - plans.keys()
+    if others:
+        plans.update(Tenant.objects.filter(pk__in=others).values_list("pk", "plan"))
+    pairs = {}
+    for tenant_id, event in zip(tenant_ids, events, strict=True):
+        if event.meter_id in meter_ids:
+            limit = refusing[event.meter_id].get(plans.get(tenant_id))
+            if limit is not None:
+                pairs[(tenant_id, event.meter_id)] = limit
+    return pairs
+
+
+def _lock_key(tenant_id: int, meter_id: int) -> int:
+    """A signed 64-bit advisory lock key for (tenant, meter), namespaced so no other lock shares it."""
+    digest = hashlib.blake2b(f"usage-limit:{tenant_id}:{meter_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _record_within_limits(
+    tenant_ids: list[int], events: list[ValidEvent], now: datetime, limits: dict, *, all_new: bool
+) -> int:
+    """Store the batch unless it takes a refusing pair past its limit (UsageLimitExceeded, nothing
+    stored). Exact under concurrency: batches of one (tenant, meter) take a transaction-level
+    advisory lock (PostgreSQL; SQLite runs write transactions one at a time), then read the period's
+    usage, insert, and add only the events actually inserted, so a resent batch (duplicates) is
+    never refused. Count and sum meters only: usage after = usage before + the new events' value."""
+    meters = Meter.objects.prefetch_related("filters").in_bulk({meter_id for _, meter_id in limits})
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # One order for every transaction, so two batches never wait on each other crosswise.
+                for key in sorted(_lock_key(*pair) for pair in limits):
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        periods = {
+            (tenant_id, event.meter_id, month_bounds(event.timestamp)[0])
+            for tenant_id, event in zip(tenant_ids, events, strict=True)
+            if (tenant_id, event.meter_id) in limits
+        }
+        before = usage_totals(keys=periods, meters=meters)
+        if connection.vendor == "postgresql":
+            inserted = _record_postgresql(tenant_ids, events, now, returning=True)
+        else:
+            inserted = _record_portable(tenant_ids, events, now, returning=True)
+        if all_new and len(inserted) < len(events):
+            raise _SomeStored
+        new_ids: dict[int, list[int]] = defaultdict(list)
+        for row_id, tenant_id, meter_id, _ in inserted:
+            if (tenant_id, meter_id) in limits:
+                new_ids[meter_id].append(row_id)
+        added: dict[tuple, Decimal] = defaultdict(Decimal)
+        with localcontext(prec=100):
+            for meter_id, ids in new_ids.items():
+                meter = meters[meter_id]
+                for (tenant_id, hour), (value, _) in hourly_values(
+                    meter, meter_events(meter).filter(id__in=ids)
+                ).items():
+                    added[(tenant_id, meter_id, month_bounds(hour)[0])] += value
+            for key in sorted(added):
+                tenant_id, meter_id, start = key
+                limit, usage = limits[(tenant_id, meter_id)], before.get(key, Decimal(0))
+                if added[key] > 0 and usage + added[key] > limit:
+                    raise UsageLimitExceeded(
+                        meter=meters[meter_id].code,
+                        limit=limit,
+                        usage=usage,
+                        requested=added[key],
+                        period_end=month_bounds(start)[1],
+                    )
+    return len(inserted)
+
+
 def usage_events_record(
     *, events: list[ValidEvent], now: datetime, tenant: Tenant | None = None, all_new: bool = False
 ) -> IngestResult:
@@ -566,11 +718,17 @@ def usage_events_record(
 
     `all_new`: store them only if none was stored before, else store nothing and raise
     EventsAlreadyStored naming them (Lago's answer to a repeated transaction id). Repeats inside
-    `events` are the caller's to refuse first."""
+    `events` are the caller's to refuse first.
+
+    A batch that would take a tenant's usage of a meter past a hard limit its plan refuses beyond
+    (metering.allowances) stores nothing and raises UsageLimitExceeded."""
     tenant_ids = _tenant_ids(tenant, events)
+    limits = _refusing_pairs(tenant, tenant_ids, events)
     for attempt in range(3):
         try:
-            if all_new:
+            if limits:
+                accepted = _record_within_limits(tenant_ids, events, now, limits, all_new=all_new)
+            elif all_new:
                 # The insert runs as usual and is rolled back when it skipped any event: no extra
                 # query when all are new (the usual case), and no race with a concurrent insert.
                 with transaction.atomic():

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -287,6 +288,98 @@ class Price(models.Model):
         return f"{self.meter.code} on {self.plan}: {self.get_model_display()}"
 
 
+# Refusing events at a limit needs usage that only grows as events arrive, so that the usage after
+# a batch is the usage before it plus the batch's own events: true of count and sum. A max, latest or
+# unique count can stay put or even fall when events arrive; "refuse beyond N" has no exact meaning.
+REFUSABLE_AGGREGATIONS = ("count", "sum")
+
+
+class PlanMeterAllowance(models.Model):
+    """What a plan includes of a meter per billing period (the UTC calendar month), an optional hard
+    limit, and what happens at that limit. Without a row, the old rule holds (metering.allowances):
+    free-plan tenants get their `monthly_free_allowance`, metered tenants no allowance and no limit."""
+
+    class AtLimit(models.TextChoices):
+        REPORT = "report", "Report only (usage beyond the limit is recorded and billed)"
+        REFUSE = "refuse", "Refuse events beyond the limit"
+
+    plan = models.CharField(max_length=16, choices=Tenant.Plan.choices)
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="plan_allowances")
+    included = models.DecimalField(
+        max_digits=QUANTITY_MAX_DIGITS,
+        decimal_places=QUANTITY_DECIMAL_PLACES,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Units of the meter included per billing period (UTC calendar month); billed beyond.",
+    )
+    hard_limit = models.DecimalField(
+        max_digits=QUANTITY_MAX_DIGITS,
+        decimal_places=QUANTITY_DECIMAL_PLACES,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.000000000001"))],
+        help_text="Optional: units per billing period past which the plan stops (refuse) or only "
+        "reports (report); at least the included allowance.",
+    )
+    at_limit = models.CharField(
+        max_length=8,
+        choices=AtLimit.choices,
+        default=AtLimit.REPORT,
+        verbose_name="at the limit",
+        help_text="Refuse is offered for count and sum meters only: their usage only grows as events "
+        "arrive, so 'the events beyond the limit' is exact.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["plan", "meter__code"]
+        verbose_name = "plan allowance"
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "meter"], name="plan_meter_allowance_unique"),
+            models.CheckConstraint(condition=models.Q(included__gte=0), name="plan_allowance_included_gte_0"),
+            models.CheckConstraint(
+                condition=models.Q(hard_limit__isnull=True) | models.Q(hard_limit__gt=0),
+                name="plan_allowance_limit_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(hard_limit__isnull=True) | models.Q(hard_limit__gte=models.F("included")),
+                name="plan_allowance_limit_gte_included",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(at_limit="refuse") | models.Q(hard_limit__isnull=False),
+                name="plan_allowance_refuse_needs_limit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        limit = (
+            "" if self.hard_limit is None else f", limit {format_quantity(self.hard_limit)} ({self.at_limit})"
+        )
+        return f"{self.plan} {self.meter.code}: {format_quantity(self.included)} included{limit}"
+
+    def clean(self):
+        problems = {}
+        if self.hard_limit is not None and self.included is not None and self.hard_limit < self.included:
+            problems["hard_limit"] = "must be at least the included allowance"
+        if self.at_limit == self.AtLimit.REFUSE:
+            if self.hard_limit is None:
+                problems["hard_limit"] = "is required to refuse events at the limit"
+            try:
+                # The meter as the form has it (an admin inline's parent, saved or not), not reloaded.
+                meter = self.meter
+            except Meter.DoesNotExist:
+                meter = None
+            if meter is not None and meter.aggregation not in REFUSABLE_AGGREGATIONS:
+                problems["at_limit"] = (
+                    f"refuse works on count and sum meters only; {meter.code} is a "
+                    f"{meter.get_aggregation_display().lower()} meter, whose usage does not grow with each "
+                    "event"
+                )
+        if problems:
+            raise ValidationError(problems)
+
+
 class UsageQueue(models.Model):
     """An SQS queue of usage events (seed 000's EventBridge BILLING/ONBOARD events, directly or
     through SNS) that the periodic task consumes into `meter` (metering/eventbus.py).
@@ -343,13 +436,14 @@ class UsageQueue(models.Model):
 
 class UsageThreshold(models.Model):
     """A level of a tenant's monthly usage of a meter that the SaaS wants to hear about: crossing it
-    publishes `usage.threshold_crossed` once per billing period (the UTC calendar month, as the free
-    allowance). Absolute (units of the meter) or a percentage of the tenant's monthly free allowance.
+    publishes `usage.threshold_crossed` once per billing period (the UTC calendar month, as the
+    allowances). Absolute (units of the meter) or a percentage of the tenant's allowance of the meter
+    (metering.allowances).
     """
 
     class Kind(models.TextChoices):
         ABSOLUTE = "absolute", "Units of the meter"
-        PERCENT_OF_ALLOWANCE = "percent_of_allowance", "Percent of the free allowance"
+        PERCENT_OF_ALLOWANCE = "percent_of_allowance", "Percent of the meter's allowance"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_thresholds")
     meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="thresholds")
@@ -358,8 +452,8 @@ class UsageThreshold(models.Model):
         max_digits=QUANTITY_MAX_DIGITS,
         decimal_places=QUANTITY_DECIMAL_PLACES,
         validators=[MinValueValidator(Decimal("0.000000000001"))],
-        help_text="Units of the meter (absolute), or a percentage of the tenant's monthly free allowance "
-        "(e.g. 80 or 100).",
+        help_text="Units of the meter (absolute), or a percentage of the tenant's allowance of the meter "
+        "(its plan's per-meter allowance, else its monthly free allowance; e.g. 80 or 100).",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

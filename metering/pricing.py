@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from metering.models import Price
-from tenants.models import Tenant
 
 # Quantities have up to 38 digits and amounts up to 24, so 100 digits hold every product and sum
 # exactly; trapping Inexact turns any rounding the default 28-digit context would do silently into
@@ -265,9 +264,10 @@ def price_charge_for(*, price: Price, quantity: Decimal | int) -> Charge:
     )
 
 
-def billable_quantity(*, tenant: Tenant, usage: Decimal) -> Decimal:
-    """The usage a tenant pays for in a month: free-plan tenants first use their free allowance."""
-    if tenant.plan != Tenant.Plan.FREE:
+def billable_quantity(*, usage: Decimal, included: Decimal | None) -> Decimal:
+    """The usage a tenant pays for in a period: what its allowance of the meter does not cover
+    (`included`, from metering.allowances.allowance_resolve; None: every unit is billed)."""
+    if not included:
         return usage
     with localcontext(_EXACT):
-        return max(usage - tenant.monthly_free_allowance, Decimal(0))
+        return max(usage - included, Decimal(0))

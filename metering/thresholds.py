@@ -1,8 +1,11 @@
 """Usage thresholds: tell the SaaS's app (`usage.threshold_crossed`) when a tenant's usage of a meter
 this billing period reaches a level, once per period.
 
-The billing period is the UTC calendar month (as the free allowance and the entitlements use:
-metering.estimates.month_bounds); usage is the sum of the period's hourly aggregates. Aggregation
+The billing period is the UTC calendar month (as the allowances and the entitlements use:
+metering.estimates.month_bounds); usage is the entitlements' fresh usage (metering.usage: the
+period's aggregates plus the hours not aggregated yet), and a percentage threshold is of the
+meter's allowance as metering.allowances resolves it (the plan's per-meter row, else the free
+plan's monthly free allowance), so the webhooks fire on the numbers the tenant reads. Aggregation
 calls `usage_thresholds_check` at the end of each run with the (tenant, meter, month) of the hours
 it changed, after their aggregates are committed, so a concurrent run's hours are counted by
 whichever run finishes last. A crossing is a row unique per (threshold, period start): found twice,
@@ -14,24 +17,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
-from django.db.models.functions import TruncMonth
 
 from core.money import plain_decimal
 from core.validation import row_validate, validation_error_message
+from metering.allowances import allowance_resolve, plan_allowance_rows
 from metering.estimates import month_bounds
 from metering.models import (
     QUANTITY_DECIMAL_PLACES,
-    HourlyAggregate,
     Meter,
     UsageThreshold,
     UsageThresholdCrossing,
 )
+from metering.usage import usage_totals
 from outbound.services import webhook_event_publish
 from tenants.events import tenant_event_block
 from tenants.models import Tenant
@@ -82,8 +84,8 @@ def usage_thresholds_check(*, periods: Iterable[tuple[int, int, datetime]]) -> l
     """Publish `usage.threshold_crossed` for every enabled threshold of these (tenant id, meter id,
     period start) that the period's usage has reached and that has not been published this period.
 
-    Two queries when some threshold applies (the thresholds; one grouped SUM of the periods' hours
-    for their tenants and meters), one otherwise. Returns the new crossings.
+    A few queries when some threshold applies (the thresholds; the fresh usage of their periods; the
+    plans' allowance rows), one otherwise. Returns the new crossings.
     """
     wanted: dict[tuple[int, int], set[datetime]] = {}
     for tenant_id, meter_id, moment in periods:
@@ -101,22 +103,17 @@ def usage_thresholds_check(*, periods: Iterable[tuple[int, int, datetime]]) -> l
     ]
     if not thresholds:
         return []
-    pairs = {(t.tenant_id, t.meter_id) for t in thresholds}
-    ranges = Q()
-    for pair in pairs:
-        for start in wanted[pair]:
-            ranges |= Q(tenant_id=pair[0], meter_id=pair[1], hour__gte=start, hour__lt=month_bounds(start)[1])
-    totals = {
-        (row["tenant_id"], row["meter_id"], row["month"]): row["total"]
-        for row in HourlyAggregate.objects.filter(ranges)
-        .annotate(month=TruncMonth("hour", tzinfo=UTC))
-        .values("tenant_id", "meter_id", "month")
-        .annotate(total=Sum("value"))
-        .order_by()
+    keys = {
+        (t.tenant_id, t.meter_id, start) for t in thresholds for start in wanted[(t.tenant_id, t.meter_id)]
     }
+    totals = usage_totals(keys=keys, meters={t.meter_id: t.meter for t in thresholds})
+    rows = plan_allowance_rows(
+        plans={t.tenant.plan for t in thresholds}, meter_ids={t.meter_id for t in thresholds}
+    )
     crossings = []
     for threshold in thresholds:
-        units = threshold.units(threshold.tenant.monthly_free_allowance)
+        allowance = allowance_resolve(tenant=threshold.tenant, meter_id=threshold.meter_id, rows=rows)
+        units = threshold.units(allowance.included)
         if units is None:
             continue
         units = units.quantize(_PLACES)

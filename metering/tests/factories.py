@@ -12,6 +12,7 @@ from metering.models import (
     Meter,
     MeterFilter,
     PendingHour,
+    PlanMeterAllowance,
     Price,
     UsageEvent,
     UsageQueue,
@@ -140,3 +141,14 @@ class UsageThresholdCrossingFactory(factory.django.DjangoModelFactory):
     )
     units = Decimal("100")
     usage = Decimal("120.5")
+
+
+class PlanMeterAllowanceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PlanMeterAllowance
+
+    plan = "free"
+    meter = factory.SubFactory(MeterFactory)
+    included = Decimal("1000")
+    hard_limit = None
+    at_limit = PlanMeterAllowance.AtLimit.REPORT

@@ -53,7 +53,7 @@ def this_hour():
 
 
 def meter_form_data(meter, *, filters=(), **overrides):
-    """The POST of the meter change form, with the management forms of both inlines."""
+    """The POST of the meter change form, with the management forms of its inlines."""
     data = {
         "code": meter.code,
         "name": meter.name,
@@ -68,6 +68,10 @@ def meter_form_data(meter, *, filters=(), **overrides):
         "prices-INITIAL_FORMS": "0",
         "prices-MIN_NUM_FORMS": "0",
         "prices-MAX_NUM_FORMS": "1000",
+        "plan_allowances-TOTAL_FORMS": "0",
+        "plan_allowances-INITIAL_FORMS": "0",
+        "plan_allowances-MIN_NUM_FORMS": "0",
+        "plan_allowances-MAX_NUM_FORMS": "1000",
     }
     for index, row in enumerate(filters):
         data[f"filters-{index}-meter"] = str(meter.pk)

@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 from freezegun import freeze_time
 
-from metering.entitlements import month_bounds, tenant_entitlements
+from metering.entitlements import tenant_entitlements
+from metering.estimates import month_bounds
 from metering.tests.factories import HourlyAggregateFactory
 from tenants.models import Tenant
 
@@ -59,16 +60,22 @@ def test_a_free_tenant_sees_what_is_left_of_its_allowance(tenant, tenant_client,
                 "unit": "call",
                 "used": "750.5",
                 "allowance": "1000",
+                "limit": None,
+                "at_limit": None,
                 "remaining": "249.5",
                 "exhausted": False,
+                "has_access": True,
             },
             {
                 "meter": "storage_gb",
                 "unit": "GB",
                 "used": "1200",
                 "allowance": "1000",
+                "limit": None,
+                "at_limit": None,
                 "remaining": "0",
                 "exhausted": True,
+                "has_access": True,
             },
         ],
     }
@@ -84,16 +91,22 @@ def test_a_metered_tenant_is_not_limited(tenant, tenant_client, usage):
             "unit": "call",
             "used": "750.5",
             "allowance": None,
+            "limit": None,
+            "at_limit": None,
             "remaining": None,
             "exhausted": False,
+            "has_access": True,
         },
         {
             "meter": "storage_gb",
             "unit": "GB",
             "used": "1200",
             "allowance": None,
+            "limit": None,
+            "at_limit": None,
             "remaining": None,
             "exhausted": False,
+            "has_access": True,
         },
     ]
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metering.allowances import allowance_resolve
 from metering.models import Price
 from metering.pricing import (
     PricingError,
@@ -266,7 +267,9 @@ def test_charging_validates_the_tiers_first():
 )
 def test_billable_quantity_subtracts_the_allowance_on_the_free_plan_only(plan, usage, billable):
     tenant = Tenant(plan=plan, monthly_free_allowance=D(100))
-    assert billable_quantity(tenant=tenant, usage=usage) == billable
+    # No plan row for the meter: the free plan's own allowance, none on the metered plan.
+    included = allowance_resolve(tenant=tenant, meter_id=1, rows={}).included
+    assert billable_quantity(usage=usage, included=included) == billable
 
 
 # --- Properties against naive definitions ---------------------------------------------------------

@@ -17,6 +17,7 @@ from metering.models import AggregationRun, UsageThreshold, UsageThresholdCrossi
 from metering.tests.factories import MeterFactory
 from metering.thresholds import usage_threshold_create, usage_thresholds_check
 from outbound.models import WebhookMessage
+from tenants.models import Tenant
 from tenants.tests.factories import TenantFactory
 from tenants.tests.support import run_command
 
@@ -33,7 +34,11 @@ def tokens():
 
 @pytest.fixture
 def acme():
-    return TenantFactory(slug="acme", external_id="cus-acme", monthly_free_allowance=Decimal("1000"))
+    # The free plan: its monthly free allowance is the allowance of every meter without a plan row
+    # (metering.allowances), which percentage thresholds are of.
+    return TenantFactory(
+        slug="acme", external_id="cus-acme", plan=Tenant.Plan.FREE, monthly_free_allowance=Decimal("1000")
+    )
 
 
 def use(tenant, quantity, *, at: datetime, meter="tokens"):

@@ -4,6 +4,7 @@ from django.core.management.base import CommandError
 
 from core.commands import BaseCommand
 from core.parsing import decimal_argument
+from metering.allowances import tenant_meter_allowance
 from metering.models import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS, Meter, UsageThreshold
 from metering.thresholds import ThresholdError, usage_threshold_create
 from tenants.models import Tenant
@@ -34,7 +35,8 @@ class Command(BaseCommand):
             type=decimal_argument(
                 max_digits=QUANTITY_MAX_DIGITS, max_places=QUANTITY_DECIMAL_PLACES, minimum=MIN_VALUE
             ),
-            help="a percentage of the tenant's monthly free allowance (e.g. 80 or 100)",
+            help="a percentage of the tenant's allowance of the meter (its plan's, else its monthly free "
+            "allowance; e.g. 80 or 100)",
         )
         parser.add_argument("--disabled", action="store_true", help="create it disabled")
 
@@ -57,8 +59,13 @@ class Command(BaseCommand):
             )
         except ThresholdError as exc:
             raise CommandError(str(exc)) from None
-        resolved = threshold.units(found.monthly_free_allowance)
-        note = "" if resolved is not None else " (the tenant has no free allowance: it cannot be crossed yet)"
+        allowance = tenant_meter_allowance(tenant=found, meter=meter_row)
+        resolved = threshold.units(allowance.included)
+        note = (
+            ""
+            if resolved is not None
+            else " (the tenant has no allowance of this meter: it cannot be crossed yet)"
+        )
         self.stdout.write(
             f"usage threshold {threshold.pk}: {threshold} "
             f"({'enabled' if threshold.enabled else 'disabled'}){note}"
