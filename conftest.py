@@ -257,6 +257,17 @@ def _sign_a_certificate_with_real_time() -> None:
     ).not_valid_before(now).not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256())
 
 
+@pytest.fixture(scope="session")
+def aws_proxy(moto_server):
+    """tests/aws_proxy.py in front of the moto server: what moto cannot answer (Cost Explorer's forecast,
+    API Gateway's GetUsage) and AWS's errors on demand. A test points AWS_ENDPOINT_URL at `.url`."""
+    from tests.aws_proxy import AwsProxy
+
+    proxy = AwsProxy(moto_server).start()
+    yield proxy
+    proxy.stop()
+
+
 @pytest.fixture
 def aws(moto_server, monkeypatch):
     """boto3 configured for the moto server with fake credentials, its state reset for this test."""

@@ -22,6 +22,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from apigateway.admin import UsagePlanTenantAdminMixin
 from console.models import OperatorJob
 from console.operator_jobs import JOB_PERMISSIONS, operator_job_queue
 from console.tenant_overview import tenant_jobs, tenant_overview
@@ -91,13 +92,17 @@ class SuspendForm(forms.Form):
 
 
 @admin.register(Tenant)
-class TenantPageAdmin(StripeTenantAdminMixin, TenantAdmin):
+class TenantPageAdmin(StripeTenantAdminMixin, UsagePlanTenantAdminMixin, TenantAdmin):
     """The tenant page. The keys and history inlines give way to the overview, which lists both with
     links (and bounds the history)."""
 
     actions = [*TenantAdmin.actions, *StripeTenantAdminMixin.stripe_actions]
     list_filter = [*TenantAdmin.list_filter, *StripeTenantAdminMixin.stripe_list_filters]
-    readonly_fields = [*TenantAdmin.readonly_fields, *StripeTenantAdminMixin.stripe_readonly_fields]
+    readonly_fields = [
+        *TenantAdmin.readonly_fields,
+        *StripeTenantAdminMixin.stripe_readonly_fields,
+        *UsagePlanTenantAdminMixin.usage_plan_readonly_fields,
+    ]
 
     change_form_template = "admin/tenants/tenant/change_form.html"
     inlines = []

@@ -57,7 +57,7 @@ class TenantChangeInline(admin.TabularInline):
     extra = 0
     can_delete = False
     verbose_name = "change"
-    verbose_name_plural = "history (plan, status, name, allowance, external id, keys)"
+    verbose_name_plural = "history (plan, status, name, allowance, ids, keys, usage plans)"
     fields = ["created_at", "field", "old_value", "new_value", "source", "actor", "platform_key", "reason"]
     readonly_fields = fields
 
@@ -65,7 +65,7 @@ class TenantChangeInline(admin.TabularInline):
         return False
 
 
-_RECORDED = ["name", "monthly_free_allowance", "external_id"]
+_RECORDED = ["name", "monthly_free_allowance", "external_id", "apigateway_key_id"]
 
 
 class TenantAdminForm(forms.ModelForm):
@@ -74,7 +74,7 @@ class TenantAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        for field in ("slug", "external_id"):
+        for field in ("slug", "external_id", "apigateway_key_id"):
             value = cleaned.get(field)
             if value is None or field in self.errors:
                 continue
@@ -96,12 +96,13 @@ class TenantAdmin(PlainDecimalsMixin, admin.ModelAdmin):
         "external_id",
         "plan",
         "status",
+        "apigateway_key_id",
         "active_keys",
         "stripe_customer",
         "created_at",
     ]
     list_filter = ["plan", "status"]
-    search_fields = ["name", "slug", "external_id", "stripe_customer__id"]
+    search_fields = ["name", "slug", "external_id", "apigateway_key_id", "stripe_customer__id"]
     readonly_fields = ["status", "created_at", "updated_at"]
     raw_id_fields = ["stripe_customer"]
     prepopulated_fields = {"slug": ["name"]}

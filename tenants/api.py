@@ -3,6 +3,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Literal
 
+from django.core.validators import RegexValidator
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
@@ -14,7 +15,7 @@ from core.api_schema import error_responses
 from core.api_scopes import TENANTS_WRITE, platform_scope
 from core.json_input import printable, text_problem
 from tenants.authentication import request_tenant
-from tenants.models import Tenant, TenantAPIKey
+from tenants.models import APIGATEWAY_KEY_ID_MAX_LENGTH, Tenant, TenantAPIKey
 from tenants.selectors import tenant_by_api_ref
 from tenants.services import (
     TenantError,
@@ -160,6 +161,28 @@ def _external_id_field(**kwargs) -> serializers.CharField:
     )
 
 
+# As the schema states it ($, not \Z: JSON Schema's regexes have no \Z); a trailing newline that `$`
+# lets through is refused by tenants.services.apigateway_key_id_clean, naming the same field.
+APIGATEWAY_KEY_ID_SCHEMA_PATTERN = r"^[A-Za-z0-9]+$"
+
+
+def _apigateway_key_id_field(**kwargs) -> serializers.CharField:
+    return StrictCharField(
+        max_length=APIGATEWAY_KEY_ID_MAX_LENGTH,
+        trim_whitespace=False,
+        allow_null=True,
+        validators=[
+            RegexValidator(
+                APIGATEWAY_KEY_ID_SCHEMA_PATTERN, "Enter an API Gateway key id: letters and digits."
+            )
+        ],
+        help_text="The id (not the value) of the tenant's API key at AWS API Gateway: unique, letters and "
+        "digits. The key is placed in the usage plan of the tenant's plan (suspended: in none); null "
+        "clears it.",
+        **kwargs,
+    )
+
+
 class ProvisionedTenantSerializer(serializers.ModelSerializer):
     stripe_customer = serializers.CharField(
         source="stripe_customer_id",
@@ -177,6 +200,7 @@ class ProvisionedTenantSerializer(serializers.ModelSerializer):
             "status",
             "plan",
             "monthly_free_allowance",
+            "apigateway_key_id",
             "stripe_customer",
             "created_at",
             "updated_at",
@@ -203,6 +227,7 @@ class TenantCreateRequest(_StrictSerializer):
     slug = StrictSlugField(max_length=64, required=False, help_text="Default: made from the name. Unique.")
     plan = serializers.ChoiceField(choices=Tenant.Plan.choices, default=Tenant.Plan.FREE)
     monthly_free_allowance = _allowance_field(default=Decimal(0))
+    apigateway_key_id = _apigateway_key_id_field(required=False, default=None)
     api_key = KeyRequest(
         required=False, help_text="Issue the tenant's first key in the same call (shown once in the answer)."
     )
@@ -223,6 +248,7 @@ class TenantChangeRequest(_StrictSerializer):
     plan = serializers.ChoiceField(choices=Tenant.Plan.choices, required=False)
     monthly_free_allowance = _allowance_field(required=False)
     external_id = _external_id_field(required=False)
+    apigateway_key_id = _apigateway_key_id_field(required=False)
     reason = StrictCharField(
         max_length=500,
         required=False,
@@ -411,7 +437,8 @@ def _tenant_list(request):
     methods=["PATCH"],
     operation_id="tenants_update",
     summary="Change a tenant",
-    description="Any of name, plan, monthly_free_allowance, external_id (null clears it). Every change "
+    description="Any of name, plan, monthly_free_allowance, external_id, apigateway_key_id (null clears "
+    "either id). Every change "
     "leaves a history row naming this platform key (and `reason`); all are checked before any is "
     "made. Status changes with /suspend and /reactivate.",
     tags=TAGS,

@@ -37,8 +37,10 @@ def _actor(change: TenantChange) -> dict | None:
 
 
 # History rows that are not news about the tenant's details: its API keys (issued, revoked) stay out
-# of tenant.updated (the caller that made a key knows; the secret is never in any event).
-NOT_PUBLISHED_FIELDS = frozenset({"api_key"})
+# of tenant.updated (the caller that made a key knows; the secret is never in any event), and so do
+# the apigateway app's usage plan placements (its own bookkeeping of a change already published as
+# tenant.plan_changed or .suspended; retries would repeat it). A new API Gateway key id is published.
+NOT_PUBLISHED_FIELDS = frozenset({"api_key", "usage_plan"})
 
 
 def tenant_change_event(change: TenantChange) -> tuple[str, dict] | None:

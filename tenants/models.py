@@ -1,12 +1,18 @@
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from rest_framework_api_key.crypto import KeyGenerator
 from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
 
 from core.api_scopes import SCOPES
+
+# API Gateway's key ids are 10 letters and digits; the id goes into usage event ids (apigateway's
+# import), which are at most 100 characters.
+APIGATEWAY_KEY_ID_MAX_LENGTH = 32
+APIGATEWAY_KEY_ID_PATTERN = r"^[A-Za-z0-9]{1,32}\Z"
+APIGATEWAY_KEY_ID_MESSAGE = "An API Gateway key id: 1 to 32 letters and digits (e.g. a1b2c3d4e5)."
 
 
 class Tenant(models.Model):
@@ -30,6 +36,16 @@ class Tenant(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     plan = models.CharField(max_length=16, choices=Plan.choices, default=Plan.FREE)
+    apigateway_key_id = models.CharField(
+        "API Gateway key id",
+        max_length=APIGATEWAY_KEY_ID_MAX_LENGTH,
+        unique=True,
+        null=True,
+        blank=True,
+        validators=[RegexValidator(APIGATEWAY_KEY_ID_PATTERN, APIGATEWAY_KEY_ID_MESSAGE)],
+        help_text="The id (not the value) of the tenant's API key at AWS API Gateway (optional, unique): "
+        "the key is kept in its plan's usage plan (apigateway app).",
+    )
     monthly_free_allowance = models.DecimalField(
         max_digits=20,
         decimal_places=6,
@@ -79,6 +95,8 @@ class TenantChange(models.Model):
         FREE_ALLOWANCE = "free_allowance", "Free allowance"
         EXTERNAL_ID = "external_id", "External id"
         API_KEY = "api_key", "API key"
+        APIGATEWAY_KEY_ID = "apigateway_key", "API Gateway key id"
+        USAGE_PLAN = "usage_plan", "API Gateway usage plan"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="changes")
     field = models.CharField(max_length=16, choices=Field.choices)

@@ -1,5 +1,7 @@
 """Writes for tenants and their API keys. Each change of plan or status leaves a TenantChange row."""
 
+import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +19,14 @@ from core.money import plain_decimal
 from core.validation import row_validate, validation_error_message
 from tenants.events import tenant_change_publish
 from tenants.key_cache import api_key_cache_clear
-from tenants.models import PlatformAPIKey, Tenant, TenantAPIKey, TenantChange
+from tenants.models import (
+    APIGATEWAY_KEY_ID_MESSAGE,
+    APIGATEWAY_KEY_ID_PATTERN,
+    PlatformAPIKey,
+    Tenant,
+    TenantAPIKey,
+    TenantChange,
+)
 
 
 class TenantError(Exception):
@@ -35,11 +44,41 @@ class IssuedKey:
     secret: str  # the full key; shown once and never stored
 
 
+ChangeListener = Callable[[TenantChange], None]
+
+
+class TenantChangeListeners:
+    """Functions called with every history row `tenant_history_record` writes, in its transaction.
+
+    Apps above tenants register one from their AppConfig.ready (apigateway: a plan, status or key id
+    change moves the tenant's API Gateway key), so tenants imports none of them and a change made
+    anywhere (admin, API, commands, Stripe webhooks, the event bus) reaches them. A listener that
+    does work outside the database queues it with transaction.on_commit; one that raises rolls the
+    change back with it.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, ChangeListener] = {}
+
+    def register(self, name: str, listener: ChangeListener) -> None:
+        self._listeners[name] = listener  # by name: a second ready() does not add it twice
+
+    def unregister(self, name: str) -> None:
+        self._listeners.pop(name, None)
+
+    def notify(self, change: TenantChange) -> None:
+        for listener in list(self._listeners.values()):
+            listener(change)
+
+
+tenant_change_listeners = TenantChangeListeners()
+
+
 def tenant_history_record(
     *, tenant: Tenant, field: str, old: str, new: str, actor, source: str, reason: str = ""
 ):
     """`actor`: the operator (a user), the platform key that called the API, or None (a command,
-    a Stripe event: `source` says which)."""
+    a Stripe event: `source` says which). The registered `tenant_change_listeners` see the row."""
     by_key = isinstance(actor, PlatformAPIKey)
     change = TenantChange.objects.create(
         tenant=tenant,
@@ -54,7 +93,20 @@ def tenant_history_record(
     # Every recorded change is an outgoing webhook event (tenant.created, .suspended, ...), in the
     # same transaction: a rolled-back change sends nothing.
     tenant_change_publish(change)
+    tenant_change_listeners.notify(change)
     return change
+
+
+_APIGATEWAY_KEY_ID = re.compile(APIGATEWAY_KEY_ID_PATTERN)
+
+
+def apigateway_key_id_clean(value: str | None) -> str | None:
+    """The API Gateway key id as stored: None for none (or ""); refused unless letters and digits."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _APIGATEWAY_KEY_ID.match(value):
+        raise TenantError(APIGATEWAY_KEY_ID_MESSAGE, field="apigateway_key_id")
+    return value
 
 
 def external_id_clean(value: str | None) -> str | None:
@@ -76,9 +128,20 @@ def external_id_clean(value: str | None) -> str | None:
     return value
 
 
-def _refs_free(*, slug: str | None = None, external_id: str | None = None, other_than=None) -> None:
-    """A platform key names a tenant by external id or slug: no ref may name two tenants."""
+def _refs_free(
+    *,
+    slug: str | None = None,
+    external_id: str | None = None,
+    apigateway_key_id: str | None = None,
+    other_than=None,
+) -> None:
+    """A platform key names a tenant by external id or slug: no ref may name two tenants. An API
+    Gateway key belongs to one tenant: its usage is imported for it."""
     others = Tenant.objects.exclude(pk=other_than.pk) if other_than is not None else Tenant.objects
+    if apigateway_key_id is not None and others.filter(apigateway_key_id=apigateway_key_id).exists():
+        raise TenantError(
+            f"API Gateway key {apigateway_key_id} is another tenant's", field="apigateway_key_id"
+        )
     if slug is not None:
         if others.filter(slug=slug).exists():
             raise TenantError(f"a tenant with slug {slug!r} already exists", field="slug")
@@ -101,7 +164,8 @@ def _refs_race():
         with transaction.atomic():
             yield
     except IntegrityError as exc:
-        field = "external_id" if "external_id" in str(exc) else "slug"
+        text = str(exc)
+        field = next((name for name in ("external_id", "apigateway_key_id") if name in text), "slug")
         raise TenantError(
             f"another tenant took this {field.replace('_', ' ')} just now", field=field
         ) from None
@@ -115,6 +179,7 @@ def tenant_create(
     slug: str | None = None,
     monthly_free_allowance: Decimal = Decimal("0"),
     external_id: str | None = None,
+    apigateway_key_id: str | None = None,
     actor=None,
     source: str = "command",
 ) -> Tenant:
@@ -128,13 +193,15 @@ def tenant_create(
     if not slug:
         raise TenantError(f"cannot make a slug from {name!r}; pass one explicitly", field="slug")
     external_id = external_id_clean(external_id)
-    _refs_free(slug=slug, external_id=external_id)
+    apigateway_key_id = apigateway_key_id_clean(apigateway_key_id)
+    _refs_free(slug=slug, external_id=external_id, apigateway_key_id=apigateway_key_id)
     tenant = Tenant(
         name=name,
         slug=slug,
         plan=plan,
         monthly_free_allowance=monthly_free_allowance,
         external_id=external_id,
+        apigateway_key_id=apigateway_key_id,
     )
     _validate(tenant, exclude=["stripe_customer"])
     with _refs_race():
@@ -287,10 +354,21 @@ def tenant_change_plan(*, tenant: Tenant, plan: str, actor=None, source: str, re
 _UNCHANGED = object()
 
 
-def tenant_refs_check(*, slug: str | None = None, external_id: str | None = None, tenant=None) -> None:
-    """Refuse (TenantError naming the field) a slug or external id that would name another tenant
-    than `tenant`; for forms that save a tenant themselves (the admin's)."""
-    _refs_free(slug=slug, external_id=external_id_clean(external_id), other_than=tenant)
+def tenant_refs_check(
+    *,
+    slug: str | None = None,
+    external_id: str | None = None,
+    apigateway_key_id: str | None = None,
+    tenant=None,
+) -> None:
+    """Refuse (TenantError naming the field) a slug, external id or API Gateway key id that would
+    name another tenant than `tenant`; for forms that save a tenant themselves (the admin's)."""
+    _refs_free(
+        slug=slug,
+        external_id=external_id_clean(external_id),
+        apigateway_key_id=apigateway_key_id_clean(apigateway_key_id),
+        other_than=tenant,
+    )
 
 
 def tenant_update(
@@ -299,13 +377,14 @@ def tenant_update(
     name=_UNCHANGED,
     monthly_free_allowance=_UNCHANGED,
     external_id=_UNCHANGED,
+    apigateway_key_id=_UNCHANGED,
     actor=None,
     source: str,
     reason: str = "",
 ) -> list[str]:
-    """Change a tenant's name, monthly free allowance and/or external id (None clears it), each
-    change recorded in its history with its actor. All are checked before any is written; returns
-    the fields that changed. Plan and status have their own services."""
+    """Change a tenant's name, monthly free allowance, external id and/or API Gateway key id (None
+    clears either id), each change recorded in its history with its actor. All are checked before
+    any is written; returns the fields that changed. Plan and status have their own services."""
     updates: dict = {}
     if name is not _UNCHANGED:
         if not isinstance(name, str) or not name.strip():
@@ -323,6 +402,8 @@ def tenant_update(
         updates["monthly_free_allowance"] = monthly_free_allowance
     if external_id is not _UNCHANGED:
         updates["external_id"] = external_id_clean(external_id)
+    if apigateway_key_id is not _UNCHANGED:
+        updates["apigateway_key_id"] = apigateway_key_id_clean(apigateway_key_id)
     changed: list[str] = []
     with transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
@@ -331,7 +412,9 @@ def tenant_update(
             setattr(locked, field, value)
         if "external_id" in updates and updates["external_id"] is not None:
             _refs_free(external_id=updates["external_id"], other_than=locked)
-        _validate(locked, exclude=["stripe_customer", "slug", "external_id"])
+        if updates.get("apigateway_key_id") is not None:
+            _refs_free(apigateway_key_id=updates["apigateway_key_id"], other_than=locked)
+        _validate(locked, exclude=["stripe_customer", "slug", "external_id", "apigateway_key_id"])
         for field, value in updates.items():
             if olds[field] != value:
                 changed.append(field)
@@ -361,6 +444,7 @@ _HISTORY_FIELDS = {
     "name": TenantChange.Field.NAME,
     "monthly_free_allowance": TenantChange.Field.FREE_ALLOWANCE,
     "external_id": TenantChange.Field.EXTERNAL_ID,
+    "apigateway_key_id": TenantChange.Field.APIGATEWAY_KEY_ID,
 }
 
 

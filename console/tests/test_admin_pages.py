@@ -17,7 +17,16 @@ from django.urls import reverse
 
 pytestmark = pytest.mark.django_db
 
-PROJECT_APPS = ["tenants", "metering", "stripe_sync", "costwatch", "outbound", "console", "core"]
+PROJECT_APPS = [
+    "tenants",
+    "metering",
+    "apigateway",
+    "stripe_sync",
+    "costwatch",
+    "outbound",
+    "console",
+    "core",
+]
 
 
 def _factories() -> dict:

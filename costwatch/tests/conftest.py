@@ -8,18 +8,11 @@ from djstripe.models import Customer
 
 from core import aws as core_aws
 from core.tests.support import sns_topic
-from costwatch.tests.aws_proxy import AwsProxy
 from stripe_sync.tests.factories import CustomerFactory
 from tenants.tests.factories import TenantFactory
+from tests.aws_proxy import AwsProxy
 
 TAG_KEY = "tenant"
-
-
-@pytest.fixture(scope="session")
-def aws_proxy(moto_server):
-    proxy = AwsProxy(moto_server).start()
-    yield proxy
-    proxy.stop()
 
 
 @pytest.fixture
