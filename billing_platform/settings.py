@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "outbound",
     "tenants",
     "metering",
+    "apigateway",
     "stripe_sync",
     "costwatch",
     # The ground floor (commands, API errors, logging, metrics, money, charts, notifier) and the
@@ -271,6 +272,21 @@ PERIODIC_TASKS = [
         "OPERATOR_EMAILS, once per day.",
     },
     {
+        "name": "Sync API Gateway usage plans (daily)",
+        "task": "apigateway.sync_usage_plans",
+        "crontab": {"minute": "15", "hour": "5"},
+        "description": "Puts every tenant's API Gateway key in exactly the usage plan of its plan "
+        "(suspended: none), repairing drift; does nothing without APIGATEWAY_USAGE_PLAN_* settings.",
+    },
+    {
+        "name": "Import API Gateway usage (hourly)",
+        "task": "apigateway.import_usage",
+        # Minute 50: today's growing count lands before the next hour's aggregation (minute 2).
+        "crontab": {"minute": "50"},
+        "description": "Imports today's and yesterday's request counts per API key (GetUsage) as usage "
+        "events of APIGATEWAY_USAGE_METER, only what grew since the last run; off without the settings.",
+    },
+    {
         "name": "Send due outgoing webhooks (every minute)",
         "task": "outbound.deliver_due_webhooks",
         "interval": {"every": 60, "period": "seconds"},
@@ -319,8 +335,12 @@ STRIPE_CIRCUIT_OPEN_SECONDS = env.int("STRIPE_CIRCUIT_OPEN_SECONDS", default=300
 # A reporting sender holds the (tenant, meter) pairs it sends for this long, renewed while it works;
 # a sender that died is taken over after it.
 STRIPE_REPORTING_LEASE_SECONDS = env.int("STRIPE_REPORTING_LEASE_SECONDS", default=60)
-# Hosts that Checkout's success and cancel URLs may point at.
+# Hosts that Checkout's success and cancel URLs, and the Customer Portal's return URL, may point at.
 CHECKOUT_ALLOWED_HOSTS = env.list("CHECKOUT_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+# Checkout shows Stripe's "Add promotion code" field (the codes themselves are made in Stripe).
+CHECKOUT_PROMOTION_CODES = env.bool("CHECKOUT_PROMOTION_CODES", default=False)
+# The Customer Portal configuration (bpc_...) that portal sessions use; empty: the account's default.
+STRIPE_PORTAL_CONFIGURATION = env.str("STRIPE_PORTAL_CONFIGURATION", default="")
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_SECRET = STRIPE_WEBHOOK_SECRET
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
@@ -336,6 +356,14 @@ COSTWATCH_ANOMALY_MIN_DAILY_COST = env.str("COSTWATCH_ANOMALY_MIN_DAILY_COST", d
 COSTWATCH_RESTATEMENT_DAYS = env.int("COSTWATCH_RESTATEMENT_DAYS", default=3)
 COSTWATCH_AWS_TIMEOUT = env.float("COSTWATCH_AWS_TIMEOUT", default=20.0)  # seconds, read; connect 5
 BILLING_EVENTS_SNS_TOPIC_ARN = env.str("BILLING_EVENTS_SNS_TOPIC_ARN", default="")
+
+# --- API Gateway usage plans (apigateway; seed 003) -------------------------------------------
+# The usage plan each billing plan's API keys belong to; empty: keys of that plan are in no usage plan
+# (and placement is off when both are empty).
+APIGATEWAY_USAGE_PLAN_FREE = env.str("APIGATEWAY_USAGE_PLAN_FREE", default="")
+APIGATEWAY_USAGE_PLAN_METERED = env.str("APIGATEWAY_USAGE_PLAN_METERED", default="")
+# The meter that API Gateway's daily request counts (GetUsage) are imported into; empty: no import.
+APIGATEWAY_USAGE_METER = env.str("APIGATEWAY_USAGE_METER", default="")
 
 # --- Outgoing webhooks (outbound) -----------------------------------------------------------
 # Plain http:// endpoint URLs are refused unless this is true (default: only in DEBUG, for the demo).

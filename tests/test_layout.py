@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: an app may import the apps before it, never one after it.
-DOMAIN_APPS = ["outbound", "tenants", "metering", "stripe_sync", "costwatch"]
+DOMAIN_APPS = ["outbound", "tenants", "metering", "apigateway", "stripe_sync", "costwatch"]
 PROJECT_PACKAGES = {"core", "console", "billing_platform", *DOMAIN_APPS}
 BILLING_PLATFORM_FILES = {"__init__.py", "settings.py", "urls.py", "celery.py", "wsgi.py", "asgi.py"}
 
