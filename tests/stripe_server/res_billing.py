@@ -96,6 +96,11 @@ def price_amount(ctx: Ctx, price: dict, quantity: Decimal) -> Decimal:
     return total
 
 
+def _decimal_text(value) -> str:
+    """A quantity as Stripe's decimal strings write it: "130", "7.5"."""
+    return format(Decimal(str(value)).normalize(), "f")
+
+
 def to_minor(amount: Decimal) -> int:
     return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
@@ -505,8 +510,11 @@ def _subscription_line(
             "type": "price_details",
             "unit_amount_decimal": price["unit_amount_decimal"],
         },
-        "quantity": int(quantity) if Decimal(quantity) == int(quantity) else float(quantity),
+        # Stripe: `quantity` truncated to an integer, the full precision in `quantity_decimal`.
+        "quantity": int(Decimal(quantity)),
+        "quantity_decimal": _decimal_text(quantity),
         "subscription": sub["id"],
+        "subtotal": amount,
         "taxes": [],
     }
 
@@ -1325,7 +1333,9 @@ def _invoice_item_line(ctx: Ctx, ii: dict) -> dict:
             "unit_amount_decimal": ii["pricing"]["unit_amount_decimal"],
         },
         "quantity": ii["quantity"],
+        "quantity_decimal": _decimal_text(ii["quantity"]),
         "subscription": sub_id,
+        "subtotal": ii["amount"],
         "taxes": [],
     }
 
@@ -1476,6 +1486,7 @@ def invoice_items_create(ctx: Ctx):
         "proration": False,
         "proration_details": {"credited_items": None},
         "quantity": quantity,
+        "quantity_decimal": _decimal_text(quantity),
         "tax_rates": [],
         "test_clock": None,
     }
@@ -1510,6 +1521,7 @@ def invoice_items_update(ctx: Ctx):
         ii["metadata"] = apply_metadata(ii["metadata"], p["metadata"])
     if "quantity" in p:
         ii["quantity"] = as_int(p, "quantity", minimum=0)
+        ii["quantity_decimal"] = _decimal_text(ii["quantity"])
         unit = Decimal(ii["pricing"]["unit_amount_decimal"] or 0)
         ii["amount"] = ii["net_amount"] = to_minor(unit * ii["quantity"])
     if "amount" in p:

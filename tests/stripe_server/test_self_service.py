@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from decimal import Decimal
 
 import pytest
 import stripe
@@ -56,7 +57,7 @@ def customer(client):
     return client.v1.customers.create(params={"email": "billing@tenant.example", "name": "Tenant 7"})
 
 
-def _usage(client, customer_id: str, value: int, timestamp: int, identifier: str) -> None:
+def _usage(client, customer_id: str, value: int | str, timestamp: int, identifier: str) -> None:
     client.v1.billing.meter_events.create(
         params={
             "event_name": "api_calls",
@@ -516,6 +517,7 @@ def test_preview_of_a_subscription_prices_the_usage_of_its_current_period(
     )
     assert (metered_line.period.start, metered_line.period.end) == (start, end)
     assert metered_line.parent.subscription_item_details.subscription_item == metered_item.id
+    assert (metered_line.quantity_decimal, metered_line.subtotal) == (Decimal(300), 600)
     assert (preview.subtotal, preview.total, preview.amount_due) == (5850, 5850, 5850)
     assert preview.total_pretax_credit_amounts == []
     # A preview is not an invoice: not listed, not retrievable.
@@ -561,6 +563,22 @@ def test_preview_with_tiers_and_subscription_changes(client, stripe_server, cata
     assert [li.pricing.price_details.price for li in ending.lines.data] == [catalog["tiered"].id]
     # The subscription itself did not change.
     assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == catalog["tiered"].id
+
+
+def test_preview_of_decimal_usage_keeps_full_precision_in_quantity_decimal(
+    client, stripe_server, catalog, customer
+):
+    stripe_server.configure(meter_value_mode="decimal")
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": catalog["metered"].id}]}
+    )
+    _usage(client, customer.id, "2.75", stripe_server.now(), "u1")
+    [line] = client.v1.invoices.create_preview(params={"subscription": sub.id}).lines.data
+    assert (line.quantity, line.quantity_decimal, line.amount) == (
+        2,
+        Decimal("2.75"),
+        6,
+    )  # 5.5 cents, half up
 
 
 def test_preview_applies_available_credit_without_using_it(client, stripe_server, catalog, customer):
