@@ -7,7 +7,7 @@ outside the schema must be refused, and so on (schemathesis's checks, all enable
 Schema-valid data that the API still refuses with 400 is allowed only where validity depends on
 what a schema cannot express: state (the meter must exist), the clock (an event's timestamp within
 Stripe's 35 days), arithmetic (15 significant digits; a usage range of at most 31 days; start
-before end), configuration (Checkout's allowed hosts), and on the webhook, whose signature a
+before end), configuration (Checkout's and the portal's allowed hosts), and on the webhook, whose signature a
 fuzzer cannot make (tests/test_webhook_fuzz.py signs its own).
 """
 
@@ -38,6 +38,7 @@ CONFIG = schemathesis.Config.from_dict(
                 "/api/v1/events",
                 "/api/v1/usage",
                 "/api/v1/billing/checkout",
+                "/api/v1/billing/portal",
                 "/api/v1/stripe/webhook",
                 "/compat/openmeter/api/v1/events",
             )
