@@ -261,6 +261,7 @@ def entitlements_read(request):
 
 
 @extend_schema(
+    operation_id="entitlements_meter_retrieve",
     summary="A tenant's entitlement to one meter",
     description="Whether the tenant may use the meter now, its usage this UTC calendar month (minutes "
     "fresh: hourly aggregates plus the events of hours not aggregated yet), its allowance and hard "
