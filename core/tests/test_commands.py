@@ -19,7 +19,16 @@ from tenants.models import Tenant, TenantAPIKey
 from tenants.tests.factories import TenantFactory
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_APPS = {"core", "console", "outbound", "tenants", "metering", "stripe_sync", "costwatch"}
+PROJECT_APPS = {
+    "core",
+    "console",
+    "outbound",
+    "tenants",
+    "metering",
+    "apigateway",
+    "stripe_sync",
+    "costwatch",
+}
 HUGE = "9" * 5000
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +52,18 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--full", "--tenant", "nobody"],
         ["--full", "--tenant", "²"],
         ["--since", "2026-11-01"],
+    ],
+    "sync_usage_plans": [
+        [],  # no usage plan configured
+        ["--tenant", "nobody"],
+        ["--tenant", "{tenant}"],  # no API Gateway key id
+    ],
+    "import_apigateway_usage": [
+        [],  # no usage plan configured
+        ["--days", "0"],
+        ["--days", "91"],
+        ["--days", "x"],
+        ["--days", HUGE],
     ],
     "prune_usage_events": [
         ["--older-than-days", "99999999999"],
@@ -139,6 +160,7 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["X", "--key-name", "k" * 51],
         ["{tenant}"],
         ["X", "--external-id", " padded"],
+        ["X", "--apigateway-key-id", "not-a-key-id"],
         ["X", "--external-id", "a\x00b"],
         ["X", "--external-id", "e" * 256],
         ["X", "--external-id", "{tenant}"],
