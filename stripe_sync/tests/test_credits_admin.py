@@ -198,3 +198,22 @@ def test_a_view_only_operator_sees_grants_but_cannot_grant_or_void(
     assert CreditGrant.objects.get().status == "active"
     assert CreditGrant.objects.count() == 1
     assert local_stripe.requests == []
+
+
+def test_send_again_completes_a_grant_stripe_did_not_answer_for_once(
+    admin_client, local_stripe, tenant, django_capture_on_commit_callbacks
+):
+    link_customer(tenant)
+    local_stripe.fail_next(3, status=503, path=GRANTS, method="POST")
+    _grant(admin_client, tenant, django_capture_on_commit_callbacks)
+    grant = CreditGrant.objects.get()
+    assert grant.status == "pending"
+    form = {"action": "send_again", "_selected_action": [grant.pk]}
+
+    assert "Send to Stripe" in admin_client.post(LIST, form).content.decode()
+    assert CreditGrant.objects.get().status == "pending"  # asked first
+    admin_client.post(LIST, {**form, "confirmed": "yes"})
+
+    grant.refresh_from_db()
+    assert grant.status == "active"
+    assert [g["id"] for g in local_stripe.objects("billing.credit_grant")] == [grant.stripe_id]
