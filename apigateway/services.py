@@ -144,10 +144,6 @@ class PlacementResult:
     retryable: bool = False
 
     @property
-    def changed(self) -> bool:
-        return bool(self.lines) and not self.error
-
-    @property
     def status(self) -> str:
         return UsagePlanPlacement.Status.FAILED if self.error else UsagePlanPlacement.Status.IN_PLACE
 

@@ -84,8 +84,9 @@ class Tenant(models.Model):
 
 
 class TenantChange(models.Model):
-    """Append-only history of a tenant: plan, status, name, free allowance, external id and its keys
-    (issued and revoked: the prefix, never the secret), with who or what changed it."""
+    """Append-only history of a tenant: plan, status, name, free allowance, external id, its keys
+    (issued and revoked: the prefix, never the secret), its API Gateway key id and where that key was
+    put (usage plan placements, source "apigateway"), with who or what changed it."""
 
     class Field(models.TextChoices):
         STATUS = "status", "Status"
