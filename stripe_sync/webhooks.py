@@ -351,7 +351,15 @@ def _dispatch(event: WebhookEvent) -> Outcome:
                 WebhookEvent.Status.IGNORED,
                 f"the event's data.object is not a {kind} with an id; nothing to fetch from Stripe",
             )
-        ctx.obj = _refetch_and_mirror(ctx.client, stale)
+        try:
+            ctx.obj = _refetch_and_mirror(ctx.client, stale)
+        except stripe.InvalidRequestError as exc:
+            # A draft deleted since (invoice.created, .updated) is gone at Stripe: nothing to mirror.
+            if exc.http_status == 404 and _HANDLERS.get(event.type) is _on_invoice_changed:
+                return Outcome(
+                    WebhookEvent.Status.IGNORED, f"invoice {stale['id']} no longer exists at Stripe"
+                )
+            raise
     try:
         return handler(ctx)
     except _NotOurs as why:
@@ -384,6 +392,8 @@ def _refetch_and_mirror(client: stripe.StripeClient, stale: dict) -> dict:
     if retrieve is None or not object_id:
         return stale
     current = retrieve(client, object_id)
+    if current.get("deleted"):
+        return mirror.stripe_dict(current)  # a tombstone ({"id", "deleted": true}): nothing to mirror
     # Subscriptions go through stripe_sync.mirror, which copies current_period_start/end from the
     # items (where API versions since 2025-03-31 put them) to the top level, where dj-stripe 2.11
     # reads them; invoices get their subscription back from parent.subscription_details likewise.
@@ -588,6 +598,8 @@ def _on_invoice_changed(ctx: _Context) -> Outcome:
     """Mirrored only (above), so the tenant's invoice list (`GET /api/v1/invoices`) follows the
     invoice from finalized to paid, void or uncollectible without waiting for `sync_stripe`."""
     invoice = ctx.obj
+    if invoice.get("deleted"):
+        return Outcome(WebhookEvent.Status.IGNORED, f"invoice {invoice.get('id')} no longer exists at Stripe")
     tenant = _tenant_for_customer(ctx.client, stripe_id(invoice.get("customer")))
     return Outcome(
         WebhookEvent.Status.PROCESSED,

@@ -158,3 +158,15 @@ def test_a_platform_key_is_refused_and_a_key_is_required(platform_client):
     assert response.status_code == 403
     assert "tenant's own API key" in response.json()["error"]["message"]
     assert APIClient().get(URL).status_code == 401
+
+
+def test_an_event_of_a_draft_deleted_since_is_ignored(local_stripe, tenant, tenant_client, deliver_event):
+    customer_id = link_customer(tenant)
+    invoice_id = _invoice(customer_id, finalize=False)
+    stripe_client().v1.invoices.delete(invoice_id)
+
+    event = deliver_event(_event_for(local_stripe, "invoice.created", invoice_id))
+
+    assert event.status == "ignored"
+    assert "no longer exists at Stripe" in event.result
+    assert tenant_client.get(URL).json()["count"] == 0
