@@ -15,7 +15,6 @@ from djstripe.models import Invoice
 
 from core.money import plain_decimal
 from metering.estimates import month_bounds, tenant_month_estimate
-from stripe_sync.catalog import metered_prices
 from stripe_sync.circuit import CircuitOpen, circuit_check
 from stripe_sync.client import NOT_CONFIGURED_REASON, StripeNotConfigured, stripe_client
 from stripe_sync.credits import credit_balances, tenant_credit_grants
@@ -212,9 +211,8 @@ def upcoming_estimate(*, tenant: Tenant, note: str, now: datetime | None = None)
     currency = currencies[0] if currencies else None
     if len(currencies) > 1:
         note += f" The plan's prices are in several currencies; only {currency.upper()} is shown."
-    prices = metered_prices()
     price_by_meter = dict(
-        StripeMeter.objects.filter(stripe_meter_id__in=prices).values_list("meter", "stripe_price_id")
+        StripeMeter.objects.exclude(stripe_price_id="").values_list("meter", "stripe_price_id")
     )
     lines = [
         {
@@ -272,8 +270,9 @@ def tenant_credits(*, tenant: Tenant) -> dict:
         note = NOTE_CREDITS_NOT_ONBOARDED
     else:
         try:
+            circuit_check()
             balances = [vars(balance) for balance in credit_balances(customer_id=tenant.stripe_customer_id)]
-        except (StripeNotConfigured, stripe.StripeError) as exc:
+        except (StripeNotConfigured, CircuitOpen, stripe.StripeError) as exc:
             reason = stripe_unreachable_reason(exc)
             if reason is None:
                 raise

@@ -18,7 +18,7 @@ from stripe_sync.credits import (
 )
 from stripe_sync.models import CreditGrant
 from stripe_sync.selfservice import NOTE_CREDITS_NOT_ONBOARDED
-from stripe_sync.tests.factories import CreditGrantFactory
+from stripe_sync.tests.factories import CircuitBreakerFactory, CreditGrantFactory
 from stripe_sync.tests.support import link_customer
 
 pytestmark = pytest.mark.django_db
@@ -199,6 +199,20 @@ def test_stripe_unreachable_still_lists_the_grants(local_stripe, tenant, tenant_
     assert (body["balance"], body["balances"]) == (None, None)
     assert "HTTP 503" in body["note"]
     assert len(body["grants"]) == 1
+
+
+def test_an_open_circuit_breaker_lists_the_grants_without_asking_stripe(
+    local_stripe, tenant, tenant_client, customer_id
+):
+    _grant(tenant)
+    CircuitBreakerFactory(open_until=timezone.now() + timedelta(minutes=5), failures=5)
+
+    body = tenant_client.get(URL).json()
+
+    assert body["balance"] is None
+    assert "circuit breaker" in body["note"]
+    assert len(body["grants"]) == 1
+    assert local_stripe.requests_to(SUMMARY) == []
 
 
 def test_a_tenant_never_onboarded_has_no_balance_and_stripe_is_not_asked(local_stripe, tenant_client):
