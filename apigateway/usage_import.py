@@ -31,7 +31,13 @@ from apigateway.services import (
     configured_usage_plans,
 )
 from core.aws import aws_call
-from metering.ingest import BACKFILL_WINDOW, EventsInvalid, usage_events_record, usage_events_validate
+from metering.ingest import (
+    BACKFILL_WINDOW,
+    EventsInvalid,
+    UsageLimitExceeded,
+    usage_events_record,
+    usage_events_validate,
+)
 from metering.models import Meter
 from tenants.models import Tenant
 
@@ -222,5 +228,8 @@ def _ingest(row: ApiGatewayUsageDay, *, meter: Meter, quantity: int, moment: dat
             for problems in invalid.errors.values()
             for name, messages in problems.items()
         )
-    usage_events_record(tenant=row.tenant, events=valid, now=now)
+    try:
+        usage_events_record(tenant=row.tenant, events=valid, now=now)
+    except UsageLimitExceeded as exceeded:  # the plan's hard limit refuses it; tried again next run
+        return str(exceeded)
     return ""

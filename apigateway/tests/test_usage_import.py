@@ -13,8 +13,9 @@ from apigateway import usage_import
 from apigateway.models import ApiGatewayUsageDay
 from apigateway.usage_import import apigateway_usage_import
 from conftest import beat_task
+from metering.allowances import plan_allowances_changed
 from metering.models import UsageEvent
-from metering.tests.factories import MeterFactory
+from metering.tests.factories import MeterFactory, PlanMeterAllowanceFactory
 from tenants.tests.factories import TenantFactory
 from tenants.tests.support import run_command
 
@@ -150,3 +151,25 @@ def test_the_import_needs_a_sum_meter(usage_plans, settings):
     MeterFactory(code="calls", aggregation="count")
     with pytest.raises(CommandError, match="request counts need a sum meter"):
         run_command("import_apigateway_usage")
+
+
+def test_requests_past_a_hard_limit_the_plan_refuses_beyond_are_recorded_and_tried_again(
+    usage_plans, requests_meter, now
+):
+    acme = TenantFactory(slug="acme", plan="free", apigateway_key_id="acmekey001")
+    allowance = PlanMeterAllowanceFactory(
+        plan="free", meter=requests_meter, included=Decimal(100), hard_limit=Decimal(100), at_limit="refuse"
+    )
+    usage_plans.usage(usage_plans.free, "acmekey001", now.date(), 150)
+
+    assert apigateway_usage_import(days=1, now=now).refused == 1
+
+    row = ApiGatewayUsageDay.objects.get(key_id="acmekey001")
+    assert (row.status, row.imported) == ("refused", 0)
+    assert "limited to 100" in row.note
+    assert not UsageEvent.objects.exists()
+    allowance.hard_limit = Decimal(1000)
+    allowance.save()
+    plan_allowances_changed()  # as metering's service does after a change
+    assert apigateway_usage_import(days=1, now=now).requests == 150
+    assert _day_total(acme, requests_meter, now.date()) == 150
