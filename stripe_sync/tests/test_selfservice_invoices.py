@@ -170,3 +170,13 @@ def test_an_event_of_a_draft_deleted_since_is_ignored(local_stripe, tenant, tena
     assert event.status == "ignored"
     assert "no longer exists at Stripe" in event.result
     assert tenant_client.get(URL).json()["count"] == 0
+
+
+def test_an_invoice_stripe_no_longer_knows_is_ignored(local_stripe, tenant, deliver_event):
+    customer_id = link_customer(tenant)
+    invoice_id = _invoice(customer_id, finalize=False)
+    local_stripe.fail_next(3, status=404, path=f"/v1/invoices/{invoice_id}", method="GET")
+
+    event = deliver_event(_event_for(local_stripe, "invoice.created", invoice_id))
+
+    assert (event.status, event.result) == ("ignored", f"invoice {invoice_id} no longer exists at Stripe")
