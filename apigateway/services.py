@@ -23,7 +23,7 @@ from functools import partial
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
@@ -339,18 +339,33 @@ def tenant_change_placement(change: TenantChange) -> None:
         return
     tenant = change.tenant
     if tenant.apigateway_key_id:
-        UsagePlanPlacement.objects.update_or_create(
-            tenant=tenant,
-            defaults={"status": UsagePlanPlacement.Status.PENDING, "requested_at": timezone.now()},
-            create_defaults={
-                "key_id": tenant.apigateway_key_id,
-                "status": UsagePlanPlacement.Status.PENDING,
-                "requested_at": timezone.now(),
-            },
-        )
+        _mark_pending(tenant)
     elif not UsagePlanPlacement.objects.filter(tenant=tenant).exists():
         return  # no key now, none placed before
     transaction.on_commit(partial(usage_plan_placement_enqueue, tenant_id=tenant.pk), robust=True)
+
+
+def _mark_pending(tenant: Tenant) -> None:
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            # A running placement holds the row while it talks to AWS: the change (an API call, a
+            # webhook) does not wait for it; the placement queued after this commit re-checks anyway.
+            placement = (
+                UsagePlanPlacement.objects.select_for_update(nowait=True).filter(tenant=tenant).first()
+            )
+            if placement is None:
+                UsagePlanPlacement.objects.create(
+                    tenant=tenant,
+                    key_id=tenant.apigateway_key_id,
+                    status=UsagePlanPlacement.Status.PENDING,
+                    requested_at=now,
+                )
+            else:
+                placement.status, placement.requested_at = UsagePlanPlacement.Status.PENDING, now
+                placement.save(update_fields=["status", "requested_at"])
+    except DatabaseError:  # locked by a running placement (or, IntegrityError, made by one just now)
+        logger.info("usage plan placement of tenant %s is running; the queued one re-checks", tenant.pk)
 
 
 def usage_plan_placement_enqueue(*, tenant_id: int) -> None:
