@@ -16,3 +16,9 @@ class ApiGatewayConfig(AppConfig):
         tenant_change_listeners.register("apigateway.usage_plan_placement", tenant_change_placement)
         command_errors.register(UsagePlansNotConfigured)
         command_errors.register(UsageImportNotConfigured)
+
+        # Keys out of place (failed, pending) on /metrics (core/metrics.py).
+        from apigateway.metrics import usage_plan_placements
+        from core.metrics import business_gauges
+
+        business_gauges.register(usage_plan_placements)
