@@ -21,8 +21,8 @@ from rest_framework.response import Response
 from core.api_schema import error_responses
 from core.api_scopes import USAGE_READ, tenant_or_platform_scope
 from core.json_input import printable
-from metering.allowances import Allowance, allowance_resolve, plan_allowance_rows
-from metering.ingest import EXACT
+from metering.allowances import Allowance, allowance_resolve
+from metering.ingest import EXACT, meter_cache
 from metering.models import Meter
 from metering.usage import tenant_usage_now
 from tenants.authentication import request_named_tenant
@@ -72,13 +72,13 @@ def tenant_entitlements(
     *, tenant: Tenant, meters: list[Meter] | None = None, now: datetime | None = None
 ) -> Entitlements:
     """The tenant's usage this period per meter (every meter, or `meters`), with its allowance,
-    limit and what remains. A few queries whatever the number of meters: the meters, the plan's
-    allowance rows, the pending hours, one grouped SUM of the aggregates, and one per meter with
-    hours not aggregated yet."""
+    limit and what remains. Meters and plan allowances come from ingestion's few-seconds cache;
+    usage takes one query, plus one per meter with hours not aggregated yet (metering.usage)."""
     if meters is None:
-        meters = list(Meter.objects.order_by("code"))
+        meters = meter_cache.meters()
     start, end, used_by_meter = tenant_usage_now(tenant=tenant, meters=meters, now=now)
-    rows = plan_allowance_rows(plans=[tenant.plan], meter_ids=[m.pk for m in meters])
+    # Plans' allowances and meters change rarely: read from ingestion's few-seconds cache.
+    rows = meter_cache.allowance_rows()
     items = [
         _entitlement(
             tenant,
@@ -294,7 +294,7 @@ def entitlements_read(request):
 @permission_classes([tenant_or_platform_scope(USAGE_READ)])
 def meter_entitlement_read(request, meter: str):
     tenant = _tenant_for(request)
-    found = Meter.objects.filter(code=meter).first() if meter.isprintable() and len(meter) <= 100 else None
+    found = meter_cache.meter(meter) if meter.isprintable() and len(meter) <= 100 else None
     if found is None:
         raise exceptions.NotFound(f"unknown meter {meter[:100]!r}")
     entitlements = tenant_entitlements(tenant=tenant, meters=[found])

@@ -160,8 +160,11 @@ class _MeterCache:
     def __init__(self):
         self._by_code: dict[str, MeterRef] = {}
         self._loaded_at = float("-inf")
+        self._allowance_rows: dict = {}
         self._refusing: dict[int, dict[str, Decimal]] = {}
-        self._refusing_loaded_at = float("-inf")
+        self._allowances_loaded_at = float("-inf")
+        self._meters: dict[str, Meter] = {}
+        self._meters_loaded_at = float("-inf")
 
     def lookup(self, codes: set[str]) -> dict[str, MeterRef]:
         now = time.monotonic()
@@ -174,25 +177,54 @@ class _MeterCache:
             self._loaded_at = now
         return self._by_code
 
+    def _allowances_load(self) -> None:
+        now = time.monotonic()
+        if now - self._allowances_loaded_at <= METER_CACHE_SECONDS:
+            return
+        rows = {(row.plan, row.meter_id): row for row in PlanMeterAllowance.objects.select_related("meter")}
+        refusing: dict[int, dict[str, Decimal]] = {}
+        for (plan, meter_id), row in rows.items():
+            if (
+                row.at_limit == PlanMeterAllowance.AtLimit.REFUSE
+                and row.hard_limit is not None
+                and row.meter.aggregation in REFUSABLE_AGGREGATIONS
+            ):
+                refusing.setdefault(meter_id, {})[plan] = row.hard_limit
+        self._allowance_rows, self._refusing, self._allowances_loaded_at = rows, refusing, now
+
+    def allowance_rows(self) -> dict:
+        """Every PlanMeterAllowance row by (plan, meter id) (metering.allowances.PlanRows): a handful
+        of rows, read every few seconds; metering.allowances clears it on a change in this process."""
+        self._allowances_load()
+        return self._allowance_rows
+
     def refusing_limits(self) -> dict[int, dict[str, Decimal]]:
         """{meter id: {plan: hard limit}} of the plans that refuse events beyond a limit (count and
-        sum meters only), reloaded every few seconds like the codes (metering.allowances clears it
-        on a change in this process)."""
-        now = time.monotonic()
-        if now - self._refusing_loaded_at > METER_CACHE_SECONDS:
-            refusing: dict[int, dict[str, Decimal]] = {}
-            for meter_id, plan, limit in PlanMeterAllowance.objects.filter(
-                at_limit=PlanMeterAllowance.AtLimit.REFUSE,
-                hard_limit__isnull=False,
-                meter__aggregation__in=REFUSABLE_AGGREGATIONS,
-            ).values_list("meter_id", "plan", "hard_limit"):
-                refusing.setdefault(meter_id, {})[plan] = limit
-            self._refusing, self._refusing_loaded_at = refusing, now
+        sum meters only), from the same rows."""
+        self._allowances_load()
         return self._refusing
+
+    def _meters_load(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._meters_loaded_at > METER_CACHE_SECONDS:
+            self._meters = {m.code: m for m in Meter.objects.prefetch_related("filters")}
+            self._meters_loaded_at = now
+
+    def meter(self, code: str) -> Meter | None:
+        """The meter with its filters (for reads such as the entitlements), kept like the codes; an
+        unknown code reloads at once."""
+        self._meters_load(force=code not in self._meters)
+        return self._meters.get(code)
+
+    def meters(self) -> list[Meter]:
+        """Every meter with its filters, by code."""
+        self._meters_load()
+        return sorted(self._meters.values(), key=lambda meter: meter.code)
 
     def clear(self) -> None:
         self._loaded_at = float("-inf")
-        self._refusing_loaded_at = float("-inf")
+        self._allowances_loaded_at = float("-inf")
+        self._meters_loaded_at = float("-inf")
 
 
 meter_cache = _MeterCache()
