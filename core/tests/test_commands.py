@@ -112,6 +112,18 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["{tenant}", "{meter}", "--percent", HUGE],
         ["{tenant}", "{meter}", "--units", "0.0000000000001"],
     ],
+    "set_plan_allowance": [
+        ["gold", "{meter}", "--included", "5"],
+        ["free", "nope", "--included", "5"],
+        ["free", "{meter}"],
+        ["free", "{meter}", "--included", "-1"],
+        ["free", "{meter}", "--included", HUGE],
+        ["free", "{meter}", "--included", "NaN"],
+        ["free", "{meter}", "--included", "10", "--limit", "5"],
+        ["free", "{meter}", "--included", "1", "--at-limit", "refuse"],
+        ["free", "{meter}", "--included", "1", "--limit", "0"],
+        ["free", "{meter}", "--included", "1", "--limit", "2", "--at-limit", "sometimes"],
+    ],
     "send_daily_report": [
         ["--date", "9999-12-31"],
         ["--date", "0001-01-01"],
