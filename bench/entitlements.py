@@ -1,6 +1,6 @@
 """GET /api/v1/entitlements/{meter} through gunicorn on PostgreSQL, against the bare DRF view.
 
-    .venv/bin/python bench/entitlements.py [--tenants 1000] [--duration 10] [--rounds 2] [--clients 2]
+    .venv/bin/python bench/entitlements.py [--tenants 1000] [--duration 10] [--rounds 2] [--clients 1]
 
 The table (database `billing_bench_ent`, built once and reused while its shape matches):
 - `--tenants` tenants (half free, half metered) x 3 meters (count, sum, max), every hour of the
@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--keyed", type=int, default=50, help="tenants whose keys send requests (default 50)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per round (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per endpoint (default 2)")
-    parser.add_argument("--clients", type=int, default=2, help="closed-loop client processes (default 2)")
+    parser.add_argument("--clients", type=int, default=1, help="closed-loop client processes (default 1)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--db", default="billing_bench_ent", help="database name (default billing_bench_ent)")
     args = parser.parse_args()
