@@ -94,3 +94,20 @@ def test_this_checker_sees_function_level_imports(tmp_path):
         "import os\n\ndef f():\n    from stripe_sync.client import x\n    import console.models\n"
     )
     assert project_imports(module) == {"stripe_sync", "console"}
+
+
+def test_every_test_directory_is_in_the_suite():
+    """`make test` runs pytest's testpaths: a package whose tests are not listed never runs in CI (the
+    outbound app's tests were left out this way for a whole issue)."""
+    import tomllib
+
+    testpaths = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["testpaths"]
+    )
+    with_tests = {
+        path.parent.parent.name
+        for path in ROOT.glob("*/tests/test_*.py")
+        if not path.parent.parent.name.startswith(".")
+    }
+    with_tests |= {"tests"} if any(ROOT.glob("tests/test_*.py")) else set()
+    assert with_tests - testpaths == set()
