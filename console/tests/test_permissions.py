@@ -42,7 +42,7 @@ ROLES_MIGRATION = importlib.import_module("console.migrations.0002_operator_role
 # Later grants to the same groups, for models added after 0002 (each runs after 0002 in `roles`).
 ROLES_GRANTS = [
     importlib.import_module(f"console.migrations.{name}").grant
-    for name in ("0004_platform_key_roles", "0005_integration_roles")
+    for name in ("0004_platform_key_roles", "0005_integration_roles", "0006_plan_and_credit_roles")
 ]
 VIEWER, OPERATOR, FINANCE = ROLES_MIGRATION.VIEWER, ROLES_MIGRATION.OPERATOR, ROLES_MIGRATION.FINANCE
 
@@ -423,8 +423,9 @@ def test_the_roles_migration_is_idempotent_and_keeps_what_an_operator_added(role
 # registered model is the viewer's (so the operator's and Finance's): a model added to the admin
 # without a grant to the groups (a console migration like 0002) fails the test below.
 FINANCE_ONLY = {
-    # Money: prices, AWS costs, budgets and margin.
+    # Money: prices, credit grants, AWS costs, budgets and margin.
     "metering.Price",
+    "stripe_sync.CreditGrant",
     *(
         f"costwatch.{name}"
         for name in ("Budget", "DailyCost", "CostCheckRun", "Alert", "PassThroughCharge", "TenantMargin")
