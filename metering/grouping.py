@@ -87,7 +87,7 @@ def group_by_horizon(granularity: str) -> datetime:
     """The first hour (or UTC day) a grouped read may start at: every hour from it on still holds all
     of its raw events (the later of the latest prune's cutoff and `RAW_EVENT_RETENTION` ago, as
     for recomputes)."""
-    horizon = recompute_horizon()
+    horizon = recompute_horizon().astimezone(UTC)
     if granularity == "day" and horizon != horizon.replace(hour=0):
         return horizon.replace(hour=0) + timedelta(days=1)
     return horizon
