@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -16,6 +17,13 @@ from core.json_input import json_loads_exact, printable
 from core.metrics import instrument_ingest
 from core.parsers import TOO_DEEP
 from core.parsing import ParseError, parse_datetime
+from metering.grouping import (
+    MAX_GROUP_BY,
+    MAX_GROUPED_ROWS,
+    TooManyGroups,
+    group_by_horizon,
+    usage_series_by_group,
+)
 from metering.ingest import (
     EXACT,
     MAX_BATCH,
@@ -27,7 +35,7 @@ from metering.ingest import (
     usage_events_record,
     usage_events_validate,
 )
-from metering.models import Meter
+from metering.models import VALUE_PROPERTY_PATTERN, Meter
 from metering.selectors import usage_series
 from metering.throttling import ApiKeyRateThrottle
 from tenants.authentication import request_named_tenant, request_tenant
@@ -246,6 +254,34 @@ class BoundedDateTimeField(serializers.Field):
         return value.isoformat()
 
 
+# One property name or path, as a meter's value property is written (`region`, `usage.region`).
+PROPERTY_NAME = VALUE_PROPERTY_PATTERN.removeprefix("^").removesuffix("$")
+PROPERTY_NAME_MAX_LENGTH = 100
+
+
+class GroupByField(serializers.Field):
+    """`group_by`: property names, the parameter repeated (`group_by=a&group_by=b`, as OpenMeter's
+    groupBy) or comma-separated (`group_by=a,b`), at most MAX_GROUP_BY in all."""
+
+    def to_internal_value(self, data):
+        items = data if isinstance(data, list) else [data]
+        names = [name for item in items for name in str(item).split(",")]
+        for name in names:
+            if len(name) > PROPERTY_NAME_MAX_LENGTH or not re.fullmatch(PROPERTY_NAME, name):
+                raise serializers.ValidationError(
+                    f"not a property name: {printable(name)} (letters, digits, '_' and '-', or a path "
+                    "such as 'usage.region'; at most 100 characters)"
+                )
+        if len(set(names)) < len(names):
+            raise serializers.ValidationError("names a property more than once")
+        if len(names) > MAX_GROUP_BY:
+            raise serializers.ValidationError(f"at most {MAX_GROUP_BY} properties")
+        return names
+
+    def to_representation(self, value):
+        return value
+
+
 class UsageQuery(serializers.Serializer):
     # A CharField first (it refuses NUL and unpaired surrogates), then the look-up: a NUL sent to
     # PostgreSQL in a filter is a DataError, not "does not exist".
@@ -254,6 +290,7 @@ class UsageQuery(serializers.Serializer):
     start = BoundedDateTimeField(required=False)
     end = BoundedDateTimeField(required=False)
     granularity = serializers.ChoiceField(choices=["hour", "day"], default="hour")
+    group_by = GroupByField(required=False)
 
     def validate_meter(self, value):
         meter = Meter.objects.filter(code=value).first()
@@ -279,6 +316,18 @@ class UsageQuery(serializers.Serializer):
         if end - start > self.MAX_SPAN[granularity]:
             days = self.MAX_SPAN[granularity].days
             raise serializers.ValidationError({"start": [f"the range may span at most {days} days"]})
+        if attrs.get("group_by"):
+            # Grouping reads raw events, which are pruned; older hours keep only their aggregates.
+            horizon = group_by_horizon(granularity)
+            if start < horizon:
+                raise serializers.ValidationError(
+                    {
+                        "start": [
+                            f"group_by reads raw events, kept from {horizon:%Y-%m-%dT%H:%M:%SZ} on: "
+                            "start there or later, or read without group_by"
+                        ]
+                    }
+                )
         return {**attrs, "start": start, "end": end}
 
 
@@ -314,6 +363,12 @@ USAGE_RESPONSE = inline_serializer(
                     r"^[0-9]+(\.[0-9]+)?$", help_text="Decimal string: the billable quantity."
                 ),
                 "events": serializers.IntegerField(min_value=0),
+                "group": serializers.DictField(
+                    child=serializers.CharField(allow_null=True),
+                    required=False,
+                    help_text="With `group_by` only: each property asked for and its value in these "
+                    "events, as text; null where the events lack it.",
+                ),
             },
             many=True,
         ),
@@ -325,7 +380,15 @@ USAGE_RESPONSE = inline_serializer(
     summary="A tenant's usage",
     description="Hourly aggregates, or their sums per UTC day, in [start, end). Values are decimal "
     "strings. Default range: the last 24 hours (hour) or 30 days (day). A tenant key reads its own "
-    "tenant; a platform key (scope usage:read) names the tenant in `tenant`.",
+    "tenant; a platform key (scope usage:read) names the tenant in `tenant`.\n\n"
+    "`group_by` (OpenMeter's groupBy) splits each point by the values of up to 3 event properties: "
+    'each point gains `group`, e.g. `{"region": "eu"}` (null where events lack the property). '
+    "Grouped values are computed from raw events with the meter's filters and aggregation, each hour "
+    "as aggregation computes it and a day as the sum of its hours, so the groups of an hour add up to "
+    "its aggregate for count and sum meters; events of hours not yet aggregated are included. Raw "
+    "events are kept 45 days and then pruned: a grouped range must start at or after the later of "
+    "the last prune's cutoff and 45 days ago, else 400 naming `start` with the first moment allowed. "
+    f"At most {MAX_GROUPED_ROWS:,} grouped points per request (else 400 naming `group_by`).",
     parameters=[
         OpenApiParameter(
             "tenant",
@@ -341,6 +404,20 @@ USAGE_RESPONSE = inline_serializer(
         OpenApiParameter("start", OpenApiTypes.DATETIME, description="With an offset; 2000 to 2100."),
         OpenApiParameter("end", OpenApiTypes.DATETIME, description="With an offset; 2000 to 2100."),
         OpenApiParameter("granularity", str, enum=["hour", "day"], description="Default hour."),
+        OpenApiParameter(
+            "group_by",
+            {
+                "type": "array",
+                "maxItems": MAX_GROUP_BY,
+                "items": {"type": "string", "pattern": f"^{PROPERTY_NAME}(,{PROPERTY_NAME})*$"},
+            },
+            style="form",
+            explode=True,
+            description="Event properties to group by: a name (`region`) or a path into nested "
+            "objects (`usage.region`), repeated (`group_by=region&group_by=model`) or comma-separated "
+            f"(`group_by=region,model`); at most {MAX_GROUP_BY} in all, each once. Only hours still "
+            "holding raw events (see above).",
+        ),
     ],
     responses={200: USAGE_RESPONSE, **error_responses(400, 401, 403, 404)},
 )
@@ -349,9 +426,14 @@ USAGE_RESPONSE = inline_serializer(
 def usage_read(request):
     # A plain dict, not the QueryDict: DRF reads an empty value of an optional field in a QueryDict
     # as "omitted", so `start=` would silently mean the default range.
-    query = UsageQuery(data=request.query_params.dict())
+    data = request.query_params.dict()
+    if "group_by" in request.query_params:
+        data["group_by"] = request.query_params.getlist("group_by")
+    query = UsageQuery(data=data)
     query.is_valid(raise_exception=True)
     params = query.validated_data
+    if params.get("group_by"):
+        return _grouped_usage(request, params)
     points = usage_series(
         # A platform key may read a suspended tenant's usage (its last bill); its own key cannot.
         tenant=request_named_tenant(request, params.get("tenant"), field="tenant", active=False),
@@ -371,6 +453,44 @@ def usage_read(request):
                     "start": p.start,
                     "value": _plain(p.value),
                     "events": p.events,
+                }
+                for p in points
+            ],
+        }
+    )
+
+
+def _grouped_usage(request, params) -> Response:
+    try:
+        points = usage_series_by_group(
+            tenant=request_named_tenant(request, params.get("tenant"), field="tenant", active=False),
+            start=params["start"],
+            end=params["end"],
+            granularity=params["granularity"],
+            group_by=params["group_by"],
+            meter=params.get("meter"),
+        )
+    except TooManyGroups as too_many:
+        raise serializers.ValidationError(
+            {
+                "group_by": [
+                    f"more than {too_many.limit:,} grouped points: narrow the range, read per day "
+                    "or group by fewer properties"
+                ]
+            }
+        ) from None
+    return Response(
+        {
+            "granularity": params["granularity"],
+            "start": params["start"],
+            "end": params["end"],
+            "data": [
+                {
+                    "meter": p.meter,
+                    "start": p.start,
+                    "value": _plain(p.value),
+                    "events": p.events,
+                    "group": p.group,
                 }
                 for p in points
             ],
