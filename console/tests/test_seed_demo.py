@@ -102,6 +102,15 @@ def test_seed_demo_against_the_sandbox_fills_every_dashboard_panel(
     assert any(line.startswith("stripe: acme onboarded (customer cus_") for line in lines)
     assert any(line.startswith("stripe: initech paid at Checkout") for line in lines)
     assert any(line.startswith("aws: cost check succeeded") for line in lines)
+    assert "stripe: acme granted 25.00 USD of credit (active)" in lines
+
+    # Acme's promotional credit is at Stripe, where its balance shows it.
+    from stripe_sync.credits import credit_balances
+
+    acme = Tenant.objects.get(slug="acme")
+    assert [(b.available, b.currency) for b in credit_balances(customer_id=acme.stripe_customer_id)] == [
+        (2500, "usd")
+    ]
 
     # Initech paid at Checkout: Stripe's webhooks moved it to the metered plan.
     initech = Tenant.objects.get(slug="initech")

@@ -29,8 +29,9 @@ from costwatch.costs import daily_costs_store, month_start
 from costwatch.models import Budget, CostCheckRun
 from costwatch.services import cost_check_run
 from metering.aggregation import usage_aggregate
+from metering.allowances import plan_allowance_set
 from metering.ingest import usage_events_record, usage_events_validate
-from metering.models import Meter, Price, UsageEvent, UsageThreshold
+from metering.models import Meter, PlanMeterAllowance, Price, UsageEvent, UsageThreshold
 from metering.services import meter_create
 from metering.thresholds import usage_threshold_create
 from outbound.events import ALL_EVENTS
@@ -43,7 +44,8 @@ from stripe_sync.client import (
     stripe_configured,
     stripe_is_local_sandbox,
 )
-from stripe_sync.models import ReconciliationRun, WebhookEvent
+from stripe_sync.credits import credit_grant_create
+from stripe_sync.models import CreditGrant, ReconciliationRun, WebhookEvent
 from stripe_sync.onboarding import tenant_onboard
 from stripe_sync.reconciliation import usage_reconcile
 from stripe_sync.reporting import usage_reports_prepare
@@ -85,6 +87,14 @@ DEMO_PRICES = {
     "storage_gb": ("per_unit", "0.5", 1, []),
     "active_users": ("package", "100", 10, []),
 }
+# Per plan and meter: included units per month, hard limit, what happens at it (metering.allowances).
+DEMO_PLAN_ALLOWANCES = [
+    (Tenant.Plan.FREE, "api_calls", Decimal("10000"), Decimal("12000"), PlanMeterAllowance.AtLimit.REFUSE),
+    (Tenant.Plan.FREE, "storage_gb", Decimal("500"), None, PlanMeterAllowance.AtLimit.REPORT),
+    (Tenant.Plan.METERED, "api_calls", Decimal("1000"), None, PlanMeterAllowance.AtLimit.REPORT),
+]
+# Promotional credit at Stripe (billing credit grants) for an onboarded tenant: slug, cents, reason.
+DEMO_CREDIT = ("acme", 2500, "Welcome credit (demo data)")
 USAGE_DAYS = 7
 # Onboarded to the Stripe sandbox by the seed; initech (free) subscribes through Checkout instead, so its
 # plan changes by webhook as a customer's would.
@@ -133,6 +143,7 @@ class Command(BaseCommand):
             receiver = self._webhook_receiver()
             keys = self._tenants()
             self._meters()
+            self._plan_allowances()
             self._thresholds()
         self.stdout.write(login)
         if receiver:
@@ -239,6 +250,14 @@ class Command(BaseCommand):
                     },
                 )
 
+    def _plan_allowances(self) -> None:
+        for plan, code, included, limit, at_limit in DEMO_PLAN_ALLOWANCES:
+            meter = Meter.objects.get(code=code)
+            if not PlanMeterAllowance.objects.filter(plan=plan, meter=meter).exists():
+                plan_allowance_set(
+                    plan=plan, meter=meter, included=included, hard_limit=limit, at_limit=at_limit
+                )
+
     def _usage(self) -> int:
         """A week of hourly usage per demo tenant, only for tenants that have none yet."""
         now = timezone.now()
@@ -298,6 +317,18 @@ class Command(BaseCommand):
             self.stdout.write(f"stripe: {tenant.slug} paid at Checkout ({session.id})")
         delivered = self._webhooks()
         self.stdout.write(f"stripe: {delivered} webhook event(s) delivered and processed")
+        slug, cents, reason = DEMO_CREDIT
+        tenant = Tenant.objects.get(slug=slug)
+        if not CreditGrant.objects.filter(tenant=tenant).exists():
+            grant = credit_grant_create(
+                tenant=tenant,
+                amount_minor=cents,
+                currency="usd",
+                category=CreditGrant.Category.PROMOTIONAL,
+                reason=reason,
+                actor="seed_demo",
+            )
+            self.stdout.write(f"stripe: {slug} granted {Decimal(cents) / 100:.2f} USD of credit ({grant.status})")
         prepared = usage_reports_prepare()
         sent = usage_reports_send()
         self.stdout.write(
