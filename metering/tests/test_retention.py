@@ -187,6 +187,7 @@ PENDING_HOUR_WRITERS = {
     "(test_a_pending_hour_before_the_prune_cutoff_is_dropped_not_recomputed)",
     "metering/ingest.py": "new events only, never older than 35 days (inside every prune cutoff)",
     "bench/aggregate.py": "a benchmark's synthetic data",
+    "bench/entitlements.py": "a benchmark's synthetic data, on its own database",
 }
 
 
