@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import boto3
 import pytest
@@ -15,8 +16,10 @@ from moto.server import ThreadedMotoServer
 
 from metering import access_log
 from metering.access_log import request_time_parse
+from metering.allowances import plan_allowance_set
 from metering.models import UsageEvent
 from metering.tests.factories import MeterFactory
+from tenants.models import Tenant
 from tenants.tests.factories import TenantFactory
 from tenants.tests.support import issue_key
 
@@ -521,3 +524,25 @@ def test_offsets_other_than_utc_give_the_same_moment(tmp_path, meter, acme, mome
 
     assert out == summary(files=1, lines=2, accepted=2)
     assert {e.timestamp for e in UsageEvent.objects.all()} == {moment}
+
+
+def test_a_batch_past_a_refusing_limit_is_reported_as_bad_lines_and_the_other_tenants_imported(
+    tmp_path, meter, acme, globex, moment
+):
+    Tenant.objects.filter(pk=acme.pk).update(plan=Tenant.Plan.FREE)
+    plan_allowance_set(
+        plan="free", meter=meter, included=Decimal(0), hard_limit=Decimal(2), at_limit="refuse"
+    )
+    path = tmp_path / "access.log"
+    path.write_bytes(
+        jsonl(
+            *(log_record(f"a-{n}", "acme", gateway_time(moment)) for n in range(3)),
+            log_record("g-1", "globex", gateway_time(moment)),  # metered: no limit
+        )
+    )
+
+    out, err = run(str(path), "--meter", "api_requests")
+
+    assert out == summary(files=1, lines=4, accepted=1, bad=3)
+    assert "3 request(s) of tenant acme refused: meter 'api_requests' is limited to 2" in err
+    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["g-1"]
