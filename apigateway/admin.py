@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
@@ -79,6 +80,17 @@ class UsagePlanPlacementAdmin(ReadOnlyAdmin):
     def has_sync_permission(self, request, obj=None):
         return request.user.has_perm(SYNC_PERMISSION)
 
+    def changelist_view(self, request, extra_context=None):
+        if not configured_usage_plans():
+            # An empty list would otherwise look like "every key is in place".
+            self.message_user(
+                request,
+                "Placement is off: neither APIGATEWAY_USAGE_PLAN_FREE nor APIGATEWAY_USAGE_PLAN_METERED "
+                "is set (docs/integrations.md, API Gateway usage plans).",
+                messages.WARNING,
+            )
+        return super().changelist_view(request, extra_context)
+
     @admin.action(description="Sync now (check at AWS and move the keys)", permissions=["sync"])
     def sync_now(self, request, queryset):
         if not configured_usage_plans():
@@ -123,6 +135,16 @@ class ApiGatewayUsageDayAdmin(ReadOnlyAdmin):
     @admin.display(description="tenant", ordering="tenant__slug")
     def tenant_link(self, obj):
         return _tenant_link(obj.tenant) if obj.tenant_id else "—"
+
+    def changelist_view(self, request, extra_context=None):
+        if not settings.APIGATEWAY_USAGE_METER or not configured_usage_plans():
+            self.message_user(
+                request,
+                "The import is off: it needs APIGATEWAY_USAGE_METER and at least one of "
+                "APIGATEWAY_USAGE_PLAN_FREE and APIGATEWAY_USAGE_PLAN_METERED (docs/integrations.md).",
+                messages.WARNING,
+            )
+        return super().changelist_view(request, extra_context)
 
 
 class UsagePlanTenantAdminMixin:

@@ -98,3 +98,21 @@ def test_the_admin_lists_keys_out_of_place_and_syncs_them(usage_plans, acme, adm
     assert f"key {key} out of usage plan {usage_plans.free} (free)" in response.content.decode()
     assert usage_plans.plans_of(key) == {usage_plans.metered}
     assert "acme" not in admin_client.get(changelist, {"placement": "out"}).content.decode()
+
+
+def test_the_admin_says_when_placement_and_the_import_are_off(admin_client, settings):
+    """Unconfigured, the lists are empty: the page says why instead of looking like "all in place"."""
+    settings.APIGATEWAY_USAGE_PLAN_FREE = settings.APIGATEWAY_USAGE_PLAN_METERED = ""
+    settings.APIGATEWAY_USAGE_METER = ""
+    placements = admin_client.get(reverse("admin:apigateway_usageplanplacement_changelist"))
+    assert "Placement is off: neither APIGATEWAY_USAGE_PLAN_FREE" in placements.content.decode()
+    days = admin_client.get(reverse("admin:apigateway_apigatewayusageday_changelist"))
+    assert "The import is off: it needs APIGATEWAY_USAGE_METER" in days.content.decode()
+
+
+def test_the_admin_says_nothing_of_the_kind_when_configured(usage_plans, admin_client, settings):
+    settings.APIGATEWAY_USAGE_METER = "api_requests"
+    placements = admin_client.get(reverse("admin:apigateway_usageplanplacement_changelist"))
+    assert "Placement is off" not in placements.content.decode()
+    days = admin_client.get(reverse("admin:apigateway_apigatewayusageday_changelist"))
+    assert "The import is off" not in days.content.decode()
