@@ -29,6 +29,7 @@ from console.tenant_overview import tenant_jobs, tenant_overview
 from core.admin_mixins import ReadOnlyAdmin
 from core.permissions import MANAGE_API_KEYS, ONBOARD_TO_STRIPE, SUSPEND_TENANT, can_see_revenue
 from metering.aggregation import HOUR, recompute_horizon
+from stripe_sync.admin.credits import GRANT_PERMISSION
 from stripe_sync.admin.customers import StripeTenantAdminMixin
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant, TenantAPIKey
@@ -121,6 +122,7 @@ class TenantPageAdmin(StripeTenantAdminMixin, UsagePlanTenantAdminMixin, TenantA
                 "keys": user.has_perm(MANAGE_API_KEYS),
                 "onboard": user.has_perm(ONBOARD_TO_STRIPE),
                 "jobs": all(user.has_perm(permission) for permission in JOB_PERMISSIONS.values()),
+                "grant_credit": user.has_perm(GRANT_PERMISSION),
             }
             context["operations"] = {
                 name: reverse(f"admin:tenants_tenant_{name}", args=[obj.pk])

@@ -1,5 +1,5 @@
-"""The tenant page's overview: plan and status history, keys, Stripe, usage, estimate, invoices,
-AWS cost and margin, alerts, operator jobs.
+"""The tenant page's overview: plan and status history, this period's allowances and limits, keys,
+Stripe, usage, estimate, invoices and credit grants, AWS cost and margin, alerts, operator jobs.
 
 A fixed number of queries whatever the number of meters, invoices, keys or history rows (grouped
 reads, bounded lists, one lookup for every Stripe event named in the history), so the page stays
@@ -24,15 +24,18 @@ from costwatch.costs import next_month
 from costwatch.margin import MarginRow, invoice_revenue_minor, month_invoices
 from costwatch.models import Alert, Budget, DailyCost
 from metering.charts import MeterUsageChart, meter_usage_chart
+from metering.entitlements import Entitlements, tenant_entitlements
 from metering.estimates import EstimateSummary, estimate_summary, tenant_month_estimate
 from metering.models import Meter
 from metering.selectors import daily_usage, last_days
-from stripe_sync.models import TenantSubscription, WebhookEvent
+from stripe_sync.credits import tenant_credit_grants
+from stripe_sync.models import CreditGrant, TenantSubscription, WebhookEvent
 from tenants.models import Tenant, TenantAPIKey, TenantChange
 
 CHART_DAYS = 30
 HISTORY_LIMIT = 50
 INVOICE_LIMIT = 12
+CREDIT_GRANT_LIMIT = 10
 ALERT_LIMIT = 10
 JOB_LIMIT = 10
 STRIPE_EVENT_PREFIX = "evt_"
@@ -249,6 +252,28 @@ def tenant_invoices(*, tenant: Tenant) -> Invoices:
     )
 
 
+# --- Credit grants --------------------------------------------------------------------------------
+
+
+@dataclass
+class CreditGrants:
+    grants: list[CreditGrant]  # the latest CREDIT_GRANT_LIMIT
+    count: int
+    list_url: str
+    add_url: str
+
+
+def tenant_credit_grant_lines(*, tenant: Tenant) -> CreditGrants:
+    """The tenant's latest credit grants (the audit rows; Stripe is not asked here): two queries."""
+    grants = tenant_credit_grants(tenant=tenant)
+    return CreditGrants(
+        grants=list(grants[:CREDIT_GRANT_LIMIT]),
+        count=grants.count(),
+        list_url=reverse("admin:stripe_sync_creditgrant_changelist") + f"?tenant__id__exact={tenant.pk}",
+        add_url=reverse("admin:stripe_sync_creditgrant_add") + f"?tenant={tenant.pk}",
+    )
+
+
 # --- Cost and margin ------------------------------------------------------------------------------
 
 
@@ -381,10 +406,12 @@ class TenantOverview:
     history: History
     keys: list[KeyLine]
     stripe: StripeLinks
+    entitlements: Entitlements  # this period's usage, allowance and limit per meter (fresh)
     usage: UsageCharts
     # Money: None for a user without the revenue permission (core.permissions).
     estimate: EstimateSummary | None
     invoices: Invoices | None
+    credits: CreditGrants | None
     cost: CostMargin | None
     alerts: Alerts | None
     jobs: list[OperatorJob]
@@ -398,8 +425,8 @@ class TenantOverview:
 def tenant_overview(*, tenant: Tenant, now: datetime | None = None, money: bool = True) -> TenantOverview:
     """Everything the tenant page shows above its form, read at one moment.
 
-    `money`: also the estimate, invoices, cost and margin and budget alerts; False (a user without the
-    revenue permission) leaves them None, and reads none of them.
+    `money`: also the estimate, invoices, credit grants, cost and margin and budget alerts; False (a
+    user without the revenue permission) leaves them None, and reads none of them.
     """
     now = now or timezone.now()
     month = now.astimezone(UTC).date().replace(day=1)
@@ -417,9 +444,11 @@ def tenant_overview(*, tenant: Tenant, now: datetime | None = None, money: bool 
         history=tenant_history(tenant=tenant),
         keys=tenant_keys(tenant=tenant),
         stripe=tenant_stripe_links(tenant=tenant),
+        entitlements=tenant_entitlements(tenant=tenant, meters=meters, now=now),
         usage=tenant_usage_charts(tenant=tenant, meters=meters, now=now),
         estimate=estimate,
         invoices=tenant_invoices(tenant=tenant) if money else None,
+        credits=tenant_credit_grant_lines(tenant=tenant) if money else None,
         cost=tenant_cost_margin(tenant=tenant, month=month, estimate=estimate) if money else None,
         alerts=tenant_alerts(tenant=tenant) if money else None,
         jobs=tenant_jobs(tenant_id=tenant.pk),

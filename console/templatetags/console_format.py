@@ -2,6 +2,8 @@
 
 from django import template
 
+from core.money import format_quantity
+
 register = template.Library()
 
 
@@ -19,3 +21,9 @@ def duration(value) -> str:
         return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
+
+
+@register.filter
+def quantity(value) -> str:
+    """A Decimal quantity with its significant decimals only, grouped: 2.5, 1,500, 0."""
+    return "" if value is None else format_quantity(value)

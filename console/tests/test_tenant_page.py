@@ -331,6 +331,53 @@ def test_the_form_still_saves(admin_client, acme):
     assert acme.name == "Acme Corp"
 
 
+def test_allowances_and_limits_this_month_per_meter(admin_client, acme):
+    """The plan's allowance rows with this month's fresh usage; a suspended tenant has no access."""
+    from metering.tests.factories import PlanMeterAllowanceFactory
+
+    api_calls = acme_meter("api_calls")
+    PlanMeterAllowanceFactory(
+        plan="metered", meter=api_calls, included=Decimal(10), hard_limit=Decimal(20), at_limit="refuse"
+    )
+    page = tenant_page(admin_client, acme)
+    rows = {
+        row.attr("data-meter"): [cell.text for cell in row.all(tag="td")]
+        for row in page.all("entitlement-row")
+    }
+    assert rows["api_calls"] == ["api_calls", "17 call", "10", "20", "refuse events", "no"]
+    assert rows["storage_gb"] == ["storage_gb", "2.5 GB", "none", "none", "—", "no"]
+
+
+def test_credit_grants_with_a_link_to_grant_more(admin_client, acme):
+    from stripe_sync.tests.factories import CreditGrantFactory
+
+    CreditGrantFactory(tenant=acme, amount_minor=2500, reason="Welcome credit")
+    CreditGrantFactory(tenant=TenantFactory(slug="someone-else"), amount_minor=999)
+    page = tenant_page(admin_client, acme)
+    rows = page.all("credit-grant-row")
+    assert len(rows) == 1
+    assert [cell.text for cell in rows[0].all(tag="td")][1:] == [
+        "25.00 USD",
+        "promotional",
+        "active",
+        "never",
+        "Welcome credit",
+    ]
+    link = page.one("action-grant-credit").attr("href")
+    assert link.endswith(f"?tenant={acme.pk}")
+    form = admin_client.get(link)
+    assert (
+        parse(form.content).all(tag="option", selected="")
+        or f'value="{acme.pk}" selected' in form.content.decode()
+    )
+
+
+def acme_meter(code: str):
+    from metering.models import Meter
+
+    return Meter.objects.get(code=code)
+
+
 def test_staff_without_permission_cannot_see_the_page(client, acme, django_user_model):
     staff = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
     client.force_login(staff)

@@ -67,7 +67,7 @@ class CreditGrant(models.Model):
         indexes = [models.Index(fields=["tenant", "-created_at"], name="credit_grant_tenant_created")]
 
     def __str__(self) -> str:
-        return f"credit grant {self.pk}: {self.amount_minor} {self.currency} to {self.tenant_id}"
+        return f"{self.amount_display} of credit to {self.tenant.slug}"
 
     @property
     def amount_display(self) -> str:

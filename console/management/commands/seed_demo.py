@@ -21,6 +21,7 @@ from django.utils import timezone
 from console.models import OperatorJob
 from console.operator_jobs import operator_job_run
 from core.commands import BaseCommand
+from core.money import format_minor
 from core.validation import row_validate
 from costwatch.budgets import budget_create
 from costwatch.conf import costwatch_config
@@ -328,7 +329,8 @@ class Command(BaseCommand):
                 reason=reason,
                 actor="seed_demo",
             )
-            self.stdout.write(f"stripe: {slug} granted {Decimal(cents) / 100:.2f} USD of credit ({grant.status})")
+            amount = format_minor(cents, "usd")
+            self.stdout.write(f"stripe: {slug} granted {amount} of credit ({grant.status})")
         prepared = usage_reports_prepare()
         sent = usage_reports_send()
         self.stdout.write(
