@@ -97,6 +97,7 @@ DEMO_PLAN_ALLOWANCES = [
 # Promotional credit at Stripe (billing credit grants) for an onboarded tenant: slug, cents, reason.
 DEMO_CREDIT = ("acme", 2500, "Welcome credit (demo data)")
 USAGE_DAYS = 7
+DEMO_REGIONS = ("eu-west-1", "us-east-1", "eu-west-1")  # two thirds of the calls in Europe
 # Onboarded to the Stripe sandbox by the seed; initech (free) subscribes through Checkout instead, so its
 # plan changes by webhook as a customer's would.
 ONBOARDED = ("acme", "globex")
@@ -275,7 +276,16 @@ class Command(BaseCommand):
                 load = 1 + 3 * (8 <= moment.hour < 20)
                 for n in range(rng.randint(2, 6) * load):
                     stamp = (moment + timedelta(seconds=rng.randint(0, 3599))).isoformat()
-                    events.append({"id": f"demo-{hours_ago}-c{n}", "meter": "api_calls", "timestamp": stamp})
+                    # The region lets `GET /api/v1/usage?group_by=region` split the calls.
+                    region = DEMO_REGIONS[n % len(DEMO_REGIONS)]
+                    events.append(
+                        {
+                            "id": f"demo-{hours_ago}-c{n}",
+                            "meter": "api_calls",
+                            "timestamp": stamp,
+                            "properties": {"region": region},
+                        }
+                    )
                     events.append(
                         {
                             "id": f"demo-{hours_ago}-u{n}",
