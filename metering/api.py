@@ -442,22 +442,7 @@ def usage_read(request):
         granularity=params["granularity"],
         meter=params.get("meter"),
     )
-    return Response(
-        {
-            "granularity": params["granularity"],
-            "start": params["start"],
-            "end": params["end"],
-            "data": [
-                {
-                    "meter": p.meter,
-                    "start": p.start,
-                    "value": _plain(p.value),
-                    "events": p.events,
-                }
-                for p in points
-            ],
-        }
-    )
+    return _usage_response(params, points)
 
 
 def _grouped_usage(request, params) -> Response:
@@ -479,20 +464,16 @@ def _grouped_usage(request, params) -> Response:
                 ]
             }
         ) from None
+    return _usage_response(params, points, grouped=True)
+
+
+def _usage_response(params, points, *, grouped: bool = False) -> Response:
+    data = []
+    for p in points:
+        point = {"meter": p.meter, "start": p.start, "value": _plain(p.value), "events": p.events}
+        if grouped:
+            point["group"] = p.group
+        data.append(point)
     return Response(
-        {
-            "granularity": params["granularity"],
-            "start": params["start"],
-            "end": params["end"],
-            "data": [
-                {
-                    "meter": p.meter,
-                    "start": p.start,
-                    "value": _plain(p.value),
-                    "events": p.events,
-                    "group": p.group,
-                }
-                for p in points
-            ],
-        }
+        {"granularity": params["granularity"], "start": params["start"], "end": params["end"], "data": data}
     )

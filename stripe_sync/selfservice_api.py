@@ -7,6 +7,7 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.response import Response
 
 from core.api_schema import error_responses
+from core.pagination import MAX_OFFSET, offset_page
 from stripe_sync.api import STRIPE_FAILURES, ReturnURLField, stripe_failure_answer
 from stripe_sync.models import CreditGrant
 from stripe_sync.selfservice import (
@@ -83,7 +84,7 @@ class InvoiceListQuery(serializers.Serializer):
         choices=TENANT_INVOICE_STATUSES, required=False, help_text="Only invoices in this status."
     )
     limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=20, help_text="Page size.")
-    offset = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
 
 
 class InvoiceSerializer(serializers.Serializer):
@@ -154,17 +155,15 @@ def invoice_list(request):
     # A plain dict: DRF reads an empty form value ("?status=") as absent; here it is refused.
     query = InvoiceListQuery(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
-    limit, offset = query.validated_data["limit"], query.validated_data["offset"]
-    found = tenant_invoices(tenant=request_tenant(request), status=query.validated_data.get("status"))
-    count = found.count()
-    page = list(found[offset : offset + limit])
-    next_url = None
-    if offset + limit < count:
-        params = request.query_params.copy()
-        params["offset"] = str(offset + limit)
-        params["limit"] = str(limit)
-        next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
-    return Response({"count": count, "next": next_url, "results": [invoice_summary(row) for row in page]})
+    page = offset_page(
+        request,
+        tenant_invoices(tenant=request_tenant(request), status=query.validated_data.get("status")),
+        limit=query.validated_data["limit"],
+        offset=query.validated_data["offset"],
+    )
+    return Response(
+        {"count": page.count, "next": page.next, "results": [invoice_summary(row) for row in page.rows]}
+    )
 
 
 # --- the coming invoice --------------------------------------------------------------------------

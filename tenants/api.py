@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from core.api_schema import error_responses
 from core.api_scopes import TENANTS_WRITE, platform_scope
 from core.json_input import printable, text_problem
+from core.pagination import MAX_OFFSET, offset_page
 from tenants.authentication import request_tenant
 from tenants.models import APIGATEWAY_KEY_ID_MAX_LENGTH, Tenant, TenantAPIKey
 from tenants.selectors import tenant_by_api_ref
@@ -270,7 +271,7 @@ class TenantListQuery(serializers.Serializer):
     status = serializers.ChoiceField(choices=Tenant.Status.choices, required=False)
     plan = serializers.ChoiceField(choices=Tenant.Plan.choices, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=50, help_text="Page size.")
-    offset = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_OFFSET, default=0)
 
 
 class TenantPage(serializers.Serializer):
@@ -410,18 +411,18 @@ def _tenant_list(request):
         for name in ("external_id", "status", "plan")
         if name in query.validated_data
     }
-    limit, offset = query.validated_data["limit"], query.validated_data["offset"]
-    found = Tenant.objects.filter(**filters).order_by("pk")
-    count = found.count()
-    page = list(found[offset : offset + limit])
-    next_url = None
-    if offset + limit < count:
-        params = request.query_params.copy()
-        params["offset"] = str(offset + limit)
-        params["limit"] = str(limit)
-        next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+    page = offset_page(
+        request,
+        Tenant.objects.filter(**filters).order_by("pk"),
+        limit=query.validated_data["limit"],
+        offset=query.validated_data["offset"],
+    )
     return Response(
-        {"count": count, "next": next_url, "results": ProvisionedTenantSerializer(page, many=True).data}
+        {
+            "count": page.count,
+            "next": page.next,
+            "results": ProvisionedTenantSerializer(page.rows, many=True).data,
+        }
     )
 
 
