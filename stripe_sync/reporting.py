@@ -22,6 +22,10 @@ Whether an hour is billed is decided by the plan in force during that hour (`hou
 tenant's plan history), for late events too. Free hours are covered (recorded as not billed) but
 not reported; billed hours are reported once the tenant has a Stripe customer and the meter exists
 at Stripe. A change of more than Stripe's 15 digits goes out as several meter events.
+
+A report is stamped at its hour's start, except in the hour the tenant's metered subscription started:
+there, at the subscription's start, or Stripe (which bills usage by timestamp within the subscription's
+period) would bill that hour to no invoice (`report_timestamp`, worked out again at every send).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import functools
 import logging
 import operator
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from django.db import transaction
@@ -40,7 +44,7 @@ from django.utils import timezone
 from metering.ingest import MAX_PARTS_PER_HOUR, REPORTABLE_WINDOW, STRIPE_MAX_EVENT_VALUE
 from metering.models import HourlyAggregate
 from stripe_sync.client import stripe_client
-from stripe_sync.models import ReportedHour, ReportingBalance, StripeMeter, UsageReport
+from stripe_sync.models import ReportedHour, ReportingBalance, StripeMeter, TenantSubscription, UsageReport
 from tenants.models import Tenant, TenantChange
 from tenants.selectors import PlanHistory
 
@@ -90,9 +94,41 @@ def report_identifier(*, tenant_id: int, meter_id: int, hour: datetime, revision
     return f"bp-{tenant_id}-{meter_id}-{hour:%Y%m%d%H}-r{revision}{suffix}"
 
 
-def report_timestamp(*, hour: datetime, now: datetime) -> datetime:
-    """The hour's start, or the oldest moment Stripe still accepts if the hour is older."""
-    return max(hour, now - STRIPE_PAST_WINDOW + TIMESTAMP_MARGIN)
+def report_timestamp(
+    *, hour: datetime, now: datetime, subscription_start: datetime | None = None
+) -> datetime:
+    """The meter event's timestamp for a report of `hour`: the hour's start, or the start of the
+    tenant's metered subscription when it started during that hour (Stripe bills meter usage by
+    timestamp within the subscription's period [start, end): stamped at the hour's start, the usage
+    of the hour a subscription starts would be billed by no invoice). Either is inside the hour, so
+    reconciliation (Stripe's summaries per hour) and the row's identity do not change. An hour older
+    than Stripe takes is stamped at the oldest moment Stripe still accepts."""
+    stamp = hour
+    if subscription_start is not None and hour < subscription_start < hour + HOUR:
+        stamp = subscription_start
+    return max(stamp, now - STRIPE_PAST_WINDOW + TIMESTAMP_MARGIN)
+
+
+def subscription_starts(tenant_ids) -> dict[int, datetime]:
+    """{tenant id: when its metered subscription started} for the tenants that have one recorded
+    (`TenantSubscription`, Stripe's `start_date` in dj-stripe's mirror), in one query.
+
+    The recorded subscription counts even if it has ended since: moving a stamp to its start only
+    matters in the hour it started, and usage from that moment belongs to its period. A resubscribed
+    tenant's record names the new subscription, whose start then decides.
+    """
+    starts = {}
+    for tenant_id, start_date, period_start in TenantSubscription.objects.filter(
+        tenant_id__in=set(tenant_ids), subscription__isnull=False
+    ).values_list(
+        "tenant_id",
+        "subscription__stripe_data__start_date",
+        "subscription__stripe_data__current_period_start",
+    ):
+        moment = start_date if isinstance(start_date, int) else period_start
+        if isinstance(moment, int) and not isinstance(moment, bool):
+            starts[tenant_id] = datetime.fromtimestamp(moment, tz=UTC)
+    return starts
 
 
 def window_start(now: datetime) -> datetime:
@@ -181,7 +217,8 @@ def usage_reports_prepare(*, now: datetime | None = None) -> PrepareResult:
     tenants = {t.pk: t for t in Tenant.objects.filter(pk__in={t for t, _ in pairs})}
     plans = PlanHistory(tenants.values())
     event_names = dict(StripeMeter.objects.exclude(stripe_meter_id="").values_list("meter_id", "event_name"))
-    context = (tenants, plans, event_names, since, now)
+    starts = subscription_starts(tenants)
+    context = (tenants, plans, event_names, since, now, starts)
     for start in range(0, len(pairs), PAIRS_PER_TRANSACTION):
         chunk = pairs[start : start + PAIRS_PER_TRANSACTION]
         try:
@@ -209,7 +246,7 @@ def _mark_pair_failed(pair: tuple[int, int], message: str, now: datetime) -> Non
     ReportingBalance.objects.filter(pk=balance.pk).update(failed_at=now, error=message[:2000])
 
 
-def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareResult:
+def _prepare_pairs(pairs, tenants, plans, event_names, since, now, starts) -> PrepareResult:
     result = PrepareResult()
     with transaction.atomic():
         ReportingBalance.objects.bulk_create(
@@ -260,7 +297,9 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareRes
                 if delta == 0:
                     continue
                 if delta < 0 and agg.covered_billed:
-                    replacement = _correct_lowered_hour(agg, balance, tenant, event_names[agg.meter_id], now)
+                    replacement = _correct_lowered_hour(
+                        agg, balance, tenant, event_names[agg.meter_id], now, starts.get(tenant.pk)
+                    )
                     if replacement is not None:
                         touched.add(key)
                         reports.append(replacement)
@@ -278,7 +317,7 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareRes
                     )
                 value, balance.units = units - balance.units, units
                 touched.add(key)
-                rows = _rows(agg, delta, value, tenant, event_names[agg.meter_id], now)
+                rows = _rows(agg, delta, value, tenant, event_names[agg.meter_id], now, starts.get(tenant.pk))
                 reports.extend(rows)
                 if value > 0:
                     result.reports += len(rows)
@@ -304,7 +343,9 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now) -> PrepareRes
 CORRECTION_WINDOW = timedelta(hours=23)
 
 
-def _correct_lowered_hour(agg, balance, tenant: Tenant, event_name: str, now: datetime):
+def _correct_lowered_hour(
+    agg, balance, tenant: Tenant, event_name: str, now: datetime, subscription_start: datetime | None
+):
     """A recompute lowered an hour already reported: if every event sent for it can still be
     canceled at Stripe, take the whole hour back and write one row with its new total.
 
@@ -349,7 +390,7 @@ def _correct_lowered_hour(agg, balance, tenant: Tenant, event_name: str, now: da
         error_message=f"replaced by revision {agg.revision} (the hour was lowered)",
         updated_at=stamp,
     )
-    (row,) = _rows(agg, agg.value, value, tenant, event_name, now)
+    (row,) = _rows(agg, agg.value, value, tenant, event_name, now, subscription_start)
     row.replaces_hour = True
     return row
 
@@ -448,7 +489,13 @@ def _correction_refused(row: UsageReport, message: str) -> None:
 
 
 def _rows(
-    agg, delta: Decimal, value: int, tenant: Tenant, event_name: str, now: datetime
+    agg,
+    delta: Decimal,
+    value: int,
+    tenant: Tenant,
+    event_name: str,
+    now: datetime,
+    subscription_start: datetime | None = None,
 ) -> list[UsageReport]:
     """The outbox rows of one hour's change: one, or several parts if its value has more than
     Stripe's 15 digits (the first part carries the quantity, the others 0)."""
@@ -480,7 +527,7 @@ def _rows(
                 value=part_value,
                 customer_id=tenant.stripe_customer_id,
                 event_name=event_name,
-                timestamp=report_timestamp(hour=agg.hour, now=now),
+                timestamp=report_timestamp(hour=agg.hour, now=now, subscription_start=subscription_start),
                 status=UsageReport.Status.PENDING if part_value > 0 else UsageReport.Status.NOTHING_TO_SEND,
             )
         )

@@ -7,7 +7,9 @@
 - One call at a time per (customer, meter): a sender leases the (tenant, meter) balances it sends for
   (renewed while it works), and a concurrent sender skips leased pairs. A sender killed mid-call
   leaves its rows pending and its lease expires; the resend carries the same identifiers and values.
-- Each row's timestamp is worked out again at every send (never older than Stripe takes). Before a
+- Each row's timestamp is worked out again at every send: the hour's start, or the start of the
+  tenant's metered subscription if it started during that hour (read once per call's rows), never
+  older than Stripe takes (reporting.report_timestamp). Before a
   call, its rows are marked as having an attempt of unknown outcome (cleared when Stripe answers);
   a row still unknown more than DEDUP_SAFE after its first attempt is checked against Stripe's
   summaries first (reconciliation), and only what is missing is sent, under a new identifier.
@@ -41,7 +43,7 @@ from stripe_sync.catalog import CUSTOMER_PAYLOAD_KEY, VALUE_PAYLOAD_KEY
 from stripe_sync.circuit import CircuitOpen, circuit_check, circuit_failure, circuit_success
 from stripe_sync.client import stripe_client
 from stripe_sync.models import ReportingBalance, UsageReport
-from stripe_sync.reporting import pairs_q, report_timestamp, usage_reports_correct
+from stripe_sync.reporting import pairs_q, report_timestamp, subscription_starts, usage_reports_correct
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ SESSION_RENEW_MARGIN = timedelta(seconds=60)
 # Stripe drops a repeated identifier for about 24 hours after it received it; past this since the
 # first attempt, a row whose outcome is unknown is checked against Stripe before it is sent again.
 DEDUP_SAFE = timedelta(hours=23)
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def lease_seconds() -> int:
@@ -177,25 +178,28 @@ class MeterEventSender:
 
     # -- sending rows ---------------------------------------------------------------------
     def send(self, rows: list[UsageReport]) -> None:
+        starts = subscription_starts({row.tenant_id for row in rows})
         for _ in range(3):
             try:
                 client = self.stream()
-                events = [_event(row) for row in _in_flight(rows)]
+                events = [_event(row) for row in _in_flight(rows, starts)]
                 self.call(lambda c=client, e=events: c.v2.billing.meter_event_stream.create({"events": e}))
             except stripe.TemporarySessionExpiredError:
                 self.session_client = None
                 continue
             except stripe.InvalidRequestError:
-                self.send_one_by_one(rows)
+                self.send_one_by_one(rows, starts)
                 return
             _mark_sent(rows, {"api": "v2.billing.meter_event_stream"})
             self.result.sent += len(rows)
             return
         raise _Defer("the meter event session kept expiring")
 
-    def send_one_by_one(self, rows: list[UsageReport]) -> None:
+    def send_one_by_one(self, rows: list[UsageReport], starts: dict[int, datetime] | None = None) -> None:
+        if starts is None:
+            starts = subscription_starts({row.tenant_id for row in rows})
         for row in rows:
-            _in_flight([row])
+            _in_flight([row], starts)
             params = {**_event(row), "timestamp": int(row.timestamp.timestamp())}
             try:
                 answer = self.call(lambda p=params: self.client.v1.billing.meter_events.create(params=p))
@@ -220,20 +224,22 @@ def _moment(value) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _in_flight(rows: list[UsageReport]) -> list[UsageReport]:
+def _in_flight(rows: list[UsageReport], starts: dict[int, datetime]) -> list[UsageReport]:
     """Before a call that carries these rows: their timestamps worked out again for now (a resend
-    never reuses a stamp Stripe no longer takes), and, written ahead, that an attempt is under way
-    whose outcome is unknown until Stripe answers (a crash, timeout or lost answer leaves it so) and
-    when the first attempt was (Stripe de-duplicates identifiers for about 24 hours)."""
+    never reuses a stamp Stripe no longer takes, and stamps the hour a subscription started at its
+    start even if the row was written before it was known; `starts` is `subscription_starts` of the
+    rows' tenants), and, written ahead, that an attempt is under way whose outcome is unknown until
+    Stripe answers (a crash, timeout or lost answer leaves it so) and when the first attempt was
+    (Stripe de-duplicates identifiers for about 24 hours)."""
     now = timezone.now()
-    clamped = []
+    restamped = []
     for row in rows:
-        stamp = report_timestamp(hour=row.hour, now=now)
+        stamp = report_timestamp(hour=row.hour, now=now, subscription_start=starts.get(row.tenant_id))
         if stamp != row.timestamp:
             row.timestamp = stamp
-            clamped.append(row.pk)
-    if clamped:
-        UsageReport.objects.filter(pk__in=clamped).update(timestamp=report_timestamp(hour=EPOCH, now=now))
+            restamped.append(row)
+    if restamped:
+        UsageReport.objects.bulk_update(restamped, ["timestamp"])
     UsageReport.objects.filter(pk__in=[r.pk for r in rows]).update(
         outcome_unknown=True, first_attempt_at=Coalesce("first_attempt_at", Value(now))
     )
