@@ -243,11 +243,16 @@ def test_a_delivery_that_is_not_due_or_done_is_not_sent(receiver):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_concurrent_sweeps_send_each_delivery_once(receiver):
+def test_concurrent_sweeps_send_each_delivery_once(receiver, monkeypatch):
+    # Only the sweeps send here: the per-delivery task each publish queues after commit would reach a
+    # worker that another test left serving the broker and send some deliveries first.
+    queued = []
+    monkeypatch.setattr(tasks.deliver_webhook, "apply_async", lambda args, **kw: queued.append(args[0]))
     endpoint = WebhookEndpointFactory(url=receiver.url)
     for n in range(30):
         webhook_event_publish(type="tenant.created", data={"n": n}, key=f"concurrent-{n}")
 
+    assert len(queued) == 30
     results = run_at_once(webhook_deliveries_send_due, 4)
 
     assert sum(result.sent for result in results) == 30
