@@ -68,16 +68,18 @@ def _recountable(pending: list[tuple[int, int, datetime]]) -> list[tuple[int, in
 # out for PostgreSQL, where it sums every hour's aggregate by an index-only scan (the covering index
 # of migration 0010) and gives each pending hour's own aggregate, to take out again (an anti-join
 # probed the pending hours once per hour of the month: 5 times slower); the ORM's union also cost
-# more to build than to run. Elsewhere the same through the ORM, pending hours left out in SQL.
+# more to build than to run. The sums are grouped by the key's own period start: a date_trunc of
+# every hour (700 a month per meter) took three quarters of the statement's time. Elsewhere the
+# same through the ORM, pending hours left out in SQL.
 _PG_ROWS = """
 WITH k AS (
     SELECT * FROM unnest(%(tenants)s::bigint[], %(meters)s::bigint[], %(starts)s::timestamptz[],
                          %(ends)s::timestamptz[]) AS k(tenant_id, meter_id, start, "end")
 )
-SELECT a.tenant_id, a.meter_id, date_trunc('month', a.hour, 'UTC'), 0, sum(a.value)
+SELECT k.tenant_id, k.meter_id, k.start, 0, sum(a.value)
 FROM k JOIN metering_hourlyaggregate a
   ON a.tenant_id = k.tenant_id AND a.meter_id = k.meter_id AND a.hour >= k.start AND a.hour < k."end"
-GROUP BY 1, 2, 3
+GROUP BY k.tenant_id, k.meter_id, k.start
 UNION ALL
 SELECT p.tenant_id, p.meter_id, p.hour, 1, a.value
 FROM k JOIN metering_pendinghour p
