@@ -1,6 +1,5 @@
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -15,6 +14,7 @@ from core.api_schema import error_responses
 from core.api_scopes import EVENTS_WRITE, USAGE_READ, is_platform, tenant_or_platform_scope
 from core.json_input import json_loads_exact, printable
 from core.metrics import instrument_ingest
+from core.money import plain_decimal
 from core.parsers import TOO_DEEP
 from core.parsing import ParseError, parse_datetime
 from metering.grouping import (
@@ -25,7 +25,6 @@ from metering.grouping import (
     usage_series_by_group,
 )
 from metering.ingest import (
-    EXACT,
     MAX_BATCH,
     MAX_BODY_BYTES,
     MAX_EVENT_ID_LENGTH,
@@ -331,13 +330,6 @@ class UsageQuery(serializers.Serializer):
         return {**attrs, "start": start, "end": end}
 
 
-def _plain(value: Decimal | None) -> str:
-    """Exact decimal text without exponent or trailing zeros: 1000, 2.5, 0."""
-    if not value:
-        return "0"
-    return format(value.normalize(EXACT), "f")
-
-
 def _floor(moment: datetime, granularity: str) -> datetime:
     moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     return moment.replace(hour=0) if granularity == "day" else moment
@@ -470,7 +462,7 @@ def _grouped_usage(request, params) -> Response:
 def _usage_response(params, points, *, grouped: bool = False) -> Response:
     data = []
     for p in points:
-        point = {"meter": p.meter, "start": p.start, "value": _plain(p.value), "events": p.events}
+        point = {"meter": p.meter, "start": p.start, "value": plain_decimal(p.value), "events": p.events}
         if grouped:
             point["group"] = p.group
         data.append(point)

@@ -21,8 +21,9 @@ from rest_framework.response import Response
 from core.api_schema import error_responses
 from core.api_scopes import USAGE_READ, tenant_or_platform_scope
 from core.json_input import printable
+from core.money import plain_decimal
 from metering.allowances import Allowance, allowance_resolve
-from metering.ingest import EXACT, meter_cache
+from metering.ingest import meter_cache
 from metering.models import Meter
 from metering.usage import tenant_usage_now
 from tenants.authentication import request_named_tenant
@@ -95,11 +96,7 @@ def tenant_entitlements(
 
 
 def _plain(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    if not value:
-        return "0"
-    return format(value.normalize(EXACT), "f")
+    return None if value is None else plain_decimal(value)
 
 
 DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"

@@ -16,6 +16,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Q, Sum
 
 from core.json_input import json_problem, printable, text_problem
+from core.money import plain_decimal
 from core.parsing import ParseError, parse_datetime, parse_decimal
 from metering.estimates import month_bounds
 from metering.hourly import hourly_values, meter_events
@@ -105,14 +106,10 @@ class UsageLimitExceeded(Exception):
         self.meter, self.limit, self.usage, self.requested = meter, limit, usage, requested
         self.period_end = period_end
         super().__init__(
-            f"meter {meter!r} is limited to {_plain(limit)} per billing period on this plan: usage is "
-            f"{_plain(usage)} and these events add {_plain(requested)}; nothing was stored. The period "
-            f"ends {period_end.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}."
+            f"meter {meter!r} is limited to {plain_decimal(limit)} per billing period on this plan: "
+            f"usage is {plain_decimal(usage)} and these events add {plain_decimal(requested)}; nothing was "
+            f"stored. The period ends {period_end.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}."
         )
-
-
-def _plain(value: Decimal) -> str:
-    return "0" if not value else format(value.normalize(EXACT), "f")
 
 
 @dataclass(slots=True, frozen=True)
