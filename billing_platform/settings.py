@@ -104,6 +104,28 @@ else:
     DATABASES["default"].setdefault(
         "CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
     )
+# A PostgreSQL streaming replica for the reads that may lag (dashboard, usage API, reports), entered
+# only through core.db_routing.lagging_reads(); its lag guard falls back to the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=10.0)
+if REPLICA_MAX_LAG_SECONDS < 0:
+    raise ImproperlyConfigured("REPLICA_MAX_LAG_SECONDS must be 0 or more")
+if DATABASE_REPLICA_URL:
+    _replica = env.db_url_config(DATABASE_REPLICA_URL)
+    if "postgresql" not in DATABASES["default"]["ENGINE"] or "postgresql" not in _replica["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL needs PostgreSQL, as DATABASE_URL")
+    _replica_options = {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})}
+    # An unreachable replica costs each process one bounded connect per lag check, not a TCP timeout.
+    _replica_options.setdefault("connect_timeout", 3)
+    DATABASES["replica"] = {
+        **_replica,
+        "OPTIONS": _replica_options,
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "CONN_HEALTH_CHECKS": DATABASES["default"]["CONN_HEALTH_CHECKS"],
+        # Tests have no replica of their test database: the alias reads that database instead.
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASE_ROUTERS = ["core.db_routing.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -224,7 +246,15 @@ PERIODIC_TASKS = [
         "task": "metering.prune_usage_events",
         "crontab": {"minute": "30", "hour": "3"},
         "kwargs": {"older_than_days": 45},
-        "description": "Deletes raw usage events older than 45 days once aggregated; aggregates stay.",
+        "description": "Removes raw usage events older than 45 days once aggregated and reported "
+        "(PostgreSQL: drops whole days' partitions); aggregates stay.",
+    },
+    {
+        "name": "Maintain the raw-event store (hourly)",
+        "task": "metering.maintain_event_store",
+        "crontab": {"minute": "5"},
+        "description": "Creates the coming days' raw-event partitions and drops idempotency key "
+        "generations older than the previous one (PostgreSQL; nothing on SQLite).",
     },
     {
         "name": "Consume usage queues (every minute)",

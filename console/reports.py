@@ -30,6 +30,7 @@ from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
+from core.db_routing import lagging_reads
 from core.money import Money, plain_decimal
 from core.notify import Email, email_deliver, email_render
 from costwatch.conf import CostwatchConfigError, costwatch_config
@@ -492,7 +493,8 @@ def daily_report_send(*, day: date | None = None, force: bool = False) -> DailyR
         return DailyReportDelivery(day=day, status="in_progress", message=message)
 
     try:
-        report = daily_report_build(day=day)
+        with lagging_reads():  # the read replica when configured: a past day's figures
+            report = daily_report_build(day=day)
         content = daily_report_csv(report)
         attachment = (daily_report_filename(day), content, "text/csv")
         email_deliver(daily_report_email(report), recipients, attachments=[attachment])

@@ -56,7 +56,11 @@ class ConsoleAdminSite(admin.AdminSite):
 
     def index(self, request, extra_context=None):
         from console.dashboard import dashboard
+        from core.db_routing import lagging_reads
         from core.permissions import can_see_revenue
 
-        extra_context = {**(extra_context or {}), "dash": dashboard(money=can_see_revenue(request.user))}
+        money = can_see_revenue(request.user)
+        with lagging_reads():  # the read replica when configured (docs/operations.md, "Read replica")
+            dash = dashboard(money=money)
+        extra_context = {**(extra_context or {}), "dash": dash}
         return super().index(request, extra_context)

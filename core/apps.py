@@ -9,7 +9,12 @@ class CoreConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self):
+        from core.db_routing import replica_gauges
+        from core.metrics import business_gauges
         from core.schedules import sync_after_migrate
+
+        # The read replica's lag and where lagging reads go (nothing without DATABASE_REPLICA_URL).
+        business_gauges.register(replica_gauges)
 
         # Once per migrate (sender: this app), after every app's migrations: the declared periodic
         # tasks exist in django-celery-beat (settings.PERIODIC_TASKS, core/schedules.py).

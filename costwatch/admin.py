@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core.admin_mixins import PlainDecimalsMixin, ReadOnlyAdmin
+from core.db_routing import lagging_reads
 from core.money import format_minor, format_money
 from core.parsing import ParseError, parse_int, parse_month
 from core.permissions import can_see_revenue
@@ -349,13 +350,15 @@ class TenantMarginAdmin(ReadOnlyAdmin):
             budget = next((b for b in budgets if b.pk == _budget_id(chosen)), None)
         elif chosen != "none":
             budget = next((b for b in budgets if b.scope == Budget.Scope.ACCOUNT), None)
-        table = margin_table(month=month, config=config)
+        with lagging_reads():  # the read replica when configured (docs/operations.md, "Read replica")
+            table = margin_table(month=month, config=config)
+            chart = month_chart(month=month, budget=budget, config=config)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": f"Tenant cost and margin, {month:%B %Y}",
             "table": table,
-            "chart": month_chart(month=month, budget=budget, config=config),
+            "chart": chart,
             "budget": budget,
             "budgets": budgets,
             "month": month,
@@ -371,6 +374,8 @@ class TenantMarginAdmin(ReadOnlyAdmin):
             month = _month(request)
         except ParseError as exc:
             return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
-        response = HttpResponse(margin_csv(margin_table(month=month, config=config)), content_type="text/csv")
+        with lagging_reads():
+            table = margin_table(month=month, config=config)
+        response = HttpResponse(margin_csv(table), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="tenant-margin-{month:%Y-%m}.csv"'
         return response

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from core.api_errors import error_body
 from core.api_schema import error_responses
 from core.api_scopes import EVENTS_WRITE, USAGE_READ, is_platform, tenant_or_platform_scope
+from core.db_routing import lagging_reads
 from core.json_input import json_loads_exact, printable
 from core.metrics import instrument_ingest
 from core.money import plain_decimal
@@ -415,6 +416,7 @@ USAGE_RESPONSE = inline_serializer(
 )
 @api_view(["GET"])
 @permission_classes([tenant_or_platform_scope(USAGE_READ)])
+@lagging_reads()  # after authentication and permissions (primary): the read replica when configured
 def usage_read(request):
     # A plain dict, not the QueryDict: DRF reads an empty value of an optional field in a QueryDict
     # as "omitted", so `start=` would silently mean the default range.

@@ -9,6 +9,11 @@
 # own databases, named after a short hash of the checkout's path (billing_<id>, test_billing_<id>,
 # the drill's and benches' too), and its own Redis server (the drill restarts Redis), on a port
 # derived from the same hash (56379 + id mod 600, the next free one if another checkout holds it).
+#
+# `scripts/services.sh replica` also starts a streaming replica of that PostgreSQL (a hot standby made
+# by `pg_basebackup -R`, port 55433 or TEST_PG_REPLICA_PORT, data in the services folder) and prints
+# its port; the replica routing test (core/tests/test_replica_streaming.py) runs it when it needs it.
+# Like the primary it is shared by the checkouts; `stop` stops it with the primary.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,6 +21,8 @@ CHECKOUT_ID="$(printf '%s' "$ROOT" | sha1sum | cut -c1-6)"
 PG_PORT="${TEST_PG_PORT:-55432}"
 SERVICES_DIR="${SERVICES_DIR:-/tmp/billing-platform-services}"
 PG_DATA="$SERVICES_DIR/pg"
+REPLICA_PORT="${TEST_PG_REPLICA_PORT:-$((PG_PORT + 1))}"
+REPLICA_DATA="$SERVICES_DIR/pg-replica"
 REDIS_DIR="$SERVICES_DIR/redis-$CHECKOUT_ID"
 DB_NAME="billing_$CHECKOUT_ID"
 log() { echo "services: $*" >&2; }
@@ -51,6 +58,17 @@ if [ "${1:-}" = "stop" ]; then
     log "stopped Redis on port $(cat "$REDIS_DIR/port")"
   fi
   BIN_STOP="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  # The streaming replica first (only tests use it; a test of another checkout may be using it now).
+  if [ -n "$BIN_STOP" ] && [ -s "$REPLICA_DATA/postmaster.pid" ] \
+    && as_pg_stop "$BIN_STOP/pg_isready" -q -h 127.0.0.1 -p "$REPLICA_PORT"; then
+    others="$(as_pg_stop "$BIN_STOP/psql" -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d postgres -tAc \
+      "SELECT count(*) FROM pg_stat_activity WHERE datname IS NOT NULL AND datname <> 'postgres' AND datname NOT LIKE '%$CHECKOUT_ID%'")"
+    if [ "${others:-0}" -gt 0 ]; then
+      log "PostgreSQL replica left running: $others session(s) of other checkouts"
+    else
+      as_pg_stop "$BIN_STOP/pg_ctl" -D "$REPLICA_DATA" -m fast stop >/dev/null && log "stopped the PostgreSQL replica"
+    fi
+  fi
   if [ -n "$BIN_STOP" ] && as_pg_stop "$BIN_STOP/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
     others="$(as_pg_stop "$BIN_STOP/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
       "SELECT count(*) FROM pg_stat_activity WHERE datname IS NOT NULL AND datname <> 'postgres' AND datname NOT LIKE '%$CHECKOUT_ID%'")"
@@ -109,6 +127,67 @@ as_pg "$BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ER
 if [ -z "$(as_pg "$BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
   "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]; then
   as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres -O billing "$DB_NAME"
+fi
+
+# --- The streaming replica (`services.sh replica`) -------------------------------------------
+replica_psql() {
+  as_pg "$BIN/psql" -h 127.0.0.1 -p "$REPLICA_PORT" -U postgres -d postgres -tAc "$1" 2>/dev/null
+}
+
+# True once the standby answers, is in recovery and its WAL receiver streams from the primary,
+# waiting up to $1 seconds.
+replica_streaming() {
+  for _ in $(seq $(($1 * 5))); do
+    [ "$(replica_psql "SELECT pg_is_in_recovery() AND EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')")" = "t" ] \
+      && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+replica_run() {
+  # The primary runs with fsync off (see above) and so does its throwaway copy; max_connections may
+  # not be below the primary's on a hot standby.
+  as_pg "$BIN/pg_ctl" -D "$REPLICA_DATA" -l "$SERVICES_DIR/pg-replica.log" -w -t 120 start \
+    -o "-p $REPLICA_PORT -k $SERVICES_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c hot_standby=on" \
+    >&2 9>&-  # the server must not inherit (and hold forever) replica_start's lock
+}
+
+replica_stop() {
+  as_pg "$BIN/pg_ctl" -D "$REPLICA_DATA" -m fast stop >/dev/null 2>&1 || true
+}
+
+replica_start() {
+  # Checkouts starting it at the same moment take turns.
+  exec 9>"$SERVICES_DIR/pg-replica.lock"
+  flock 9
+  if as_pg "$BIN/pg_isready" -q -h 127.0.0.1 -p "$REPLICA_PORT"; then
+    replica_streaming 20 && return 0
+    log "the PostgreSQL replica on port $REPLICA_PORT does not stream from the primary: making it again"
+    replica_stop
+  elif [ -s "$REPLICA_DATA/PG_VERSION" ]; then
+    # A replica stopped earlier catches up, unless the primary recycled the WAL it still needs.
+    log "starting the PostgreSQL replica on 127.0.0.1:$REPLICA_PORT"
+    if replica_run && replica_streaming 20; then return 0; fi
+    log "the PostgreSQL replica could not catch up with the primary: making it again"
+    replica_stop
+  fi
+  rm -rf "$REPLICA_DATA"
+  log "pg_basebackup of 127.0.0.1:$PG_PORT into $REPLICA_DATA"
+  # -R writes the standby's primary_conninfo and standby.signal; -c fast: no wait for a checkpoint.
+  # The primary's default pg_hba.conf (initdb) lets local `postgres` replicate.
+  as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$REPLICA_DATA" -R -X stream -c fast >&2 || {
+    log "pg_basebackup failed"; exit 1; }
+  log "starting the PostgreSQL replica on 127.0.0.1:$REPLICA_PORT"
+  replica_run && replica_streaming 60 || {
+    log "the PostgreSQL replica did not start streaming; its log:"
+    tail -n 30 "$SERVICES_DIR/pg-replica.log" >&2; exit 1; }
+}
+
+if [ "${1:-}" = "replica" ]; then
+  replica_start
+  echo "export TEST_PG_REPLICA_PORT=$REPLICA_PORT"
+  exit 0
 fi
 
 REDIS_PORT="$(redis_port_pick)"
