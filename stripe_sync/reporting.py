@@ -36,8 +36,9 @@ import operator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -91,7 +92,9 @@ class PrepareResult:
 
 def report_identifier(*, tenant_id: int, meter_id: int, hour: datetime, revision: int, part: int = 1) -> str:
     suffix = f"-p{part}" if part > 1 else ""
-    return f"bp-{tenant_id}-{meter_id}-{hour:%Y%m%d%H}-r{revision}{suffix}"
+    # f"{hour:%Y%m%d%H}", without strftime's cost (thousands per run)
+    code = f"{hour.year:04d}{hour.month:02d}{hour.day:02d}{hour.hour:02d}"
+    return f"bp-{tenant_id}-{meter_id}-{code}-r{revision}{suffix}"
 
 
 def report_timestamp(
@@ -173,6 +176,108 @@ def _changed_aggregates(since: datetime):
     )
 
 
+class ChangedHour(NamedTuple):
+    """One aggregate the outbox has not covered at its revision: a row of `_changed_aggregates`."""
+
+    tenant_id: int
+    meter_id: int
+    hour: datetime
+    revision: int
+    value: Decimal
+    covered_revision: int | None
+    covered_quantity: Decimal | None
+    covered_billed: bool | None
+
+
+# `_changed_aggregates` in one pass on PostgreSQL: a hash join against the covered hours instead of
+# three correlated subqueries per aggregate (10,000 aggregates: ~15 ms against ~230 ms), read as tuples
+# (no model instances). The two select the same rows (test_reporting_outbox_speed.py checks it).
+_CHANGED_SQL = """
+SELECT a.tenant_id, a.meter_id, a.hour, a.revision, a.value,
+       r.revision AS covered_revision, r.quantity AS covered_quantity, r.billed AS covered_billed
+FROM {aggregates} a
+LEFT JOIN {covered} r ON r.tenant_id = a.tenant_id AND r.meter_id = a.meter_id AND r.hour = a.hour
+WHERE a.hour >= %(since)s {pairs}
+  AND (r.id IS NULL OR r.revision < a.revision OR (NOT r.billed AND EXISTS (
+    SELECT 1 FROM {changes} c
+    WHERE c.tenant_id = a.tenant_id AND c.field = %(plan_field)s AND c.new_value = %(metered)s
+      AND c.created_at >= a.hour AND c.created_at < a.hour + interval '1 hour')))
+"""
+_IN_PAIRS = (
+    "AND (a.tenant_id, a.meter_id) IN (SELECT * FROM unnest(%(tenants)s::bigint[], %(meters)s::bigint[]))"
+)
+
+
+def _quoted(value) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# How each column type's values are written inside a PostgreSQL array literal (None is NULL).
+_ARRAY_ELEMENT = {
+    "bigint": str,
+    "integer": str,
+    "numeric": str,
+    "boolean": lambda v: "t" if v else "f",
+    "timestamptz": lambda v: f'"{v.isoformat()}"',
+    "varchar": _quoted,
+    "text": _quoted,
+}
+
+
+def pg_array(values, type_: str = "varchar") -> str:
+    """A PostgreSQL array literal of `values` (of SQL type `type_`): one query parameter for a whole
+    column instead of one adapted value per row."""
+    element = _ARRAY_ELEMENT[type_]
+    return "{" + ",".join("NULL" if v is None else element(v) for v in values) + "}"
+
+
+def _changed_query(since: datetime, pairs=None) -> tuple[str, dict]:
+    params = {
+        "since": since,
+        "plan_field": TenantChange.Field.PLAN.value,
+        "metered": Tenant.Plan.METERED.value,
+    }
+    if pairs is not None:
+        params |= {
+            "tenants": pg_array((t for t, _ in pairs), "bigint"),
+            "meters": pg_array((m for _, m in pairs), "bigint"),
+        }
+    sql = _CHANGED_SQL.format(
+        aggregates=HourlyAggregate._meta.db_table,
+        covered=ReportedHour._meta.db_table,
+        changes=TenantChange._meta.db_table,
+        pairs=_IN_PAIRS if pairs is not None else "",
+    )
+    return sql, params
+
+
+def _changed_pairs(since: datetime) -> list[tuple[int, int]]:
+    """The (tenant, meter) pairs with changed aggregates, sorted."""
+    if connection.vendor != "postgresql":
+        return sorted(set(_changed_aggregates(since).values_list("tenant_id", "meter_id").order_by()))
+    sql, params = _changed_query(since)
+    with connection.cursor() as cursor:
+        distinct = f"SELECT DISTINCT tenant_id, meter_id FROM ({sql}) changed ORDER BY 1, 2"  # noqa: S608
+        cursor.execute(distinct, params)
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def _changed_hours(since: datetime, pairs) -> list[ChangedHour]:
+    """The changed aggregates of these pairs, by tenant, meter and hour."""
+    if connection.vendor != "postgresql":
+        rows = (
+            _changed_aggregates(since)
+            .filter(pairs_q(pairs))
+            .order_by("tenant_id", "meter_id", "hour")
+            .values_list(*ChangedHour._fields)
+        )
+        return [ChangedHour(*row) for row in rows]
+    sql, params = _changed_query(since, pairs)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} ORDER BY a.tenant_id, a.meter_id, a.hour", params)
+        return [ChangedHour(*row) for row in cursor.fetchall()]
+
+
 def usage_unsent_near_edge(*, now: datetime | None = None) -> tuple[int, datetime | None]:
     """Hours of usage not at Stripe yet that are close to (or past) Stripe's 35 days: outbox rows
     pending or failed, and changed aggregates not prepared (a pair waiting or failed). Returns
@@ -211,7 +316,7 @@ def usage_reports_prepare(*, now: datetime | None = None) -> PrepareResult:
     now = now or timezone.now()
     since = window_start(now)
     result = PrepareResult(errors=[])
-    pairs = sorted(set(_changed_aggregates(since).values_list("tenant_id", "meter_id").order_by()))
+    pairs = _changed_pairs(since)
     if not pairs:
         return result
     tenants = {t.pk: t for t in Tenant.objects.filter(pk__in={t for t, _ in pairs})}
@@ -258,10 +363,8 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now, starts) -> Pr
             (b.tenant_id, b.meter_id): b
             for b in ReportingBalance.objects.select_for_update().filter(pairs_q(pairs)).order_by("id")
         }
-        by_pair: dict[tuple[int, int], list] = {}
-        for agg in (
-            _changed_aggregates(since).filter(pairs_q(pairs)).order_by("tenant_id", "meter_id", "hour")
-        ):
+        by_pair: dict[tuple[int, int], list[ChangedHour]] = {}
+        for agg in _changed_hours(since, pairs):
             by_pair.setdefault((agg.tenant_id, agg.meter_id), []).append(agg)
         reports, covered, touched = [], [], set()
         for key, aggregates in by_pair.items():
@@ -280,14 +383,7 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now, starts) -> Pr
                 touched.add(key)
             for agg in aggregates:
                 covered.append(
-                    ReportedHour(
-                        tenant_id=agg.tenant_id,
-                        meter_id=agg.meter_id,
-                        hour=agg.hour,
-                        revision=agg.revision,
-                        quantity=agg.value,
-                        billed=billed[agg.hour],
-                    )
+                    (agg.tenant_id, agg.meter_id, agg.hour, agg.revision, agg.value, billed[agg.hour])
                 )
                 if not billed[agg.hour]:
                     result.free_hours += 1
@@ -324,18 +420,140 @@ def _prepare_pairs(pairs, tenants, plans, event_names, since, now, starts) -> Pr
                     result.units += value
                 else:
                     result.carried += 1
-        UsageReport.objects.bulk_create(reports, batch_size=1000)
+        _insert_reports(reports)
+        _upsert_covered(covered)
+        _update_balances([balances[k] for k in touched])
+    return result
+
+
+_BALANCE_COLUMNS = ("id", "quantity", "units", "failed_at", "error")
+
+
+def _update_balances(balances: list[ReportingBalance]) -> None:
+    if not balances:
+        return
+    if connection.vendor != "postgresql":
+        ReportingBalance.objects.bulk_update(balances, list(_BALANCE_COLUMNS[1:]))
+        return
+    types = ("bigint", "numeric", "bigint", "timestamptz", "text")
+    source, params = _unnest(_BALANCE_COLUMNS, types, balances)
+    with connection.cursor() as cursor:
+        update = (
+            f"UPDATE {ReportingBalance._meta.db_table} b SET quantity = u.quantity, units = u.units, "  # noqa: S608
+            f"failed_at = u.failed_at, error = u.error FROM {source} AS u({', '.join(_BALANCE_COLUMNS)}) "
+            "WHERE b.id = u.id"
+        )
+        cursor.execute(update, params)
+
+
+_REPORT_COLUMNS = (
+    "tenant_id",
+    "meter_id",
+    "hour",
+    "revision",
+    "identifier",
+    "quantity",
+    "value",
+    "customer_id",
+    "event_name",
+    "timestamp",
+    "status",
+    "replaces_hour",
+)
+_REPORT_TYPES = (
+    "bigint",
+    "bigint",
+    "timestamptz",
+    "integer",
+    "varchar",
+    "numeric",
+    "bigint",
+    "varchar",
+    "varchar",
+    "timestamptz",
+    "varchar",
+    "boolean",
+)
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    """A UsageReport about to be written (plain values: thousands are built per run)."""
+
+    tenant_id: int
+    meter_id: int
+    hour: datetime
+    revision: int
+    identifier: str
+    quantity: Decimal
+    value: int
+    customer_id: str
+    event_name: str
+    timestamp: datetime
+    status: str
+    replaces_hour: bool = False
+
+
+def _unnest(columns, types, rows) -> tuple[str, dict]:
+    """`unnest(%(c0)s::type[], ...)` with one array literal per column."""
+    params, args = {}, []
+    for i, (column, type_) in enumerate(zip(columns, types, strict=True)):
+        if rows and isinstance(rows[0], tuple):
+            params[f"c{i}"] = pg_array((row[i] for row in rows), type_)
+        else:
+            params[f"c{i}"] = pg_array((getattr(row, column) for row in rows), type_)
+        args.append(f"%(c{i})s::{type_}[]")
+    return f"unnest({', '.join(args)})", params
+
+
+def _insert_reports(rows: list[OutboxRow]) -> None:
+    """The outbox rows in one statement (PostgreSQL: INSERT ... SELECT FROM unnest of one array per
+    column; elsewhere bulk_create). A repeated identifier raises IntegrityError as before."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        UsageReport.objects.bulk_create(
+            [UsageReport(**{c: getattr(r, c) for c in _REPORT_COLUMNS}) for r in rows], batch_size=1000
+        )
+        return
+    source, params = _unnest(_REPORT_COLUMNS, _REPORT_TYPES, rows)
+    params["now"] = timezone.now()
+    with connection.cursor() as cursor:
+        insert = (
+            f"INSERT INTO {UsageReport._meta.db_table} ({', '.join(_REPORT_COLUMNS)}, attempts, "  # noqa: S608
+            "outcome_unknown, error_code, error_message, created_at, updated_at) "
+            f"SELECT *, 0, false, '', '', %(now)s, %(now)s FROM {source}"
+        )
+        cursor.execute(insert, params)
+
+
+_COVERED_COLUMNS = ("tenant_id", "meter_id", "hour", "revision", "quantity", "billed")
+
+
+def _upsert_covered(covered: list[tuple]) -> None:
+    """Record the hours covered, at their revision, quantity and billed flag (tuples in
+    _COVERED_COLUMNS order), in one statement on PostgreSQL."""
+    if not covered:
+        return
+    if connection.vendor != "postgresql":
         ReportedHour.objects.bulk_create(
-            covered,
+            [ReportedHour(**dict(zip(_COVERED_COLUMNS, row, strict=True))) for row in covered],
             batch_size=1000,
             update_conflicts=True,
             unique_fields=["tenant", "meter", "hour"],
             update_fields=["revision", "quantity", "billed"],
         )
-        ReportingBalance.objects.bulk_update(
-            [balances[k] for k in touched], ["quantity", "units", "failed_at", "error"]
+        return
+    types = ("bigint", "bigint", "timestamptz", "integer", "numeric", "boolean")
+    source, params = _unnest(_COVERED_COLUMNS, types, covered)
+    with connection.cursor() as cursor:
+        upsert = (
+            f"INSERT INTO {ReportedHour._meta.db_table} ({', '.join(_COVERED_COLUMNS)}) "  # noqa: S608
+            f"SELECT * FROM {source} "
+            "ON CONFLICT (tenant_id, meter_id, hour) DO UPDATE SET revision = EXCLUDED.revision, "
+            "quantity = EXCLUDED.quantity, billed = EXCLUDED.billed"
         )
-    return result
+        cursor.execute(upsert, params)
 
 
 # Stripe cancels a meter event within 24 hours of receiving it; a lowered hour is corrected at Stripe
@@ -496,7 +714,7 @@ def _rows(
     event_name: str,
     now: datetime,
     subscription_start: datetime | None = None,
-) -> list[UsageReport]:
+) -> list[OutboxRow]:
     """The outbox rows of one hour's change: one, or several parts if its value has more than
     Stripe's 15 digits (the first part carries the quantity, the others 0)."""
     parts = max(1, -(-value // STRIPE_MAX_VALUE))
@@ -511,7 +729,7 @@ def _rows(
         part_value = min(remaining, STRIPE_MAX_VALUE)
         remaining -= part_value
         rows.append(
-            UsageReport(
+            OutboxRow(
                 tenant_id=agg.tenant_id,
                 meter_id=agg.meter_id,
                 hour=agg.hour,

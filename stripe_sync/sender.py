@@ -23,11 +23,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -77,27 +79,64 @@ class SendResult:
         return {k: v for k, v in self.__dict__.items() if k != "errors"} | {"errors": self.errors[:5]}
 
 
-PACING_HEADROOM = 0.9  # Stripe counts in a sliding second; network jitter can bunch calls up
+# Stripe counts the calls it receives in a sliding second. A call reaches Stripe before its answer comes
+# back, so a call started more than a second after the answer of an earlier one reaches Stripe more than a
+# second after it, whatever the network's delays: the limiter counts each call from its answer (and a call
+# still waiting for one as counting now). The margin is for clocks, not for jitter.
+LIMIT_WINDOW_MARGIN = 0.01  # seconds
+# Calls to Stripe the sender keeps going at once (rows of one (tenant, meter) are never in two of them):
+# enough to keep the rate limit busy while the database work of the next and previous calls is done.
+CALLS_IN_FLIGHT = 4
 
 
-class _Pacer:
-    """Evenly spaced calls, 10% under STRIPE_MAX_REQUESTS_PER_SECOND, for the whole process."""
+class _Limiter:
+    """At most STRIPE_MAX_REQUESTS_PER_SECOND calls in any second as Stripe counts them, for the whole
+    process (every thread). A call may start while fewer than `rps` calls are unanswered or answered
+    within the last second; so a run's first calls go at once and the budget is used to the full, with
+    no spacing to leave idle and no headroom for jitter. A fractional rate (0.5/s) is one call per
+    1 / rps seconds."""
 
     def __init__(self):
-        self.lock = threading.Lock()
-        self.next_at = 0.0
+        self.condition = threading.Condition()
+        self.unanswered = 0
+        self.answered: deque[float] = deque()  # monotonic moments of answers inside the window
 
-    def wait(self) -> None:
-        interval = 1.0 / (settings.STRIPE_MAX_REQUESTS_PER_SECOND * PACING_HEADROOM)
-        with self.lock:
-            now = time.monotonic()
-            at = max(now, self.next_at)
-            self.next_at = at + interval
-        if at > now:
-            time.sleep(at - now)
+    @staticmethod
+    def _budget() -> tuple[int, float]:
+        rps = float(settings.STRIPE_MAX_REQUESTS_PER_SECOND)
+        calls = max(1, math.ceil(rps))
+        return calls, calls / rps + LIMIT_WINDOW_MARGIN
+
+    def acquire(self) -> None:
+        with self.condition:
+            while True:
+                calls, window = self._budget()
+                now = time.monotonic()
+                while self.answered and self.answered[0] <= now - window:
+                    self.answered.popleft()
+                if self.unanswered + len(self.answered) < calls:
+                    self.unanswered += 1
+                    return
+                timeout = self.answered[0] + window - now if self.answered else None
+                self.condition.wait(timeout)
+
+    def release(self) -> None:
+        with self.condition:
+            self.unanswered -= 1
+            self.answered.append(time.monotonic())
+            self.condition.notify_all()
 
 
-PACER = _Pacer()
+LIMITER = _Limiter()
+
+
+def _limited(fn: Callable[[], object]) -> object:
+    """One try of a call to Stripe, inside the rate limit (any thread; no database work)."""
+    LIMITER.acquire()
+    try:
+        return fn()
+    finally:
+        LIMITER.release()
 
 
 class _Defer(Exception):
@@ -137,15 +176,20 @@ class MeterEventSender:
         self.session_expires: datetime | None = None
 
     # -- one call to Stripe, with pacing, 429 waits, backoff and the breaker -------------------
-    def call(self, fn: Callable[[], object]) -> object:
+    def call(self, fn: Callable[[], object], *, tried: Future | None = None) -> object:
+        """`fn` inside the rate limit, retried as below. `tried`: its first try, already started
+        (by `send_rows`, counted, after the breaker was checked); its outcome is taken as that try's."""
         server_failures = 0
         ambiguous = False
         while True:
-            circuit_check()
-            PACER.wait()
-            self.result.calls += 1
             try:
-                answer = fn()
+                if tried is not None:
+                    first, tried = tried, None
+                    answer = first.result()
+                else:
+                    circuit_check()
+                    self.result.calls += 1
+                    answer = _limited(fn)
             except stripe.RateLimitError as error:
                 self.result.rate_limited += 1
                 wait = _retry_after(error)
@@ -177,15 +221,83 @@ class MeterEventSender:
         return self.session_client
 
     # -- sending rows ---------------------------------------------------------------------
-    def send(self, rows: list[UsageReport]) -> None:
+    def send_rows(self, rows: list[UsageReport], *, progress: Callable[[], None] = lambda: None) -> None:
+        """Send `rows` in stream calls of up to STREAM_MAX_EVENTS, up to CALLS_IN_FLIGHT at once.
+
+        This thread does all the database work (the in-flight mark before a call, the outcome after
+        it, retries, one-by-one fallbacks, deferrals) while worker threads wait for Stripe's answers,
+        so the rate limit is kept busy without gaps between calls. Rows of one (tenant, meter) are
+        never in two calls at once. `progress` runs after each call's rows are settled (the lease
+        renewal). A CircuitOpen stops the run after the calls already going have been settled.
+        """
+        if not rows:
+            return
         starts = subscription_starts({row.tenant_id for row in rows})
-        for _ in range(3):
+        size = STREAM_MAX_EVENTS
+        waiting = deque(rows[i : i + size] for i in range(0, len(rows), size))
+        going: deque[tuple[list[UsageReport], set, tuple]] = deque()
+        busy: set[tuple[int, int]] = set()
+        with ThreadPoolExecutor(max_workers=CALLS_IN_FLIGHT, thread_name_prefix="stripe-send") as pool:
             try:
-                client = self.stream()
-                events = [_event(row) for row in _in_flight(rows, starts)]
-                self.call(lambda c=client, e=events: c.v2.billing.meter_event_stream.create({"events": e}))
+                while waiting or going:
+                    chunk = _next_free(waiting, busy) if len(going) < CALLS_IN_FLIGHT else None
+                    if chunk is not None:
+                        pairs = {(row.tenant_id, row.meter_id) for row in chunk}
+                        busy |= pairs
+                        going.append((chunk, pairs, self._start(pool, chunk, starts)))
+                        continue
+                    chunk, pairs, tried = going.popleft()
+                    self._settle(chunk, starts, tried)
+                    busy -= pairs
+                    progress()
+            finally:
+                # Stopped early (the breaker opened): what Stripe already answered is recorded; the
+                # rest stays pending (marked in flight: resent with the same identifiers).
+                for chunk, _, (_, _, future) in going:
+                    if future.exception() is None:
+                        _mark_sent(chunk, {"api": "v2.billing.meter_event_stream"})
+                        self.result.sent += len(chunk)
+
+    def _start(self, pool: ThreadPoolExecutor, rows: list[UsageReport], starts) -> tuple:
+        """The first try of one stream call, started in a worker thread: (client, events, future)."""
+        circuit_check()
+        client = self.stream()
+        events = [_event(row) for row in _in_flight(rows, starts)]
+        self.result.calls += 1
+        future = pool.submit(
+            _limited, lambda: client.v2.billing.meter_event_stream.create({"events": events})
+        )
+        return client, events, future
+
+    def _settle(self, rows: list[UsageReport], starts, tried: tuple) -> None:
+        """The outcome of a started call: sent, retried (`call`), one by one, or deferred."""
+        try:
+            self.send(rows, starts, tried=tried)
+        except _Defer as error:
+            _defer(rows, str(error), ambiguous=error.ambiguous)
+            self.result.deferred += len(rows)
+            self.result.errors.append(str(error))
+
+    def send(self, rows: list[UsageReport], starts=None, *, tried: tuple | None = None) -> None:
+        """One stream call of `rows` (retried), or, if the stream refuses it, one call per row.
+        `tried`: (client, events, future) of a try already started (`_start`)."""
+        if starts is None:
+            starts = subscription_starts({row.tenant_id for row in rows})
+        for _ in range(3):
+            client = None
+            try:
+                if tried is not None:
+                    (client, events, future), tried = tried, None
+                else:
+                    client, future = self.stream(), None
+                    events = [_event(row) for row in _in_flight(rows, starts)]
+                self.call(
+                    lambda c=client, e=events: c.v2.billing.meter_event_stream.create({"events": e}),
+                    tried=future,
+                )
             except stripe.TemporarySessionExpiredError:
-                self.session_client = None
+                if self.session_client is client:  # not renewed meanwhile by another call's expiry
+                    self.session_client = None
                 continue
             except stripe.InvalidRequestError:
                 self.send_one_by_one(rows, starts)
@@ -215,6 +327,18 @@ class MeterEventSender:
                 continue
             _mark_sent([row], {"api": "v1.billing.meter_events", "created": answer.get("created")})
             self.result.sent += 1
+
+
+def _next_free(waiting: deque, busy: set) -> list[UsageReport] | None:
+    """The first waiting chunk none of whose (tenant, meter) pairs is in a call going now (taken out
+    of `waiting`), or None."""
+    for index, chunk in enumerate(waiting):
+        if index >= 2 * CALLS_IN_FLIGHT:
+            return None
+        if not any((row.tenant_id, row.meter_id) in busy for row in chunk):
+            del waiting[index]
+            return chunk
+    return None
 
 
 def _moment(value) -> datetime:
@@ -397,16 +521,16 @@ def usage_reports_send(
                     result.deferred += len(stale)
                     result.errors.append(str(error))
                 rows.sort(key=lambda r: (r.tenant_id, r.meter_id, r.id))
-            for start in range(0, len(rows), STREAM_MAX_EVENTS):
-                chunk = rows[start : start + STREAM_MAX_EVENTS]
-                try:
-                    sender.send(chunk)
-                except _Defer as error:
-                    _defer(chunk, str(error), ambiguous=error.ambiguous)
-                    result.deferred += len(chunk)
-                    result.errors.append(str(error))
-                handled += len(chunk)
-                _renew(pairs)
+            renewed = [time.monotonic()]
+
+            def renew(pairs=pairs, renewed=renewed):
+                # the lease is renewed when a quarter of it has gone, not after every call
+                if time.monotonic() - renewed[0] > lease_seconds() / 4:
+                    _renew(pairs)
+                    renewed[0] = time.monotonic()
+
+            sender.send_rows(rows, progress=renew)
+            handled += len(rows)
         except CircuitOpen as error:
             result.circuit_open = True
             result.errors.append(str(error))

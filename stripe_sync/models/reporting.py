@@ -74,6 +74,13 @@ class UsageReport(models.Model):
             ),
             models.Index(fields=["id"], condition=models.Q(status="failed"), name="usage_report_failed"),
             models.Index(fields=["tenant", "meter", "hour"], name="usage_report_tmh"),
+            # The sender excludes rows of hours being corrected (almost never any): without this, a
+            # stale estimate can make that anti-join scan the whole outbox once per pending row.
+            models.Index(
+                fields=["tenant", "meter", "hour"],
+                condition=models.Q(status="correcting"),
+                name="usage_report_correcting",
+            ),
         ]
 
     def __str__(self) -> str:
