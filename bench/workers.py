@@ -236,7 +236,7 @@ def run_stage(workers: Workers, task: str, done) -> tuple[float, list, dict]:
     Returns (seconds, the tasks' return values, CPU seconds of the workers, PostgreSQL, this process
     (which serves the local Stripe) and the whole machine)."""
     cpu = common.CpuMeter(
-        {"workers": workers.pids, "postgres": common.postgres_pids, "stripe_server": lambda: [os.getpid()]}
+        {"workers": workers.pids, "postgres": database_backends, "stripe_server": lambda: [os.getpid()]}
     )
     cpu.start()
     started = time.perf_counter()
@@ -248,6 +248,18 @@ def run_stage(workers: Workers, task: str, done) -> tuple[float, list, dict]:
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     return seconds, values, cpu.stop()
+
+
+def database_backends() -> list[int]:
+    """The PostgreSQL backends connected to the bench's database (the server is shared with other
+    databases: counting every postgres process would count their work too)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 # --- Checks -------------------------------------------------------------------------------------
@@ -487,8 +499,8 @@ def main() -> None:
                     f"{'; '.join(aggregation['problems'])}"
                 )
                 common.log(
-                    f"    CPU s: workers {agg_cpu['workers']}, PostgreSQL {agg_cpu['postgres']}, "
-                    f"machine {agg_cpu['machine']}"
+                    f"    CPU s: workers {agg_cpu['workers']}, PostgreSQL (this database) "
+                    f"{agg_cpu['postgres']}, all programs {agg_cpu['machine']}"
                 )
                 common.log(
                     f"  reporting: {report_s:.2f} s, {phase['reports_per_s']:,.0f} reports/s in "
@@ -497,8 +509,9 @@ def main() -> None:
                     f"exactly once: {reporting['exact']} {'; '.join(reporting['problems'])}"
                 )
                 common.log(
-                    f"    CPU s: workers {report_cpu['workers']}, PostgreSQL {report_cpu['postgres']}, "
-                    f"local Stripe {report_cpu['stripe_server']}, machine {report_cpu['machine']}"
+                    f"    CPU s: workers {report_cpu['workers']}, PostgreSQL (this database) "
+                    f"{report_cpu['postgres']}, local Stripe {report_cpu['stripe_server']}, "
+                    f"all programs {report_cpu['machine']}"
                 )
     finally:
         server.stop()
@@ -540,6 +553,7 @@ def main() -> None:
             "bench": "workers",
             "machine": common.machine_info(),
             "background_cores": background,
+            "under_load": background > 0.25,
             "tenants": args.tenants,
             "meters": len(METERS),
             "hours_per_backlog": args.hours,
