@@ -122,7 +122,8 @@ if DATABASE_REPLICA_URL:
         "OPTIONS": _replica_options,
         "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
         "CONN_HEALTH_CHECKS": DATABASES["default"]["CONN_HEALTH_CHECKS"],
-        # Tests have no replica of their test database: the alias reads that database instead.
+        # Tests create no database on the replica: the alias opens the test database by its name
+        # (on a standby of the test server, the primary's test database replayed).
         "TEST": {"MIRROR": "default"},
     }
     DATABASE_ROUTERS = ["core.db_routing.ReplicaRouter"]
