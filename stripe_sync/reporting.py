@@ -312,6 +312,8 @@ def usage_reports_prepare(*, now: datetime | None = None) -> PrepareResult:
 
     Pairs go in transactions of PAIRS_PER_TRANSACTION; if one fails, its pairs are done one by
     one, so a pair that cannot be prepared is marked failed (admin, dashboard) and the others go on.
+    Set-based on PostgreSQL: per transaction, one read of the changed aggregates (a join, as tuples)
+    and one statement each for the outbox rows, the covered hours and the balances.
     """
     now = now or timezone.now()
     since = window_start(now)
