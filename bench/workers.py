@@ -230,14 +230,14 @@ class Workers:
                 log.unlink(missing_ok=True)
 
 
-def run_stage(workers: Workers, task: str, done) -> tuple[float, list, dict]:
+def run_stage(workers: Workers, task: str, done, database_url: str) -> tuple[float, list, dict]:
     """Publish one `task` per worker at once; time until all finished and `done()` holds.
 
-    Returns (seconds, the tasks' return values, CPU seconds of the workers, PostgreSQL, this process
-    (which serves the local Stripe) and the whole machine)."""
-    cpu = common.CpuMeter(
-        {"workers": workers.pids, "postgres": database_backends, "stripe_server": lambda: [os.getpid()]}
-    )
+    Returns (seconds, the tasks' return values, CPU seconds of the workers, of the bench database's
+    PostgreSQL backends, of this process (which serves the local Stripe) and of the whole machine)."""
+    cpu = common.CpuMeter({"workers": workers.pids, "stripe_server": lambda: [os.getpid()]})
+    backends = BackendCpu(database_url)
+    backends.start()
     cpu.start()
     started = time.perf_counter()
     results = [workers.app.send_task(task, queue=workers.queue) for _ in workers.procs]
@@ -247,19 +247,49 @@ def run_stage(workers: Workers, task: str, done) -> tuple[float, list, dict]:
             sys.exit(f"{task}: tasks finished but the queue is not empty after {STAGE_TIMEOUT:.0f} s")
         time.sleep(0.05)
     seconds = time.perf_counter() - started
-    return seconds, values, cpu.stop()
+    return seconds, values, {**cpu.stop(), "postgres": backends.stop()}
 
 
-def database_backends() -> list[int]:
-    """The PostgreSQL backends connected to the bench's database (the server is shared with other
-    databases: counting every postgres process would count their work too)."""
-    from django.db import connection
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends connected to the bench's database between start() and
+    stop(), sampled every 0.1 s from a connection of its own. The server is shared with other
+    databases (counting every postgres process would count their work too), and Celery closes a
+    task's connections when it ends, so its backend is gone by stop(): the last sample counts (at most
+    0.1 s of a backend's CPU is missed)."""
 
-    with connection.cursor() as cursor:
-        cursor.execute(
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self.baseline: dict[int, float] = {}
+        self.seen: dict[int, float] = {}
+
+    def _sample(self, conn) -> dict[int, float]:
+        rows = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return [row[0] for row in cursor.fetchall()]
+        ).fetchall()
+        return {pid: common.proc_cpu_seconds(pid) for (pid,) in rows}
+
+    def start(self) -> None:
+        import threading
+
+        self.conn = common.psql_connect(self.database_url, autocommit=True)
+        self.baseline = self._sample(self.conn)
+        self.seen = dict(self.baseline)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(0.1):
+            for pid, cpu in self._sample(self.conn).items():
+                self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+
+    def stop(self) -> float:
+        self.stopping.set()
+        self.thread.join()
+        for pid, cpu in self._sample(self.conn).items():
+            self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+        self.conn.close()
+        return round(sum(cpu - self.baseline.get(pid, 0.0) for pid, cpu in self.seen.items()), 2)
 
 
 # --- Checks -------------------------------------------------------------------------------------
@@ -464,7 +494,7 @@ def main() -> None:
                 try:
                     phase_start = timezone.now()
                     agg_s, agg_results, agg_cpu = run_stage(
-                        workers, "metering.aggregate_usage", lambda: not PendingHour.objects.exists()
+                        workers, "metering.aggregate_usage", lambda: not PendingHour.objects.exists(), url
                     )
                     aggregation = check_aggregation(expected, hours, phase_start, agg_results)
                     marker = len(server.requests)
@@ -472,6 +502,7 @@ def main() -> None:
                         workers,
                         "stripe_sync.report_usage",
                         lambda: not UsageReport.objects.filter(status=UsageReport.Status.PENDING).exists(),
+                        url,
                     )
                     reporting = check_reporting(server, marker, due_units, hours, report_results, customers)
                 finally:
