@@ -89,6 +89,29 @@ def _fresh_meter_cache():
     meter_cache.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _event_partitions(django_db_setup, django_db_blocker):
+    """The raw-event partitions around today exist (a reused test database may be days old): what
+    the hourly maintain task does in production."""
+    from django.utils import timezone
+
+    from metering.eventstore import event_store
+
+    with django_db_blocker.unblock():
+        event_store().maintain(now=timezone.now())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_partition_cache():
+    """A raw-event partition a test created inside its transaction is gone after the rollback: the
+    event store must not remember it (metering/eventstore/postgresql.py caches what exists)."""
+    from metering.eventstore import _stores
+
+    yield
+    for store in _stores.values():
+        store.forget_partitions()
+
+
 @pytest.fixture
 def api_client():
     return APIClient()

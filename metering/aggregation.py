@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Max, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from core.models import error_line
-from metering.hourly import HOUR, contiguous_ranges, hourly_values, meter_events
+from metering.eventstore import event_store
+from metering.hourly import HOUR
 from metering.ingest import BACKFILL_WINDOW, REPORTABLE_WINDOW
 from metering.models import (
     AggregationRun,
@@ -143,13 +144,9 @@ def usage_aggregate_batch(*, batch_size: int = DEFAULT_BATCH) -> AggregationResu
         computed = {}
         # One query per meter for all of the batch's tenants and hours: a batch is mostly one or
         # a few hours across many tenants (recomputes are marked hour by hour).
+        store = event_store()
         for meter_id, pairs in by_meter.items():
-            meter = meters[meter_id]
-            ranges = Q()
-            for start, end in contiguous_ranges(sorted({hour for _, hour in pairs})):
-                ranges |= Q(timestamp__gte=start, timestamp__lt=end)
-            events = meter_events(meter).filter(tenant_id__in={t for t, _ in pairs}).filter(ranges)
-            values = hourly_values(meter, events)
+            values = store.hour_values(meters[meter_id], pairs)
             for tenant_id, hour in pairs:
                 computed[(tenant_id, meter_id, hour)] = values.get((tenant_id, hour), (Decimal(0), 0))
         changed = _write(computed, timezone.now())
@@ -288,32 +285,35 @@ class PruneResult:
     cutoff: datetime
 
 
-def usage_events_prune(*, older_than: timedelta, batch_size: int = 10_000) -> PruneResult:
-    """Delete raw events received before now - older_than, in batches, once their hours are
-    aggregated. Aggregates stay forever; raw events are kept at least as long as Stripe accepts
-    usage (35 days) so that idempotency per event id holds for the whole window."""
+# Who else must be done with an hour before its raw events may go: stripe_sync registers the
+# earliest hour its outbox still has to send (metering cannot import it). Each callable takes the
+# cutoff and answers the earliest hour before it that still needs its raw events, or None.
+retention_holds: list = []
+
+
+def usage_events_prune(*, older_than: timedelta, now: datetime | None = None) -> PruneResult:
+    """Remove raw events timed before now - older_than, once every hour before that is aggregated
+    (no pending hour) and reported (retention_holds), through the event store: PostgreSQL drops
+    whole days' partitions, SQLite deletes in batches. Aggregates stay forever; raw events are kept
+    longer than Stripe's 35-day window, so no hour Stripe still accepts loses its events."""
     if older_than <= BACKFILL_WINDOW:
         raise ValueError("raw events must be kept longer than Stripe's 35-day window")
-    cutoff = timezone.now() - older_than
+    now = now or timezone.now()
+    cutoff = now - older_than
     # A pending hour that old means aggregation is stuck: keep its events until it has run.
     stuck = (
         PendingHour.objects.filter(hour__lt=cutoff).order_by("hour").values_list("hour", flat=True).first()
     )
-    if stuck is not None:
-        cutoff = min(cutoff, stuck)
-    # Recorded (and committed) before the first delete, so that no recompute starting from now on
-    # reads an hour this run may be thinning out.
+    holds = [stuck, *(hold(cutoff) for hold in retention_holds)]
+    for hour in holds:
+        if hour is not None:
+            cutoff = min(cutoff, hour)
+    store = event_store()
+    cutoff = store.effective_cutoff(cutoff)
+    # Recorded (and committed) before anything is removed, so that no recompute starting from now
+    # on reads an hour this run may be thinning out.
     run = PruneRun.objects.create(started_at=timezone.now(), cutoff=cutoff)
-    deleted = 0
-    while True:
-        ids = list(
-            UsageEvent.objects.filter(received_at__lt=cutoff, timestamp__lt=cutoff)
-            .order_by("received_at")
-            .values_list("id", flat=True)[:batch_size]
-        )
-        if not ids:
-            run.deleted, run.finished_at = deleted, timezone.now()
-            run.save(update_fields=["deleted", "finished_at"])
-            return PruneResult(deleted=deleted, cutoff=cutoff)
-        with transaction.atomic():
-            deleted += UsageEvent.objects.filter(id__in=ids).delete()[0]
+    run.deleted = store.prune(cutoff=cutoff, now=now)
+    run.finished_at = timezone.now()
+    run.save(update_fields=["deleted", "finished_at"])
+    return PruneResult(deleted=run.deleted, cutoff=cutoff)

@@ -18,7 +18,7 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, RowNumber, TruncDay, TruncHour
 
 from metering.aggregation import recompute_horizon
-from metering.hourly import meter_events
+from metering.eventstore import event_store
 from metering.ingest import value_path
 from metering.models import Meter
 from tenants.models import Tenant
@@ -151,7 +151,7 @@ def usage_series_by_group(
     meters = [meter] if meter is not None else list(Meter.objects.prefetch_related("filters"))
     points: list[GroupedUsagePoint] = []
     for each in meters:
-        events = meter_events(each).filter(tenant=tenant, timestamp__gte=start, timestamp__lt=end)
+        events = event_store().meter_events_between(each, tenant_id=tenant.pk, start=start, end=end)
         # A day of a count or sum meter is the sum of its hours either way: let the database add.
         by_day_in_sql = granularity == "day" and each.aggregation in ADDITIVE
         trunc = TruncDay if by_day_in_sql else TruncHour

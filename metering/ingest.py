@@ -12,19 +12,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
 
-from django.db import OperationalError, connection, transaction
-from django.db.models import Q, Sum
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Sum
 
 from core.json_input import json_problem, printable, text_problem
 from core.money import plain_decimal
 from core.parsing import ParseError, parse_datetime, parse_decimal
 from metering.estimates import month_bounds
-from metering.hourly import hourly_values, meter_events
+from metering.eventstore import event_store
 from metering.models import (
     QUANTITY_DECIMAL_PLACES,
     REFUSABLE_AGGREGATIONS,
     Meter,
-    PendingHour,
     PlanMeterAllowance,
     UsageEvent,
 )
@@ -499,114 +498,10 @@ def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-_PG_INSERT = """
-WITH new AS (
-    INSERT INTO metering_usageevent
-        (tenant_id, meter_id, event_id, "timestamp", quantity, properties, received_at)
-    SELECT u.tenant_id, u.meter_id, u.event_id, u.ts, u.quantity, u.properties::jsonb, %(now)s
-    FROM unnest(%(tenant_ids)s::bigint[], %(meter_ids)s::bigint[], %(event_ids)s::varchar[],
-                %(timestamps)s::timestamptz[], %(quantities)s::numeric[], %(properties)s::text[])
-         AS u(tenant_id, meter_id, event_id, ts, quantity, properties)
-    ORDER BY u.tenant_id, u.event_id
-    ON CONFLICT (tenant_id, event_id) DO NOTHING
-    RETURNING tenant_id, meter_id, "timestamp"
-), pending AS (
-    INSERT INTO metering_pendinghour (tenant_id, meter_id, hour, marked_at)
-    SELECT DISTINCT tenant_id, meter_id, date_trunc('hour', "timestamp", 'UTC'), %(now)s::timestamptz
-    FROM new
-    ORDER BY 1, 2, 3
-    ON CONFLICT (tenant_id, meter_id, hour) DO UPDATE SET marked_at = EXCLUDED.marked_at
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM pending)
-"""
-
-
-# The same statement, answering the inserted rows: for batches that a refusing limit checks.
-_PG_INSERT_RETURNING = _PG_INSERT.replace(
-    'RETURNING tenant_id, meter_id, "timestamp"', 'RETURNING id, tenant_id, meter_id, "timestamp"'
-).replace(
-    "SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM pending)",
-    # A data-modifying CTE runs to completion whether or not the main query reads it.
-    'SELECT id, tenant_id, meter_id, "timestamp" FROM new',
-)
-
-
-def _array_literal(values, *, quote: bool) -> str:
-    """A PostgreSQL array literal: one parameter instead of a thousand adapted by psycopg."""
-    if not quote:
-        return "{" + ",".join(values) + "}"
-    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
-
-
-def _record_postgresql(
-    tenant_ids: list[int], events: list[ValidEvent], now: datetime, *, returning: bool = False
-):
-    # One statement: insert the new events (a duplicate id is skipped; a concurrent insert of the
-    # same id waits for the other transaction and is then skipped) and mark their hours pending.
-    # The pending upsert takes a row lock that aggregation's claim respects (see aggregation.py).
-    # Rows go in sorted order so that two overlapping batches lock in the same order. The arrays
-    # travel as literals: adapting each element in Python cost a third of a batch request.
-    params = {
-        "now": now,
-        "tenant_ids": _array_literal(map(str, tenant_ids), quote=False),
-        "meter_ids": _array_literal((str(e.meter_id) for e in events), quote=False),
-        "event_ids": _array_literal((e.event_id for e in events), quote=True),
-        "timestamps": _array_literal((e.timestamp.isoformat() for e in events), quote=False),
-        "quantities": _array_literal((str(e.quantity) for e in events), quote=False),
-        "properties": _array_literal((e.properties_json for e in events), quote=True),
-    }
-    with connection.cursor() as cursor:
-        if returning:
-            cursor.execute(_PG_INSERT_RETURNING, params)
-            return cursor.fetchall()
-        cursor.execute(_PG_INSERT, params)
-        accepted, _ = cursor.fetchone()
-    return accepted
-
-
-def _record_portable(
-    tenant_ids: list[int], events: list[ValidEvent], now: datetime, *, returning: bool = False
-):
-    # SQLite runs write transactions one at a time (BEGIN IMMEDIATE), so look-then-insert is exact.
-    seen = _stored_keys(tenant_ids, events)
-    new = []
-    for tenant_id, event in zip(tenant_ids, events, strict=True):
-        if (tenant_id, event.event_id) in seen:
-            continue
-        seen.add((tenant_id, event.event_id))
-        new.append((tenant_id, event))
-    created = UsageEvent.objects.bulk_create(
-        UsageEvent(
-            tenant_id=tenant_id,
-            meter_id=e.meter_id,
-            event_id=e.event_id,
-            timestamp=e.timestamp,
-            quantity=e.quantity,
-            properties=json.loads(e.properties_json),
-            received_at=now,
-        )
-        for tenant_id, e in new
-    )
-    hours = sorted({(tenant_id, e.meter_id, _hour(e.timestamp)) for tenant_id, e in new})
-    PendingHour.objects.bulk_create(
-        [PendingHour(tenant_id=t, meter_id=m, hour=h, marked_at=now) for t, m, h in hours],
-        update_conflicts=True,
-        unique_fields=["tenant", "meter", "hour"],
-        update_fields=["marked_at"],
-    )
-    if returning:
-        return [(row.pk, row.tenant_id, row.meter_id, row.timestamp) for row in created]
-    return len(new)
-
-
 def _record(tenant_ids: list[int], events: list[ValidEvent], now: datetime) -> int:
-    if connection.vendor == "postgresql":
-        # One statement, atomic on its own (and in autocommit, committed on return): wrapping it in
-        # atomic() only added BEGIN/COMMIT round trips.
-        return _record_postgresql(tenant_ids, events, now)
-    with transaction.atomic():
-        return _record_portable(tenant_ids, events, now)
+    # PostgreSQL: one statement, atomic on its own (and in autocommit, committed on return):
+    # wrapping it in atomic() only added BEGIN/COMMIT round trips. SQLite: its own transaction.
+    return event_store().record(tenant_ids, events, now)
 
 
 def _tenant_ids(tenant: Tenant | None, events: list[ValidEvent]) -> list[int]:
@@ -616,32 +511,9 @@ def _tenant_ids(tenant: Tenant | None, events: list[ValidEvent]) -> list[int]:
     return [tenant.pk if e.tenant_id is None else e.tenant_id for e in events]
 
 
-_PG_STORED = """
-SELECT e.tenant_id, e.event_id
-FROM unnest(%(tenant_ids)s::bigint[], %(event_ids)s::varchar[]) AS k(tenant_id, event_id)
-JOIN metering_usageevent e ON e.tenant_id = k.tenant_id AND e.event_id = k.event_id
-"""
-
-
 def _stored_keys(tenant_ids: list[int], events: list[ValidEvent]) -> set[tuple[int, str]]:
     """The (tenant id, event id) pairs of these events already stored (one query)."""
-    if connection.vendor == "postgresql":
-        # Two array literals, as in _PG_INSERT: the ORM's IN of a thousand ids cost more in Python
-        # (resolving each parameter) than the query costs PostgreSQL.
-        params = {
-            "tenant_ids": _array_literal(map(str, tenant_ids), quote=False),
-            "event_ids": _array_literal((e.event_id for e in events), quote=True),
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_STORED, params)
-            return set(cursor.fetchall())
-    by_tenant: dict[int, set[str]] = {}
-    for tenant_id, event in zip(tenant_ids, events, strict=True):
-        by_tenant.setdefault(tenant_id, set()).add(event.event_id)
-    condition = Q()
-    for tenant_id, event_ids in by_tenant.items():
-        condition |= Q(tenant_id=tenant_id, event_id__in=event_ids)
-    return set(UsageEvent.objects.filter(condition).values_list("tenant_id", "event_id"))
+    return event_store().stored_keys(tenant_ids, events)
 
 
 def usage_events_stored_indexes(*, events: list[ValidEvent], tenant: Tenant | None = None) -> list[int]:
@@ -707,23 +579,18 @@ def _record_within_limits(
             if (tenant_id, event.meter_id) in limits
         }
         before = usage_totals(keys=periods, meters=meters)
-        if connection.vendor == "postgresql":
-            inserted = _record_postgresql(tenant_ids, events, now, returning=True)
-        else:
-            inserted = _record_portable(tenant_ids, events, now, returning=True)
+        inserted = event_store().record(tenant_ids, events, now, returning=True)
         if all_new and len(inserted) < len(events):
             raise _SomeStored
-        new_ids: dict[int, list[int]] = defaultdict(list)
-        for row_id, tenant_id, meter_id, _ in inserted:
-            if (tenant_id, meter_id) in limits:
-                new_ids[meter_id].append(row_id)
+        new_rows: dict[int, list] = defaultdict(list)
+        for row in inserted:
+            if (row[1], row[2]) in limits:
+                new_rows[row[2]].append(row)
         added: dict[tuple, Decimal] = defaultdict(Decimal)
         with localcontext(prec=100):
-            for meter_id, ids in new_ids.items():
-                meter = meters[meter_id]
-                for (tenant_id, hour), (value, _) in hourly_values(
-                    meter, meter_events(meter).filter(id__in=ids)
-                ).items():
+            for meter_id, rows in new_rows.items():
+                values = event_store().rows_values(meters[meter_id], rows)
+                for (tenant_id, hour), (value, _) in values.items():
                     added[(tenant_id, meter_id, month_bounds(hour)[0])] += value
             for key in sorted(added):
                 tenant_id, meter_id, start = key
@@ -774,4 +641,10 @@ def usage_events_record(
             # PostgreSQL aborts one of them, which is safe to run again.
             if attempt == 2 or "deadlock" not in str(exc).lower():
                 raise
+        except IntegrityError as exc:
+            # A partition this process believed in is gone (dropped by retention or a test's
+            # rollback): forget what it knew; the next attempt creates what is missing.
+            if attempt == 2 or "no partition of relation" not in str(exc):
+                raise
+            event_store().forget_partitions()
     return IngestResult(accepted=accepted, duplicates=len(events) - accepted)

@@ -111,13 +111,22 @@ class MeterFilter(models.Model):
 
 
 class UsageEvent(models.Model):
-    """One usage event as the tenant sent it. Append-only; (tenant, event_id) is the idempotency key."""
+    """One usage event as the tenant sent it. Append-only; kept in metering.eventstore.
+
+    On PostgreSQL the table is partitioned by UTC day of `timestamp` (migration 0011) and
+    idempotency per (tenant, event_id) is kept by EventKey; on SQLite (the demo) a unique index
+    on (tenant, event_id) does it. See metering/eventstore and docs/scaling.md."""
 
     id = models.BigAutoField(primary_key=True)
-    # No single-column FK indexes: the composite indexes below lead with tenant, and every index
-    # costs on the ingestion path. (A meter with events is never deleted; see the admin.)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
-    meter = models.ForeignKey(Meter, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # No foreign key constraints and no single-column indexes: every index and constraint check
+    # costs on the ingestion path, and ingestion has resolved tenant and meter already. (Neither is
+    # ever deleted while it has events: PROTECT is enforced by the ORM, see the admin.)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    meter = models.ForeignKey(
+        Meter, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     event_id = models.CharField(max_length=100)
     timestamp = models.DateTimeField()
     quantity = models.DecimalField(
@@ -127,18 +136,30 @@ class UsageEvent(models.Model):
     received_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["tenant", "event_id"], name="usage_event_idempotency"),
-        ]
         indexes = [
             # Aggregation and read-back: one tenant's events of one meter in a time range.
             models.Index(fields=["tenant", "meter", "timestamp"], name="usage_event_tmt"),
-            # Retention pruning walks the oldest events first.
-            models.Index(fields=["received_at"], name="usage_event_received"),
         ]
 
     def __str__(self) -> str:
         return f"{self.event_id} ({self.meter_id} x {format_quantity(self.quantity)})"
+
+
+class EventKey(models.Model):
+    """The idempotency key of a stored event (PostgreSQL): (tenant, event id) in a generation, a
+    36-day slice of time. The table is partitioned by generation; a batch writes each key into
+    the current and the previous generation and stores the event only if both were new, so two
+    sends less than a generation apart always meet in one partition's primary key. Unused on
+    SQLite. See metering/eventstore/postgresql.py."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "event_id", "generation")
+    tenant_id = models.BigIntegerField()
+    event_id = models.CharField(max_length=100)
+    generation = models.IntegerField()
+    timestamp = models.DateTimeField(help_text="The first send's timestamp (where the event sits).")
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.event_id} (generation {self.generation})"
 
 
 class PendingHour(models.Model):

@@ -1,9 +1,11 @@
 from datetime import timedelta
 
 from celery import shared_task
+from django.utils import timezone
 
 from metering.aggregation import usage_aggregate, usage_events_prune
 from metering.eventbus import usage_queues_consume
+from metering.eventstore import event_store
 
 
 @shared_task(name="metering.aggregate_usage")
@@ -18,6 +20,13 @@ def prune_usage_events(older_than_days: int = 45) -> dict:
     """Daily (Celery Beat): drop raw events past the retention window; aggregates stay."""
     result = usage_events_prune(older_than=timedelta(days=older_than_days))
     return {"deleted": result.deleted, "cutoff": result.cutoff.isoformat()}
+
+
+@shared_task(name="metering.maintain_event_store")
+def maintain_event_store() -> dict:
+    """Hourly (Celery Beat): create the coming days' raw-event partitions and drop idempotency key
+    generations no check reads any more (PostgreSQL; nothing to do on SQLite)."""
+    return event_store().maintain(now=timezone.now())
 
 
 @shared_task(name="metering.consume_usage_queues")

@@ -25,7 +25,7 @@ from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
 from metering.estimates import month_bounds
-from metering.hourly import contiguous_ranges, hourly_values, meter_events
+from metering.eventstore import event_store
 from metering.models import HourlyAggregate, Meter, PendingHour, PruneRun
 from tenants.models import Tenant
 
@@ -188,16 +188,10 @@ def _pending_values(
     if missing:
         meters = {**meters, **Meter.objects.prefetch_related("filters").in_bulk(missing)}
     values: dict[int, dict[tuple[int, datetime], Decimal]] = {}
+    store = event_store()
     for meter_id, pairs in by_meter.items():
-        ranges = Q()
-        for start, end in contiguous_ranges(sorted({hour for _, hour in pairs})):
-            ranges |= Q(timestamp__gte=start, timestamp__lt=end)
-        meter = meters[meter_id]
-        events = meter_events(meter).filter(tenant_id__in={t for t, _ in pairs}).filter(ranges)
-        # The ranges cover every pending hour of every tenant listed: keep only the pending pairs.
-        values[meter_id] = {
-            key: value for key, (value, _) in hourly_values(meter, events).items() if key in pairs
-        }
+        computed = store.hour_values(meters[meter_id], pairs)
+        values[meter_id] = {key: value for key, (value, _) in computed.items()}
     return values
 
 

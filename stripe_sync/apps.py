@@ -38,6 +38,13 @@ class StripeSyncConfig(AppConfig):
 
         subscription_links.register(tenant_subscription_link_from_bus)
 
+        # Raw events of an hour whose report is still on its way stay (metering retention).
+        from metering.aggregation import retention_holds
+        from stripe_sync.retention import earliest_unreported_hour
+
+        if earliest_unreported_hour not in retention_holds:
+            retention_holds.append(earliest_unreported_hour)
+
         # The reporting outbox, the webhook inbox and the circuit breaker on /metrics (core/metrics.py).
         for group in (metrics.usage_reports, metrics.webhook_events, metrics.circuit_breakers):
             business_gauges.register(group)

@@ -5,6 +5,7 @@ from decimal import Decimal
 import factory
 from django.utils import timezone
 
+from metering.eventstore import event_store
 from metering.models import (
     AggregationRun,
     HourlyAggregate,
@@ -63,6 +64,12 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
     event_id = factory.Sequence(lambda n: f"evt-{n}")
     timestamp = factory.LazyFunction(timezone.now)
     received_at = factory.LazyFunction(timezone.now)
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        # On PostgreSQL the row needs its day's partition (ingestion prepares its own).
+        event_store().prepare_for([kwargs["timestamp"]])
+        return super()._create(model_class, *args, **kwargs)
 
 
 class PendingHourFactory(factory.django.DjangoModelFactory):

@@ -4,6 +4,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from freezegun import freeze_time
 
 from conftest import beat_task
@@ -59,11 +60,18 @@ def test_the_daily_prune_schedule_exists(db):
 
 # --- Pruned hours are never recomputed from what is left -------------------------------------------
 # An hour H gets 10 events at once and 1 late event 30 days later; a prune with a 36-day retention
-# then deletes the 10 (received before its cutoff) and keeps the late one: the aggregate says 11,
-# the raw events say 1. Every recompute entry point must leave the 11 alone.
+# then removes what it may before its cutoff, the next midnight: on SQLite the 10 (received before
+# the cutoff) and not the late one, so the aggregate says 11 and the raw events 1; on PostgreSQL the
+# whole day's partition, so the raw events say 0. Every recompute entry point must leave the 11 alone.
 
 H = datetime(2026, 9, 1, 10, tzinfo=UTC)
-AFTER_PRUNE = H + timedelta(days=36, hours=3)  # the prune's cutoff is H + 3h
+CUTOFF = datetime(2026, 9, 2, tzinfo=UTC)
+AFTER_PRUNE = CUTOFF + timedelta(days=36, hours=1)
+
+
+def left_after_prune():
+    """The raw events of hour H a prune leaves: SQLite deletes by receipt, PostgreSQL drops days."""
+    return [] if connection.vendor == "postgresql" else ["late"]
 
 
 def ingest_events_at(moment, tenant, timestamp, ids):
@@ -83,23 +91,23 @@ def partly_pruned_hour(tenant, api_calls):
     ingest_events_at(H + timedelta(days=30), tenant, H + timedelta(minutes=5), ["late"])
     with freeze_time(AFTER_PRUNE - timedelta(hours=1)):
         call_command("prune_usage_events", "--older-than-days", "36", stdout=StringIO())
-    assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["late"]
+    assert list(UsageEvent.objects.values_list("event_id", flat=True)) == left_after_prune()
     assert HourlyAggregate.objects.get(hour=H).value == 11
     return HourlyAggregate.objects.get(hour=H)
 
 
 def test_prune_records_its_cutoff_before_deleting(partly_pruned_hour):
     run = PruneRun.objects.get()
-    assert (run.cutoff, run.deleted) == (H + timedelta(hours=2), 10)
+    assert (run.cutoff, run.deleted) == (CUTOFF, 11 - len(left_after_prune()))
     with freeze_time(AFTER_PRUNE):
-        assert recompute_horizon() == H + timedelta(hours=2)
+        assert recompute_horizon() == CUTOFF
 
 
 def test_recompute_service_skips_a_partly_pruned_hour_and_keeps_its_aggregate_of_11(partly_pruned_hour):
     with freeze_time(AFTER_PRUNE):
         result = usage_mark_for_recompute(since=H - timedelta(days=1))
         usage_aggregate(trigger="test")
-    assert (result.marked, result.skipped, result.horizon) == (0, 1, H + timedelta(hours=2))
+    assert (result.marked, result.skipped, result.horizon) == (0, len(left_after_prune()), CUTOFF)
     assert not PendingHour.objects.exists()
     revision = partly_pruned_hour.revision
     partly_pruned_hour.refresh_from_db()
@@ -109,7 +117,7 @@ def test_recompute_service_skips_a_partly_pruned_hour_and_keeps_its_aggregate_of
 def test_full_aggregate_command_refuses_since_before_the_prune_cutoff(partly_pruned_hour):
     with freeze_time(AFTER_PRUNE), pytest.raises(CommandError) as refused:
         call_command("aggregate_usage", "--full", "--since", "2026-09-01", stdout=StringIO())
-    assert "--since 2026-09-01 00:00Z is before 2026-09-01 12:00Z" in str(refused.value)
+    assert "--since 2026-09-01 00:00Z is before 2026-09-02 00:00Z" in str(refused.value)
     assert "would lower its aggregate" in str(refused.value)
     assert not PendingHour.objects.exists()
     assert HourlyAggregate.objects.get(hour=H).value == 11
@@ -142,7 +150,7 @@ def test_reaggregate_form_refuses_hours_before_the_prune_cutoff(partly_pruned_ho
             {"first_hour": "2026-09-01T10:00", "last_hour": "2026-09-01T11:00"},
         )
     assert response.status_code == 200
-    assert "Hours before 2026-09-01 12:00 UTC cannot be re-aggregated" in response.content.decode()
+    assert "Hours before 2026-09-02 00:00 UTC cannot be re-aggregated" in response.content.decode()
     assert not OperatorJob.objects.exists()
     assert HourlyAggregate.objects.get(hour=H).value == 11
 
@@ -158,8 +166,10 @@ def test_reaggregate_job_queued_before_the_prune_skips_the_hour_and_says_so(part
         operator_job_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == OperatorJob.Status.SUCCEEDED
-    assert (job.result["hours_marked"], job.result["hours_skipped_past_retention"]) == (0, 1)
-    assert "1 hour(s) before 2026-09-01 12:00 UTC skipped" in job.progress
+    skipped = len(left_after_prune())
+    assert (job.result["hours_marked"], job.result["hours_skipped_past_retention"]) == (0, skipped)
+    if skipped:
+        assert "1 hour(s) before 2026-09-02 00:00 UTC skipped" in job.progress
     assert HourlyAggregate.objects.get(hour=H).value == 11
 
 
@@ -185,7 +195,9 @@ RECOMPUTE_ENTRY_POINTS = {
 PENDING_HOUR_WRITERS = {
     "metering/aggregation.py": "usage_mark_for_recompute, and the claim that drops pruned hours "
     "(test_a_pending_hour_before_the_prune_cutoff_is_dropped_not_recomputed)",
-    "metering/ingest.py": "new events only, never older than 35 days (inside every prune cutoff)",
+    "metering/eventstore/postgresql.py": "ingestion's new events only, never older than 35 days "
+    "(inside every prune cutoff)",
+    "metering/eventstore/sqlite.py": "the same, on SQLite",
     "bench/aggregate.py": "a benchmark's synthetic data",
     "bench/entitlements.py": "a benchmark's synthetic data, on its own database",
 }
