@@ -86,8 +86,9 @@ def test_a_replica_the_guard_refuses_leaves_reads_on_the_primary(guard, state):
         assert router.db_for_read(Tenant) == DEFAULT_DB_ALIAS
 
 
-def test_without_a_replica_scoped_reads_stay_on_the_primary():
-    assert replica_status() is None  # the test settings configure no replica
+def test_without_a_replica_scoped_reads_stay_on_the_primary(monkeypatch):
+    monkeypatch.setattr(db_routing, "replica_configured", lambda: False)  # no DATABASE_REPLICA_URL
+    assert replica_status() is None
     with lagging_reads():
         assert lagging_reads_alias() == DEFAULT_DB_ALIAS
 
@@ -173,7 +174,8 @@ def test_metrics_show_the_lag_and_where_lagging_reads_go(client, settings, guard
 
 
 @pytest.mark.django_db
-def test_metrics_have_no_replica_gauges_without_a_replica(client, settings):
+def test_metrics_have_no_replica_gauges_without_a_replica(client, settings, monkeypatch):
+    monkeypatch.setattr(db_routing, "replica_configured", lambda: False)  # no DATABASE_REPLICA_URL
     settings.METRICS_TOKEN = TOKEN
     assert not [name for name, _ in scrape(client) if name.startswith("billing_replica")]
 

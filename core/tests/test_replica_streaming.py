@@ -81,12 +81,17 @@ def point_replica_alias_at(port: int) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _replica_alias(django_db_setup, streaming_replica_port):
-    """The alias exists for this module's tests only (they list it in their databases)."""
+    """The alias exists for this module's tests only (they list it in their databases); one that
+    DATABASE_REPLICA_URL configured comes back after them."""
+    configured = connections.settings.get(REPLICA)
     point_replica_alias_at(streaming_replica_port)
     yield
     connections[REPLICA].close()
     del connections[REPLICA]
-    del connections.settings[REPLICA]
+    if configured is None:
+        del connections.settings[REPLICA]
+    else:
+        connections.settings[REPLICA] = configured
     replica_status_reset()
 
 
