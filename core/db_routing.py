@@ -11,8 +11,9 @@ transaction on the primary, scoped reads stay on the primary too (they must see 
 The lag guard: before the replica serves a scope, its replay lag is measured on the standby (at most
 once every CHECK_SECONDS per process); a replica more than REPLICA_MAX_LAG_SECONDS behind, one that
 is not a standby streaming from its primary, or one that does not answer sends the reads to the
-primary. A change of state is logged once (no connection details); /metrics shows the lag and where
-lagging reads go (`replica_gauges`).
+primary. A change of state is logged once per process (with the driver's error when the replica does
+not answer: host and port, never the password); /metrics shows the lag and where lagging reads go
+(`replica_gauges`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -76,7 +77,8 @@ def _measure() -> tuple[str, float | None, str]:
             cursor.execute(LAG_SQL)
             in_recovery, streaming, lag = cursor.fetchone()
     except Exception as exc:  # noqa: BLE001 (any failure to ask means: do not read there)
-        connections[REPLICA].close()  # the next check connects afresh
+        with suppress(Exception):
+            connections[REPLICA].close()  # the next check connects afresh
         first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         return UNREACHABLE, None, f"{type(exc).__name__}: {first_line}"
     if not in_recovery:
