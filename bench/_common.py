@@ -125,8 +125,9 @@ def psql_connect(database_url: str, **kwargs):
 
 
 def truncate_usage(database_url: str, *, aggregates: bool = False) -> None:
-    """Empty the events table and the pending-hours queue (and, if asked, aggregates)."""
-    tables = ["metering_usageevent", "metering_pendinghour"]
+    """Empty the events table, its idempotency keys and the pending-hours queue (and, if asked,
+    aggregates)."""
+    tables = ["metering_usageevent", "metering_eventkey", "metering_pendinghour"]
     if aggregates:
         tables += ["metering_hourlyaggregatechange", "metering_hourlyaggregate", "metering_aggregationrun"]
     with psql_connect(database_url, autocommit=True) as conn:
