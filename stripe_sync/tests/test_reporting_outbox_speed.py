@@ -158,3 +158,13 @@ def test_calls_overlap_but_never_carry_one_customer_and_meter_twice_at_once(
     assert stripe_total(local_stripe, metered.stripe_customer_id, "api_calls") == 10
     assert stripe_total(local_stripe, third.stripe_customer_id, "api_calls") == 2
     assert set(UsageReport.objects.values_list("status", "outcome_unknown")) == {("sent", False)}
+
+
+def test_a_success_after_another_workers_failure_resets_the_breaker(metered, api_calls, local_stripe):
+    from stripe_sync.circuit import circuit_failure, circuit_get
+
+    circuit_failure("APIError: seen by another worker")
+    ingest(metered, api_calls, hour_ago(2), [1, 1])
+    usage_reports_prepare()
+    assert usage_reports_send(sleep=lambda seconds: None).sent == 1
+    assert circuit_get().failures == 0
