@@ -24,6 +24,7 @@ from core.permissions import can_see_revenue
 from metering.allowances import allowance_resolve, plan_allowances_changed
 from metering.charts import meter_usage_chart
 from metering.eventbus import UsageQueueError, usage_queue_consume_configured
+from metering.eventstore import event_store
 from metering.models import (
     VALUE_AGGREGATIONS,
     AggregationRun,
@@ -90,10 +91,15 @@ class EstimatedCountPaginator(Paginator):
         if connection.vendor != "postgresql":
             return -1
         with connection.cursor() as cursor:
-            # reltuples is -1 for a table never vacuumed or analyzed (PostgreSQL 14+).
+            # reltuples is -1 for a table never vacuumed or analyzed (PostgreSQL 14+). A partitioned
+            # table (the raw events) has no rows of its own: the sum of its partitions' estimates.
+            table = queryset.model._meta.db_table
             cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                [queryset.model._meta.db_table],
+                "SELECT CASE WHEN count(*) FILTER (WHERE reltuples >= 0) = 0 THEN -1 "
+                "ELSE sum(greatest(reltuples, 0)) END::bigint FROM pg_class "
+                "WHERE relkind <> 'p' AND oid IN (SELECT to_regclass(%s) "
+                "UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%s))",
+                [table, table],
             )
             row = cursor.fetchone()
         return row[0] if row and row[0] is not None else -1
@@ -378,7 +384,15 @@ class UsageEventAdmin(BigTableAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(event_id=term), False
+        queryset = queryset.filter(event_id=term)
+        tenant_id = request.GET.get("tenant__id__exact", "")
+        if tenant_id.isdigit():
+            # The store knows where the tenant's event sits in time (PostgreSQL: its key row), so
+            # the lookup reads that day's partition instead of every day's.
+            stamps = event_store().event_timestamps(term, tenant_id=int(tenant_id))
+            if stamps is not None:
+                queryset = queryset.filter(timestamp__in=stamps)
+        return queryset, False
 
     @admin.display(description="properties")
     def properties_json(self, obj):

@@ -508,3 +508,23 @@ def test_aggregate_list_links_the_month_estimate_only_for_staff_holding_view_rev
     assert ("month estimate" in html) is with_revenue
     if with_revenue:
         assert client.get(estimate_url).status_code != 403
+
+
+def test_event_search_with_a_tenant_reads_where_the_event_sits(admin_client, tenant, meter):
+    from metering.ingest import usage_events_record, usage_events_validate
+
+    moment = timezone.now() - timedelta(days=3)
+    payload = {"events": [{"id": "req-99", "meter": meter.code, "timestamp": moment.isoformat()}]}
+    now = timezone.now()
+    usage_events_record(
+        events=usage_events_validate(payload=payload, now=now, tenant=tenant), now=now, tenant=tenant
+    )
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(
+            "/admin/metering/usageevent/", {"q": "req-99", "tenant__id__exact": tenant.pk}
+        )
+    assert ">req-99<" in response.content.decode()
+    listed = [q["sql"] for q in captured.captured_queries if 'FROM "metering_usageevent"' in q["sql"]]
+    if connection.vendor == "postgresql":  # narrowed to the event's timestamp from its key
+        assert listed
+        assert all('"metering_usageevent"."timestamp" IN' in sql for sql in listed)

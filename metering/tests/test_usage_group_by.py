@@ -190,25 +190,26 @@ def test_a_grouped_range_before_the_latest_prune_is_refused_naming_start_and_the
 ):
     later = NOW + timedelta(days=40)
     with freeze_time(later):
-        usage_events_prune(older_than=timedelta(days=36, minutes=30))  # cutoff: 2026-11-25 12:00
+        # Cutoff 2026-11-25 00:00: a midnight, so SQLite (rows) and PostgreSQL (days) prune alike.
+        usage_events_prune(older_than=timedelta(days=36, hours=12, minutes=30))
         response = get(
-            tenant_client, group_by="region", start="2026-11-25T11:00:00Z", end="2026-12-01T00:00:00Z"
+            tenant_client, group_by="region", start="2026-11-24T23:00:00Z", end="2026-12-01T00:00:00Z"
         )
         assert response.status_code == 400
         assert response.json()["error"]["fields"] == {
             "start": [
-                "group_by reads raw events, kept from 2026-11-25T12:00:00Z on: start there or later, "
+                "group_by reads raw events, kept from 2026-11-25T00:00:00Z on: start there or later, "
                 "or read without group_by"
             ]
         }
         allowed = get(
-            tenant_client, group_by="region", start="2026-11-25T12:00:00Z", end="2026-12-01T00:00:00Z"
+            tenant_client, group_by="region", start="2026-11-25T00:00:00Z", end="2026-12-01T00:00:00Z"
         )
         assert allowed.status_code == 200
-        by_day = get(tenant_client, group_by="region", granularity="day", start="2026-11-25T12:00:00Z")
-        assert "kept from 2026-11-26T00:00:00Z on" in by_day.json()["error"]["fields"]["start"][0]
+        by_day = get(tenant_client, group_by="region", granularity="day", start="2026-11-24T00:00:00Z")
+        assert "kept from 2026-11-25T00:00:00Z on" in by_day.json()["error"]["fields"]["start"][0]
         # Without group_by the aggregates of those hours stay readable.
-        assert get(tenant_client, start="2026-11-25T11:00:00Z", end="2026-12-01T00:00:00Z").status_code == 200
+        assert get(tenant_client, start="2026-11-24T23:00:00Z", end="2026-12-01T00:00:00Z").status_code == 200
 
 
 def test_without_a_prune_grouping_reaches_back_45_days(tenant_client, api_calls):
