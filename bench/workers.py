@@ -521,6 +521,14 @@ def main() -> None:
                     "reports_per_s": round(reporting["events_received"] / report_s, 1),
                     "report_cpu_s": report_cpu,
                     "reporting": reporting,
+                    # The work itself, whatever else runs on the machine: CPU of the workers and of
+                    # their PostgreSQL backends per 1,000 hours aggregated / reported.
+                    "aggregate_cpu_s_per_1000": round(
+                        (agg_cpu["workers"] + agg_cpu["postgres"]) * 1000 / len(expected), 3
+                    ),
+                    "report_cpu_s_per_1000": round(
+                        (report_cpu["workers"] + report_cpu["postgres"]) * 1000 / len(expected), 3
+                    ),
                 }
                 phases.append(phase)
                 common.log(
@@ -552,6 +560,9 @@ def main() -> None:
 
     agg_speedup = median_of(1, "aggregate_s") / median_of(2, "aggregate_s")
     report_speedup = median_of(1, "report_s") / median_of(2, "report_s")
+    # Two workers doing the same work, not more: CPU per 1,000 hours with two over with one.
+    agg_cpu_ratio = median_of(2, "aggregate_cpu_s_per_1000") / median_of(1, "aggregate_cpu_s_per_1000")
+    report_cpu_ratio = median_of(2, "report_cpu_s_per_1000") / median_of(1, "report_cpu_s_per_1000")
     drain_1 = median_of(1, "aggregate_s") + median_of(1, "report_s")
     drain_2 = median_of(2, "aggregate_s") + median_of(2, "report_s")
     exact = all(p["aggregation"]["exact"] and p["reporting"]["exact"] for p in phases)
@@ -568,6 +579,13 @@ def main() -> None:
     common.log(
         f"reporting: 1 worker {median_of(1, 'reports_per_s'):,.0f} reports/s, 2 workers "
         f"{median_of(2, 'reports_per_s'):,.0f} reports/s: speed-up {report_speedup:.2f}"
+    )
+    agg_cpu = [median_of(n, "aggregate_cpu_s_per_1000") for n in (1, 2)]
+    report_cpu = [median_of(n, "report_cpu_s_per_1000") for n in (1, 2)]
+    common.log(
+        f"CPU s of the workers and PostgreSQL per 1,000 hours: aggregation {agg_cpu[0]} with 1 worker, "
+        f"{agg_cpu[1]} with 2 ({agg_cpu_ratio:.2f}x); reporting {report_cpu[0]} and {report_cpu[1]} "
+        f"({report_cpu_ratio:.2f}x)"
     )
     common.log(
         f"backlog drained: 1 worker {drain_1:.2f} s, 2 workers {drain_2:.2f} s: {drain_1 / drain_2:.2f}x"
@@ -597,6 +615,8 @@ def main() -> None:
             "reports_per_s_1": median_of(1, "reports_per_s"),
             "reports_per_s_2": median_of(2, "reports_per_s"),
             "report_speedup": round(report_speedup, 2),
+            "aggregate_cpu_ratio_2_vs_1": round(agg_cpu_ratio, 2),
+            "report_cpu_ratio_2_vs_1": round(report_cpu_ratio, 2),
             "drain_s_1": round(drain_1, 2),
             "drain_s_2": round(drain_2, 2),
             "drain_speedup": round(drain_1 / drain_2, 2),
