@@ -538,6 +538,12 @@ def main() -> None:
 
     bench_started = time.perf_counter()
     urls = {"history": common.bench_database_url(DB_HISTORY), "empty": common.bench_database_url(DB_EMPTY)}
+    # Django in this process only for the product's helpers the ingestion phase imports
+    # (bench/ingest_batch.py's db_params); it keeps no connection open across the forks.
+    common.setup_django(urls["history"])
+    from django.db import connections
+
+    connections.close_all()
     plan = history_plan(urls["history"], args)
     args.history_end = plan["history_end"]
     dbs = {}
