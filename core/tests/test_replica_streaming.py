@@ -42,7 +42,10 @@ from tenants.tests.support import issue_key, key_client
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.django_db(transaction=True, databases=[DEFAULT_DB_ALIAS, REPLICA]),
+    # serialized_rollback: the flush after each test then leaves the content types and permissions
+    # of the serialized test database (a plain flush recreates them with new ids, which breaks every
+    # later serialized_rollback test of the session).
+    pytest.mark.django_db(transaction=True, serialized_rollback=True, databases=[DEFAULT_DB_ALIAS, REPLICA]),
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
