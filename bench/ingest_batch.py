@@ -19,8 +19,8 @@ Phases (the events table and the pending-hours queue are emptied before each):
 Every phase first sends the same untimed warm-up batches (whose ids the duplicates repeat).
 Figures: events/s = (accepted + duplicates) / wall time of the timed batches (the compat phases:
 events sent in batches answered 200/204).
-Goal: >= 20,000 events/s through the API and api/baseline >= 0.5; the compat endpoints are printed
-beside the native one (compat/api ratios), no goal of their own.
+Goal: >= 20,000 events/s through the API and api/baseline >= 0.8 (issue 14; 0.5 before); the compat
+endpoints are printed beside the native one (compat/api ratios), no goal of their own.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
 GOAL_EVENTS_PER_S = 20_000
-GOAL_RATIO = 0.5
+GOAL_RATIO = 0.8
 
 # ORDER BY event_id as in the product's statement: concurrent batches that share ids then take
 # their locks in one order and cannot deadlock.
@@ -541,7 +541,7 @@ def main() -> None:
             "events/s >= 20,000", figures["goal_events_per_s_met"], f"{api_eps:,.0f} events/s through the API"
         )
     )
-    common.log(common.goal_line("ratio >= 0.5", figures["goal_ratio_met"], f"ratio {ratio:.3f}"))
+    common.log(common.goal_line(f"ratio >= {GOAL_RATIO}", figures["goal_ratio_met"], f"ratio {ratio:.3f}"))
     common.emit_json(figures)
 
 

@@ -432,15 +432,23 @@ def events_body_decode(body: bytes):
     """A request body for usage_events_validate: an EventsBody when it has the usual shape, else
     the JSON value as json_loads_exact reads it (raising what it raises: ValueError,
     UnicodeDecodeError, RecursionError)."""
-    try:
-        return EventsBody(body, _decode_typed_batch(body).events, True)
-    except msgspec.DecodeError:
-        pass
-    try:
-        return EventsBody(body, [_decode_typed_event(body)], False)
-    except msgspec.DecodeError:
-        pass
+    # A batch names "events" first; trying the likelier shape first saves a failed decode (the
+    # order changes only the time: a body either shape refuses goes to the general path).
+    batch_first = b'"events"' in body[:64]
+    for decode in (_decode_batch, _decode_event) if batch_first else (_decode_event, _decode_batch):
+        try:
+            return decode(body)
+        except msgspec.DecodeError:
+            pass
     return json_loads_exact_fast(body)
+
+
+def _decode_batch(body: bytes) -> "EventsBody":
+    return EventsBody(body, _decode_typed_batch(body).events, True)
+
+
+def _decode_event(body: bytes) -> "EventsBody":
+    return EventsBody(body, [_decode_typed_event(body)], False)
 
 
 def _validate_typed(events: list[_TypedEvent], now: datetime, tenant: Tenant) -> list[ValidEvent] | None:
