@@ -1,7 +1,10 @@
 """Usage ingestion: validate a batch all-or-nothing, store it once per (tenant, event id).
 
 Validation is plain Python rather than DRF serializers: it runs for every event of every batch,
-and a serializer per event costs more than the database insert it guards.
+and a serializer per event costs more than the database insert it guards. The API's usual bodies go
+faster still: msgspec decodes them into typed structs (events_body_decode) and _validate_typed
+settles them in one short loop; anything it cannot settle takes the general checks below, which
+word every error.
 """
 
 import hashlib
