@@ -20,8 +20,8 @@ Phases (the events table and the pending-hours queue are emptied before each):
 Every phase first sends the same untimed warm-up batches (whose ids the duplicates repeat).
 Figures: events/s = (accepted + duplicates) / wall time of the timed batches (the compat phases:
 events sent in batches answered 200/204).
-Goal: >= 20,000 events/s through the API and api/baseline >= 0.5; the compat endpoints are printed
-beside the native one (compat/api ratios), no goal of their own.
+Goal: >= 20,000 events/s through the API and api/baseline >= 0.8 (issue 14; 0.5 before); the compat
+endpoints are printed beside the native one (compat/api ratios), no goal of their own.
 """
 
 from __future__ import annotations
@@ -164,6 +164,7 @@ def db_params(tenant_id: int, meter_id: int, events: list[dict], now: datetime) 
     clients spend next to no CPU adapting values during the timed part.
     """
     from metering.eventstore.postgresql import generation
+
     return {
         "tenant": tenant_id,
         "generations": f"{{{generation(now) - 1},{generation(now)}}}",
@@ -555,7 +556,7 @@ def main() -> None:
             "events/s >= 20,000", figures["goal_events_per_s_met"], f"{api_eps:,.0f} events/s through the API"
         )
     )
-    common.log(common.goal_line("ratio >= 0.5", figures["goal_ratio_met"], f"ratio {ratio:.3f}"))
+    common.log(common.goal_line(f"ratio >= {GOAL_RATIO}", figures["goal_ratio_met"], f"ratio {ratio:.3f}"))
     common.emit_json(figures)
 
 

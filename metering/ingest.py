@@ -1,7 +1,10 @@
 """Usage ingestion: validate a batch all-or-nothing, store it once per (tenant, event id).
 
 Validation is plain Python rather than DRF serializers: it runs for every event of every batch,
-and a serializer per event costs more than the database insert it guards.
+and a serializer per event costs more than the database insert it guards. The API's usual bodies go
+faster still: msgspec decodes them into typed structs (events_body_decode) and _validate_typed
+settles them in one short loop; anything it cannot settle takes the general checks below, which
+word every error.
 """
 
 import hashlib
@@ -12,12 +15,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
 
+import msgspec
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Sum
 
-from core.json_input import json_problem, printable, text_problem
+from core.json_input import json_loads_exact_fast, json_problem, printable, text_problem
 from core.money import plain_decimal
-from core.parsing import ParseError, parse_datetime, parse_decimal
+from core.parsing import (
+    MAX_DATETIME,
+    MAX_YEAR,
+    MIN_DATETIME,
+    MIN_YEAR,
+    ParseError,
+    parse_datetime,
+    parse_decimal,
+)
 from metering.estimates import month_bounds
 from metering.eventstore import event_store
 from metering.models import (
@@ -66,6 +78,8 @@ _NUMERIC = (int, Decimal, str, float)
 EVENT_FIELDS = frozenset({"id", "meter", "quantity", "timestamp", "properties", "tenant"})
 METER_CACHE_SECONDS = 10.0
 EXACT = Context(prec=200)
+# The largest whole quantity of at most QUANTITY_DIGITS digits.
+_MAX_PLAIN_INT = 10**QUANTITY_DIGITS - 1
 
 
 class EventsInvalid(Exception):
@@ -111,8 +125,10 @@ class UsageLimitExceeded(Exception):
         )
 
 
-@dataclass(slots=True, frozen=True)
-class ValidEvent:
+class ValidEvent(msgspec.Struct, frozen=True):
+    """A checked event, ready to store. A frozen msgspec Struct rather than a frozen dataclass: it
+    is built once per event of every batch, in C about eight times faster."""
+
     event_id: str
     meter_id: int
     timestamp: datetime
@@ -229,6 +245,9 @@ meter_cache = _MeterCache()
 def _quantity(value) -> Decimal | str:
     """The quantity as a Decimal, or the reason it is refused. Omitted means 1; null is refused (a
     client that sends null most likely lost a value, and counting it as 1 would hide that)."""
+    if type(value) is int and 0 <= value <= _MAX_PLAIN_INT:
+        # The usual quantity, a small whole number: what parse_decimal would answer, without it.
+        return Decimal(value)
     if value is _MISSING:
         return Decimal(1)
     if value is None:
@@ -264,10 +283,28 @@ def _value_quantity(properties, meter: "MeterRef", code: str) -> Decimal | str:
     return _quantity(value)
 
 
+def _plain_utc_moment(text: str) -> datetime | None:
+    """The usual timestamp, "2026-11-21T10:00:00.123Z" (an ISO-8601 date-time in UTC without
+    surrounding blanks), as parse_datetime reads it, or None for anything else, which
+    parse_datetime then reads or refuses with its message."""
+    if len(text) > 32 or text[-1:] != "Z" or not text.isascii() or not text.isprintable():
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    # A "Z" date-time is aware UTC; only the year range is left of parse_datetime's checks.
+    if moment.tzinfo is not UTC or not MIN_YEAR <= moment.year <= MAX_YEAR:
+        return None
+    return moment
+
+
 def _timestamp(value, now: datetime) -> datetime | str:
     if value is None:
         return now
-    if isinstance(value, datetime):
+    if type(value) is str and (moment := _plain_utc_moment(value)) is not None:
+        pass
+    elif isinstance(value, datetime):
         # From a translation (metering.compat: Lago's unix seconds), never from JSON: aware, UTC.
         moment = value
     else:
@@ -286,15 +323,43 @@ def _timestamp(value, now: datetime) -> datetime | str:
 _encode_properties = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
+# msgspec writes exactly these bytes for str, int, bool, None and Decimal values (Decimals as JSON
+# strings, as default=str does; metering/tests/test_ingest_fast_paths.py compares both), in C.
+_encode_flat = msgspec.json.Encoder().encode
+_FLAT_TYPES = frozenset({str, int, bool, type(None), Decimal})
+_TOO_LARGE = f"must be at most {MAX_PROPERTIES_BYTES} bytes as JSON"
+
+
+def _flat_properties(value: dict) -> bytes | None:
+    """The JSON of properties holding only plain values (one level: str, int, bool, null, finite
+    Decimal) and no NUL, or None when they hold anything else (then the full checks decide)."""
+    for item in value.values():
+        if type(item) not in _FLAT_TYPES or (type(item) is Decimal and not item.is_finite()):
+            return None
+    try:
+        encoded = _encode_flat(value)
+    except (TypeError, ValueError, UnicodeError, OverflowError):  # e.g. an unpaired surrogate
+        return None
+    # A NUL in a key or a value is written as \u0000 (so is a text that spells it out, which only
+    # sends that event to the full checks).
+    return None if b"\\u0000" in encoded else encoded
+
+
 def _properties(value) -> tuple[str, str | None]:
-    """The properties as JSON text, or ("", why they are refused)."""
+    """The properties as JSON text, or ("", why they are refused): not an object, a value that
+    cannot be stored (json_problem), or more than MAX_PROPERTIES_BYTES as JSON."""
     if value is None:
         return "{}", None
     if not isinstance(value, dict):
         return "", "must be an object"
+    if (encoded := _flat_properties(value)) is not None:
+        return ("", _TOO_LARGE) if len(encoded) > MAX_PROPERTIES_BYTES else (encoded.decode(), None)
     if (problem := json_problem(value, max_depth=MAX_PROPERTIES_DEPTH)) is not None:
         return "", problem
-    return _encode_properties(value), None
+    text = _encode_properties(value)
+    if len(text.encode()) > MAX_PROPERTIES_BYTES:
+        return "", _TOO_LARGE
+    return text, None
 
 
 def _same(first: ValidEvent, second: ValidEvent) -> bool:
@@ -329,6 +394,133 @@ def _tenant_problem(ref, *, tenant: Tenant | None, named: dict[str, Tenant], req
     return found.pk, None, False
 
 
+class _TypedEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """An event as most clients send it, read and type-checked by msgspec in C: whole-number
+    quantity, text timestamp, properties of plain values one level deep. Anything else does not
+    decode into it and takes the general path."""
+
+    id: str
+    meter: str
+    quantity: int | msgspec.UnsetType = msgspec.UNSET
+    timestamp: str | None = None
+    properties: dict[str, str | int | bool | None] | None = None
+    tenant: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class _TypedBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[_TypedEvent]
+
+
+_decode_typed_batch = msgspec.json.Decoder(_TypedBatch).decode
+_decode_typed_event = msgspec.json.Decoder(_TypedEvent).decode
+_ONE = Decimal(1)
+# Decimals are immutable: the usual small quantities are shared, not built per event.
+_SMALL_DECIMALS = tuple(Decimal(i) for i in range(1024))
+
+
+class EventsBody:
+    """A body of POST /api/v1/events that decoded into the typed events above; `body` is kept for
+    the general path, which reads it again when the fast checks do not settle every event."""
+
+    __slots__ = ("body", "events", "indexed")
+
+    def __init__(self, body: bytes, events: list[_TypedEvent], indexed: bool):
+        self.body, self.events, self.indexed = body, events, indexed
+
+    def payload(self):
+        """The body as json_loads_exact reads it (it is valid JSON: msgspec read it)."""
+        return json_loads_exact_fast(self.body)
+
+
+def events_body_decode(body: bytes):
+    """A request body for usage_events_validate: an EventsBody when it has the usual shape, else
+    the JSON value as json_loads_exact reads it (raising what it raises: ValueError,
+    UnicodeDecodeError, RecursionError)."""
+    # A batch names "events" first; trying the likelier shape first saves a failed decode (the
+    # order changes only the time: a body either shape refuses goes to the general path).
+    batch_first = b'"events"' in body[:64]
+    for decode in (_decode_batch, _decode_event) if batch_first else (_decode_event, _decode_batch):
+        try:
+            return decode(body)
+        except msgspec.DecodeError:
+            pass
+    return json_loads_exact_fast(body)
+
+
+def _decode_batch(body: bytes) -> "EventsBody":
+    return EventsBody(body, _decode_typed_batch(body).events, True)
+
+
+def _decode_event(body: bytes) -> "EventsBody":
+    return EventsBody(body, [_decode_typed_event(body)], False)
+
+
+def _validate_typed(events: list[_TypedEvent], now: datetime, tenant: Tenant) -> list[ValidEvent] | None:
+    """The tenant's valid events when every event passes the checks of usage_events_validate
+    (they are the same checks, on values whose types msgspec has checked), or None as soon as
+    one does not or might not: then the general path checks the batch again and says why."""
+    if not 1 <= len(events) <= MAX_BATCH:
+        return None
+    meters = meter_cache.lookup({event.meter for event in events})
+    own_id, names = tenant.pk, (tenant.slug, tenant.external_id)
+    # _timestamp's window inside parse_datetime's range: one comparison per event.
+    earliest, latest = max(now - BACKFILL_WINDOW, MIN_DATETIME), min(now + FUTURE_SKEW, MAX_DATETIME)
+    unset, small, fromisoformat = msgspec.UNSET, _SMALL_DECIMALS, datetime.fromisoformat
+    valid: list[ValidEvent] = []
+    index_by_id: dict[str, int] = {}
+    for index, raw in enumerate(events):
+        ref = raw.tenant
+        if ref is not unset and ref is not None and (not ref or ref not in names):
+            return None
+        event_id = raw.id
+        # msgspec refuses unpaired surrogates: a NUL is the only text problem left.
+        if not event_id or len(event_id) > MAX_EVENT_ID_LENGTH or event_id.isspace() or "\x00" in event_id:
+            return None
+        meter = meters.get(raw.meter)
+        if meter is None:
+            return None
+        value = raw.quantity
+        if value is unset:
+            if meter.value_path:
+                return None
+            quantity = _ONE
+        elif 0 <= value < len(small):
+            quantity = small[value]
+        elif 0 <= value <= _MAX_PLAIN_INT:
+            quantity = Decimal(value)
+        else:
+            return None
+        text = raw.timestamp
+        if text is None:
+            moment = now
+        else:
+            # _plain_utc_moment inline (a call per event is measurable here).
+            if len(text) > 32 or text[-1:] != "Z" or not text.isascii() or not text.isprintable():
+                return None
+            try:
+                moment = fromisoformat(text)
+            except ValueError:
+                return None
+            if moment.tzinfo is not UTC or not earliest <= moment <= latest:
+                return None
+        if raw.properties is None:
+            properties_json = "{}"
+        else:
+            encoded = _encode_flat(raw.properties)
+            if len(encoded) > MAX_PROPERTIES_BYTES or b"\\u0000" in encoded:
+                return None
+            properties_json = encoded.decode()
+        event = ValidEvent(event_id, meter.id, moment, quantity, properties_json, own_id)
+        # Every event so far is valid, so valid[i] is event i.
+        first = index_by_id.setdefault(event_id, index)
+        if first != index and not _same(valid[first], event):
+            return None
+        valid.append(event)
+    if _hour_total_problems(valid):
+        return None
+    return valid
+
+
 def usage_events_validate(
     *, payload, now: datetime, tenant: Tenant | None = None, tenant_required: bool = False
 ) -> list[ValidEvent]:
@@ -340,7 +532,14 @@ def usage_events_validate(
     `tenant_required`; an unknown or suspended tenant is a problem of that event's `tenant`.
     When every event's tenant is known, also check that no hour of a sum meter would pass what
     Stripe can bill.
+
+    `payload`: the decoded JSON, or an EventsBody (events_body_decode), checked in C and one short
+    loop when it holds a tenant's usual events, else read again and checked here.
     """
+    if isinstance(payload, EventsBody):
+        if tenant is not None and (valid := _validate_typed(payload.events, now, tenant)) is not None:
+            return valid
+        payload = payload.payload()
     if isinstance(payload, dict) and "events" in payload:
         extra = set(payload) - {"events"}
         if extra:
@@ -378,8 +577,9 @@ def usage_events_validate(
         if not isinstance(raw, dict):
             errors[index if indexed else None] = {"non_field_errors": ["must be an object"]}
             continue
-        for name in raw.keys() - EVENT_FIELDS:
-            problems[printable(name)] = ["unknown field"]
+        if not EVENT_FIELDS.issuperset(raw):
+            for name in raw.keys() - EVENT_FIELDS:
+                problems[printable(name)] = ["unknown field"]
 
         ref = raw.get("tenant", _MISSING)
         if ref is _MISSING and tenant is not None:
@@ -403,7 +603,9 @@ def usage_events_validate(
 
         code = raw.get("meter")
         meter = meters.get(code) if isinstance(code, str) else None
-        if not isinstance(code, str) or not code:
+        if meter is not None:
+            pass  # a stored meter's code: a non-empty text PostgreSQL took, so without NUL or surrogates
+        elif not isinstance(code, str) or not code:
             problems["meter"] = ["is required: the code of a meter"]
         elif (problem := text_problem(code)) is not None:
             problems["meter"] = [problem]
@@ -427,8 +629,6 @@ def usage_events_validate(
         properties_json, problem = _properties(raw.get("properties"))
         if problem is not None:
             problems["properties"] = [problem]
-        elif len(properties_json.encode()) > MAX_PROPERTIES_BYTES:
-            problems["properties"] = [f"must be at most {MAX_PROPERTIES_BYTES} bytes as JSON"]
 
         if not problems:
             event = ValidEvent(event_id, meter.id, timestamp, quantity, properties_json, tenant_id)
@@ -458,6 +658,9 @@ def usage_events_validate(
 
 def _hour_total_problems(events: list[ValidEvent]) -> dict[int, dict[str, list[str]]]:
     """Events that would bring an hour of a sum meter past MAX_HOUR_TOTAL (per tenant), by index."""
+    # Quantities are not negative: no (tenant, meter, hour) adds more than the whole batch.
+    if sum(event.quantity for event in events) < HOUR_CHECK_THRESHOLD:
+        return {}
     added: dict[tuple[int, int, datetime], Decimal] = {}
     for event in events:
         key = (event.tenant_id, event.meter_id, _hour(event.timestamp))

@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from contextlib import nullcontext
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection, transaction
@@ -271,13 +271,13 @@ class PostgreSQLEventStore(EventStore):
         }
         # Inside a caller's transaction, a savepoint: a failed statement (a partition gone since
         # it was cached) then leaves that transaction usable for the retry.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            with connection.cursor() as cursor:
-                if returning:
-                    cursor.execute(INSERT_RETURNING, params)
-                    return cursor.fetchall()
-                cursor.execute(INSERT_COUNTING, params)
-                accepted, _ = cursor.fetchone()
+        savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+        with savepoint, connection.cursor() as cursor:
+            if returning:
+                cursor.execute(INSERT_RETURNING, params)
+                return cursor.fetchall()
+            cursor.execute(INSERT_COUNTING, params)
+            accepted, _ = cursor.fetchone()
         return accepted
 
     def stored_keys(self, tenant_ids, events) -> set[tuple[int, str]]:
