@@ -121,7 +121,13 @@ def array_literal(values, *, quote: bool) -> str:
     """A PostgreSQL array literal: one parameter instead of a thousand adapted by psycopg."""
     if not quote:
         return "{" + ",".join(values) + "}"
-    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    values = list(values)
+    if not values:
+        return "{}"
+    # Escaped once for the whole array, not once per element: NUL never occurs in stored text
+    # (PostgreSQL refuses it; validation refuses control characters in ids, JSON escapes them).
+    joined = "\x00".join(values).replace("\\", "\\\\").replace('"', '\\"')
+    return '{"' + joined.replace("\x00", '","') + '"}'
 
 
 def _children(parent: str) -> dict[str, int]:
