@@ -89,10 +89,11 @@ def _fresh_meter_cache():
     meter_cache.clear()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _event_partitions(django_db_setup, django_db_blocker):
-    """The raw-event partitions around today exist (a reused test database may be days old): what
-    the hourly maintain task does in production."""
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test databases, then the raw-event partitions around today (a reused test
+    database may be days old): what the hourly upkeep does in production. Only when a test asks
+    for the database."""
     from django.utils import timezone
 
     from metering.eventstore import event_store
