@@ -531,7 +531,7 @@ def main() -> None:
     )
     common.log(
         f"baseline (median of {args.rounds}): {base_eps:9,.0f} events/s  "
-        "(bare INSERT ... ON CONFLICT DO NOTHING)"
+        "(the bare exactly-once insert: keys, then new events)"
     )
     if "product_sql" in results:
         common.log(

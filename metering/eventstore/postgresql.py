@@ -95,7 +95,10 @@ WITH input AS MATERIALIZED (
     SELECT DISTINCT tenant_id, meter_id, date_trunc('hour', "timestamp", 'UTC'), %(now)s::timestamptz
     FROM new
     ORDER BY 1, 2, 3
-    ON CONFLICT (tenant_id, meter_id, hour) DO UPDATE SET marked_at = EXCLUDED.marked_at
+    -- An hour already pending is locked, not rewritten: "DO UPDATE ... WHERE false" takes the row
+    -- lock that aggregation's claim (FOR UPDATE SKIP LOCKED) respects, without a new row version,
+    -- its index entries and the dead tuple (marked_at stays when the hour became pending).
+    ON CONFLICT (tenant_id, meter_id, hour) DO UPDATE SET marked_at = EXCLUDED.marked_at WHERE false
     RETURNING 1
 )
 """  # noqa: S608 - table names are constants
