@@ -183,42 +183,43 @@ class PostgreSQLEventStore(EventStore):
             for statement in statements:
                 cursor.execute(statement)
 
+    def _ensure(self, parent: str, known: set, wanted: Iterable, existing, name, bounds) -> list[str]:
+        """Create the partitions of `parent` for the `wanted` keys (days, generations) that neither
+        this process knows of nor exist; returns the names of those created."""
+        wanted = set(wanted) - known
+        if not wanted:
+            return []
+        present = existing()
+        missing = sorted(wanted - present.keys())
+        if missing:
+            self._create(
+                [f"SELECT pg_advisory_xact_lock({_advisory_key(parent)})"]
+                + [
+                    f"CREATE TABLE IF NOT EXISTS {name(key)} PARTITION OF {parent} FOR VALUES {bounds(key)}"
+                    for key in missing
+                ]
+            )
+            logger.info("created partitions %s", ", ".join(map(name, missing)))
+        with self._lock:
+            known |= present.keys() | set(missing)
+        return [name(key) for key in missing]
+
     def ensure_days(self, days: Iterable[date]) -> list[str]:
         """Create the events partitions of these days that are missing; returns the new ones."""
-        wanted = set(days) - self._days
-        if not wanted:
-            return []
-        existing = event_partition_days()
-        missing = sorted(wanted - existing.keys())
-        if missing:
-            statements = [f"SELECT pg_advisory_xact_lock({_advisory_key(EVENTS)})"] + [
-                f"CREATE TABLE IF NOT EXISTS {day_partition(day)} PARTITION OF {EVENTS} "
-                f"FOR VALUES FROM ('{_midnight(day).isoformat()}') TO ('{_midnight(day + DAY).isoformat()}')"
-                for day in missing
-            ]
-            self._create(statements)
-            logger.info("created raw-event partitions %s", ", ".join(map(day_partition, missing)))
-        with self._lock:
-            self._days |= existing.keys() | set(missing)
-        return [day_partition(day) for day in missing]
+        return self._ensure(
+            EVENTS,
+            self._days,
+            days,
+            event_partition_days,
+            day_partition,
+            lambda day: f"FROM ('{_midnight(day).isoformat()}') TO ('{_midnight(day + DAY).isoformat()}')",
+        )
 
     def ensure_generations(self, numbers: Iterable[int]) -> list[str]:
-        wanted = set(numbers) - self._generations
-        if not wanted:
-            return []
-        existing = key_generations()
-        missing = sorted(wanted - existing.keys())
-        if missing:
-            statements = [f"SELECT pg_advisory_xact_lock({_advisory_key(KEYS)})"] + [
-                f"CREATE TABLE IF NOT EXISTS {key_partition(number)} PARTITION OF {KEYS} "
-                f"FOR VALUES IN ({number})"
-                for number in missing
-            ]
-            self._create(statements)
-            logger.info("created idempotency key partitions %s", ", ".join(map(key_partition, missing)))
-        with self._lock:
-            self._generations |= existing.keys() | set(missing)
-        return [key_partition(number) for number in missing]
+        """Create the key partitions of these generations that are missing; returns the new ones."""
+        return self._ensure(
+            KEYS, self._generations, numbers, key_generations, key_partition, lambda number: f"IN ({number})"
+        )
 
     def prepare_for(self, timestamps: Iterable[datetime], *, now: datetime | None = None) -> None:
         stamps = list(timestamps)
