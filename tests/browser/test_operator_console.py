@@ -113,9 +113,10 @@ def test_login_and_the_dashboard_draws_the_seeded_figures(page, login, console_d
         f"Events per day (UTC), last 30 days: {total:,} in all"
     )
 
-    # --- Events per meter: the last 24 h from raw events, 30 days from the aggregates.
+    # --- Events per meter: the last 24 h from raw events (by event time), 30 days from the aggregates.
+    moment = timezone.now()
     last_day_counts = dict(
-        UsageEvent.objects.filter(received_at__gte=timezone.now() - timedelta(days=1))
+        UsageEvent.objects.filter(timestamp__gte=moment - timedelta(days=1), timestamp__lte=moment)
         .values("meter__code")
         .annotate(n=Count("id"))
         .values_list("meter__code", "n")
