@@ -38,9 +38,10 @@ from metering.ingest import (
     UsageLimitExceeded,
     ValidEvent,
     usage_events_record,
+    usage_events_stored_indexes,
     usage_events_validate,
 )
-from metering.models import Meter, UsageEvent
+from metering.models import Meter
 from tenants.models import Tenant, TenantAPIKey
 
 TENANT_BY_CHOICES = ("slug", "id", "api_key_prefix")
@@ -388,11 +389,10 @@ class _Importer:
             self.result.accepted += outcome.accepted
             self.result.duplicates += outcome.duplicates
             return
-        ids = [event.event_id for event in valid]
-        seen = set(
-            UsageEvent.objects.filter(tenant=tenant, event_id__in=ids).values_list("event_id", flat=True)
-        )
-        for event_id in ids:
+        # The store's own key look-up, as recording would decide (PostgreSQL: the key table).
+        stored = set(usage_events_stored_indexes(events=valid, tenant=tenant))
+        seen = {event.event_id for index, event in enumerate(valid) if index in stored}
+        for event_id in (event.event_id for event in valid):
             if event_id in seen:
                 self.result.duplicates += 1
             else:

@@ -13,6 +13,11 @@ from metering.models import Meter, UsageEvent
 HOUR = timedelta(hours=1)
 
 
+def hour_start(moment: datetime) -> datetime:
+    """The start of the hour `moment` falls in."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def _property_text(name: str):
     # Compared as text so that 200 and "200" match alike on PostgreSQL and SQLite.
     return Cast(KeyTextTransform(name, "properties"), CharField())

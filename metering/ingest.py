@@ -32,6 +32,7 @@ from core.parsing import (
 )
 from metering.estimates import month_bounds
 from metering.eventstore import event_store
+from metering.hourly import hour_start
 from metering.models import (
     QUANTITY_DECIMAL_PLACES,
     REFUSABLE_AGGREGATIONS,
@@ -663,7 +664,7 @@ def _hour_total_problems(events: list[ValidEvent]) -> dict[int, dict[str, list[s
         return {}
     added: dict[tuple[int, int, datetime], Decimal] = {}
     for event in events:
-        key = (event.tenant_id, event.meter_id, _hour(event.timestamp))
+        key = (event.tenant_id, event.meter_id, hour_start(event.timestamp))
         added[key] = added.get(key, Decimal(0)) + event.quantity
     large = {key: total for key, total in added.items() if total >= HOUR_CHECK_THRESHOLD}
     if not large:
@@ -689,22 +690,13 @@ def _hour_total_problems(events: list[ValidEvent]) -> dict[int, dict[str, list[s
         index: {
             "quantity": [
                 f"would bring the total of meter {sum_meters[event.meter_id]!r} for the hour "
-                f"{_hour(event.timestamp):%Y-%m-%dT%H:00Z} past {MAX_HOUR_TOTAL}, more than Stripe can bill"
+                f"{hour_start(event.timestamp):%Y-%m-%dT%H:00Z} past {MAX_HOUR_TOTAL}, "
+                "more than Stripe can bill"
             ]
         }
         for index, event in enumerate(events)
-        if (event.tenant_id, event.meter_id, _hour(event.timestamp)) in over
+        if (event.tenant_id, event.meter_id, hour_start(event.timestamp)) in over
     }
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def _record(tenant_ids: list[int], events: list[ValidEvent], now: datetime) -> int:
-    # PostgreSQL: one statement, atomic on its own (and in autocommit, committed on return):
-    # wrapping it in atomic() only added BEGIN/COMMIT round trips. SQLite: its own transaction.
-    return event_store().record(tenant_ids, events, now)
 
 
 def _tenant_ids(tenant: Tenant | None, events: list[ValidEvent]) -> list[int]:
@@ -714,17 +706,12 @@ def _tenant_ids(tenant: Tenant | None, events: list[ValidEvent]) -> list[int]:
     return [tenant.pk if e.tenant_id is None else e.tenant_id for e in events]
 
 
-def _stored_keys(tenant_ids: list[int], events: list[ValidEvent]) -> set[tuple[int, str]]:
-    """The (tenant id, event id) pairs of these events already stored (one query)."""
-    return event_store().stored_keys(tenant_ids, events)
-
-
 def usage_events_stored_indexes(*, events: list[ValidEvent], tenant: Tenant | None = None) -> list[int]:
     """The indexes of the events whose (tenant, id) is already stored (one query)."""
     if not events:
         return []
     tenant_ids = _tenant_ids(tenant, events)
-    stored = _stored_keys(tenant_ids, events)
+    stored = event_store().stored_keys(tenant_ids, events)
     return [i for i, (t, e) in enumerate(zip(tenant_ids, events, strict=True)) if (t, e.event_id) in stored]
 
 
@@ -831,11 +818,11 @@ def usage_events_record(
                 # The insert runs as usual and is rolled back when it skipped any event: no extra
                 # query when all are new (the usual case), and no race with a concurrent insert.
                 with transaction.atomic():
-                    accepted = _record(tenant_ids, events, now)
+                    accepted = event_store().record(tenant_ids, events, now)
                     if accepted < len(events):
                         raise _SomeStored
             else:
-                accepted = _record(tenant_ids, events, now)
+                accepted = event_store().record(tenant_ids, events, now)
             break
         except _SomeStored:
             raise EventsAlreadyStored(usage_events_stored_indexes(events=events, tenant=tenant)) from None

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
 
 from metering.hourly import contiguous_ranges, hourly_values, meter_events
-from metering.models import Meter, UsageEvent
+from metering.models import Meter
 
 if TYPE_CHECKING:
     from metering.ingest import ValidEvent
@@ -42,14 +42,12 @@ class EventStore(ABC):
     ) -> int | list[InsertedRow]:
         """Store the events whose (tenant, event id) was not stored before and mark their hours
         pending (metering.PendingHour), atomically. Returns how many were stored, or with
-        `returning` the stored rows. Exactly once per (tenant, event id) for at least
-        `idempotency_window`, whatever the timestamps and however batches race."""
+        `returning` the stored rows. Exactly once per (tenant, event id) for at least 36 days,
+        whatever the timestamps and however batches race."""
 
     @abstractmethod
     def stored_keys(self, tenant_ids: list[int], events: list[ValidEvent]) -> set[tuple[int, str]]:
         """The (tenant id, event id) pairs of these events already stored (one query)."""
-
-    idempotency_window: timedelta
 
     def forget_partitions(self) -> None:
         """Drop what this process cached about the store's layout (PostgreSQL: partitions)."""
@@ -60,10 +58,6 @@ class EventStore(ABC):
         return None
 
     # --- Reading --------------------------------------------------------------------------------
-
-    def events(self) -> QuerySet:
-        """All stored raw events (read-only use: admin, read-backs)."""
-        return UsageEvent.objects.all()
 
     def hour_values(
         self, meter: Meter, pairs: Iterable[tuple[int, datetime]]

@@ -30,6 +30,7 @@ from contextlib import nullcontext
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from metering.eventstore.base import EventStore, InsertedRow
 
@@ -161,7 +162,6 @@ def key_generations() -> dict[int, str]:
 
 class PostgreSQLEventStore(EventStore):
     vendor = "postgresql"
-    idempotency_window = KEY_GENERATION
 
     def __init__(self):
         # Partitions known to exist, per process: a batch whose days are all known creates nothing
@@ -291,8 +291,6 @@ class PostgreSQLEventStore(EventStore):
         return accepted
 
     def stored_keys(self, tenant_ids, events) -> set[tuple[int, str]]:
-        from django.utils import timezone
-
         current = generation(timezone.now())
         params = {
             "generations": f"{{{current - 1},{current}}}",

@@ -7,25 +7,20 @@ timed and received before the cutoff, which is at least 35 days after it was rec
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Q
 
 from metering.eventstore.base import EventStore, InsertedRow
+from metering.hourly import hour_start
 from metering.models import PendingHour, UsageEvent
 
 PRUNE_BATCH = 10_000
 
 
-def _hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
 class SQLiteEventStore(EventStore):
     vendor = "sqlite"
-    # Events are kept (and are their own keys) until retention, at least RAW_EVENT_RETENTION.
-    idempotency_window = timedelta(days=36)
 
     def record(self, tenant_ids, events, now, *, returning=False) -> int | list[InsertedRow]:
         with transaction.atomic():
@@ -48,7 +43,7 @@ class SQLiteEventStore(EventStore):
                 )
                 for tenant_id, e in new
             )
-            hours = sorted({(tenant_id, e.meter_id, _hour(e.timestamp)) for tenant_id, e in new})
+            hours = sorted({(tenant_id, e.meter_id, hour_start(e.timestamp)) for tenant_id, e in new})
             PendingHour.objects.bulk_create(
                 [PendingHour(tenant_id=t, meter_id=m, hour=h, marked_at=now) for t, m, h in hours],
                 update_conflicts=True,
